@@ -1,0 +1,12 @@
+# Host-CPU tuning with a portable fallback: x86 takes -march=native, aarch64 -mcpu=native.
+include(CheckCXXCompilerFlag)
+if(EDGETUNE_NATIVE_ARCH)
+  check_cxx_compiler_flag("-march=native" HAS_MARCH_NATIVE)
+  check_cxx_compiler_flag("-mcpu=native" HAS_MCPU_NATIVE)
+  if(HAS_MARCH_NATIVE)
+    target_compile_options(_native PRIVATE -march=native)
+  elseif(HAS_MCPU_NATIVE)
+    target_compile_options(_native PRIVATE -mcpu=native)
+  endif()
+endif()
+target_compile_options(_native PRIVATE -ffp-contract=fast)

@@ -1,0 +1,116 @@
+"""The engine seam: the only interface the trainer talks to.
+
+An engine holds one model at step granularity so a device can keep weights and
+optimizer state resident. The dense engine is the reference every other engine
+must equal (up to float summation order).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+import numpy as np
+
+from ..losses import loss_and_grad, count_correct
+from ..optim import OptimizerConfig, make_optimizer
+
+
+@dataclass
+class StepResult:
+    """Outcome of one training step: mean loss, number correct, batch size."""
+
+    loss: float
+    correct: int
+    batch: int
+    phase_seconds: Dict[str, float] = field(default_factory=dict)
+
+
+class Engine:
+    """Base class. Subclasses implement `_forward_backward` and `predict`.
+
+    Contract:
+      load(model, trainable, optimizer, loss) must be called first;
+      loss_and_grads(x, y) -> (loss, {initializer_name: grad}) with grads in
+      the initializer's ONNX shape, for the trainable parameters only;
+      train_step(x, y) computes grads and applies one optimizer update;
+      get_params()/set_params() move every float initializer by name.
+    """
+
+    name = "base"
+
+    def load(self, model, trainable=None, optimizer: Optional[OptimizerConfig] = None,
+             loss: str = "cross_entropy") -> None:
+        """Take ownership of `model`'s parameters and prepare to train `trainable`."""
+        self.model = model
+        self.params = {k: np.array(v, dtype=np.float32, copy=True) for k, v in model.params.items()}
+        self.trainable = list(model.trainable_names() if trainable is None else trainable)
+        self.loss_name = loss
+        self.optimizer = make_optimizer(optimizer or OptimizerConfig())
+        self._counters: Dict[str, float] = {}
+        self._prepare()
+
+    def _prepare(self) -> None:
+        """Hook for engines that pre-pack weights after load/set_params."""
+
+    # -- to implement -----------------------------------------------------
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Return the logits for a batch x (NCHW, float32)."""
+        raise NotImplementedError
+
+    def _forward_backward(self, x: np.ndarray, y: np.ndarray):
+        """Return (loss, grads, logits, phase_seconds)."""
+        raise NotImplementedError
+
+    # -- shared behaviour -----------------------------------------------------
+    def loss_and_grads(self, x: np.ndarray, y: np.ndarray):
+        """Mean loss over the batch and gradients of the trainable parameters."""
+        loss, grads, _, _ = self._forward_backward(x, y)
+        return loss, grads
+
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
+        """One forward, backward and optimizer update."""
+        import time
+
+        loss, grads, logits, phases = self._forward_backward(x, y)
+        t0 = time.perf_counter()
+        self.optimizer.step(self.params, grads)
+        self._after_update(list(grads))
+        phases = dict(phases)
+        phases["update"] = phases.get("update", 0.0) + time.perf_counter() - t0
+        return StepResult(loss=float(loss), correct=count_correct(logits, y), batch=len(x),
+                          phase_seconds=phases)
+
+    def _after_update(self, names) -> None:
+        """Hook: engines holding packed weights refresh them here."""
+
+    def get_params(self) -> Dict[str, np.ndarray]:
+        """Copies of every parameter, keyed by ONNX initializer name."""
+        return {k: v.copy() for k, v in self.params.items()}
+
+    def set_params(self, params: Dict[str, np.ndarray]) -> None:
+        """Overwrite parameters by name (shapes must match)."""
+        for k, v in params.items():
+            if k not in self.params:
+                raise KeyError(f"unknown parameter {k!r}")
+            if self.params[k].shape != np.shape(v):
+                raise ValueError(f"parameter {k!r}: shape {np.shape(v)} != {self.params[k].shape}")
+            self.params[k][...] = v
+        self._after_update(list(params))
+
+    def optimizer_state(self) -> dict:
+        """The optimizer's state (step count, moments), as plain numpy arrays."""
+        return self.optimizer.state_dict()
+
+    def set_optimizer_state(self, state: dict) -> None:
+        """Restore optimizer state saved by `optimizer_state()`."""
+        self.optimizer.load_state_dict(state)
+
+    def counters(self) -> dict:
+        """Engine-specific counters (MACs, bytes, ...)."""
+        return dict(self._counters)
+
+    def close(self) -> None:
+        """Release resources (devices, threads)."""
+
+    def _loss(self, logits: np.ndarray, y: np.ndarray):
+        return loss_and_grad(self.loss_name, logits, y)
