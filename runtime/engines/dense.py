@@ -73,7 +73,15 @@ class DenseEngine(Engine):
         # numpy does error propagation and weight gradient together; report them as bp.
         return loss, grads, logits, {"fp": t1 - t0, "bp": t2 - t1, "wg": 0.0}
 
-    def _backward(self, vals, caches, dlogits):
+    def forward_backward_values(self, x, y):
+        """(loss, grads, values, dvalues): every forward value and every gradient dL/dvalue."""
+        vals, caches = self._forward(np.asarray(x, F32))
+        loss, dlogits = self._loss(vals[self.model.output_name], y)
+        seen: Dict[str, np.ndarray] = {}
+        grads = self._backward(vals, caches, dlogits, seen)
+        return loss, grads, vals, seen
+
+    def _backward(self, vals, caches, dlogits, seen=None):
         p, want = self.params, set(self.trainable)
         needed = self._needs_grad()
         dvals = {self.model.output_name: dlogits}
@@ -82,6 +90,8 @@ class DenseEngine(Engine):
             d = dvals.pop(node.output, None)
             if d is None:
                 continue
+            if seen is not None:
+                seen[node.output] = d
             need_dx = [needed.get(i, False) for i in node.inputs]
             dxs, pg = self._bwd(node, d, caches[node.name], vals, p, need_dx[0])
             for role, g in pg.items():

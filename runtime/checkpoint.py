@@ -1,0 +1,53 @@
+"""Checkpoints: parameters, optimizer state, RNG state and the position in the data order,
+written atomically so a crash at any instant leaves the previous checkpoint usable."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+import numpy as np
+
+from .atomic import atomic_write
+from .errors import EdgetuneError
+
+FILE = "checkpoint.npz"
+
+
+def save(folder: str, params: dict, opt_state: dict, meta: dict) -> str:
+    """Write DIR/checkpoint.npz atomically. `meta` is JSON-serialisable."""
+    os.makedirs(folder, exist_ok=True)
+    arrays = {f"param/{k}": v for k, v in params.items()}
+    for key, value in opt_state.items():
+        if isinstance(value, dict):
+            arrays.update({f"opt/{key}/{k}": v for k, v in value.items()})
+        else:
+            meta = {**meta, f"opt_scalar/{key}": value}
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    path = os.path.join(folder, FILE)
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
+    return path
+
+
+def load(folder: str) -> Optional[dict]:
+    """Return {'params', 'opt_state', 'meta'} or None when there is no checkpoint yet."""
+    path = os.path.join(folder, FILE)
+    if not os.path.exists(path):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+        meta = json.loads(arrays.pop("meta").tobytes().decode())
+    except Exception as exc:
+        raise EdgetuneError(f"{path}: unreadable checkpoint ({type(exc).__name__})") from None
+    params = {k[6:]: v for k, v in arrays.items() if k.startswith("param/")}
+    opt: dict = {}
+    for k, v in arrays.items():
+        if k.startswith("opt/"):
+            _, group, name = k.split("/", 2)
+            opt.setdefault(group, {})[name] = v
+    for k in list(meta):
+        if k.startswith("opt_scalar/"):
+            opt[k[len("opt_scalar/"):]] = meta.pop(k)
+    return {"params": params, "opt_state": opt, "meta": meta}
