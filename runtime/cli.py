@@ -59,7 +59,7 @@ def models():
     click.echo("datasets:")
     for d in bundled.list_datasets():
         click.echo(f"  {d['name']:<24} {d.get('description', '')}")
-    click.echo(f"default: edgetune finetune {bundled.DEFAULT_MODEL} --data {bundled.default_data_for(bundled.DEFAULT_MODEL)}")
+    click.echo(f"default: edgetune finetune {bundled.DEFAULT_MODEL} --data {bundled.model_info(bundled.DEFAULT_MODEL).get('default_data')}")
 
 
 @cli.command()

@@ -50,7 +50,7 @@ def resolve_defaults(cfg: FinetuneConfig) -> FinetuneConfig:
     if cfg.model is None:
         cfg.model = models.DEFAULT_MODEL
     if cfg.data is None:
-        cfg.data = models.default_data_for(cfg.model) if models.is_bundled_model(cfg.model) else None
+        cfg.data = models.model_info(cfg.model).get("default_data") if models.is_bundled_model(cfg.model) else None
         if cfg.data is None:
             raise UsageError(f"--data is required for {cfg.model} (it is not a bundled model)")
     if cfg.out is None:
