@@ -1,0 +1,195 @@
+"""Host side of the protocol: reliable request/response, HELLO, chunked blob transfer.
+
+Reliability (PROTOCOL.md section 4): every request gets a fresh 16-bit sequence
+number; a timed-out or unanswered request is sent again with the *same* number
+and bytes, with the per-attempt timeout doubling up to ``max_timeout``; answers
+carrying another sequence number (late duplicates) are ignored; after
+``retries`` retries the request fails with DeviceNotRespondingError.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, asdict, field
+from typing import Dict, Optional
+
+from . import protocol as P
+from .errors import (DeviceErrorResponse, DeviceNotRespondingError, IoTimeoutError, ProtocolError,
+                     SessionChangedError)
+from .framing import FrameDecoder, crc32, encode_frame
+from .transport import Transport
+
+COMPUTE_COMMANDS = (P.COMMIT, P.TRAIN_STEP, P.PREDICT, P.LOSS_GRADS, P.READ_STATE, P.READ_COUNTERS)
+
+
+@dataclass
+class LinkStats:
+    bytes_up: int = 0
+    bytes_down: int = 0
+    frames_up: int = 0
+    frames_down: int = 0
+    requests: int = 0
+    retries: int = 0
+    timeouts: int = 0
+    stale_frames: int = 0
+    resyncs: int = 0
+    error_frames: int = 0
+    seconds: float = 0.0
+    per_command: Dict[str, dict] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["frames"] = self.frames_up + self.frames_down
+        return d
+
+
+class DeviceClient:
+    """One device session over a Transport."""
+
+    def __init__(self, transport: Transport, timeout: float = 0.5, retries: int = 8,
+                 max_timeout: float = 8.0, baudrate: int = 921600, max_payload: int = 4096):
+        if timeout is None or timeout <= 0 or max_timeout is None or max_timeout <= 0:
+            raise ValueError("timeouts must be positive seconds")
+        self.t, self.timeout, self.retries, self.max_timeout = transport, timeout, retries, max_timeout
+        self.baudrate, self.host_max_payload = baudrate, max_payload
+        self.decoder = FrameDecoder()
+        self.seq = 0
+        self.stats = LinkStats()
+        self.session: Optional[int] = None
+        self.info: dict = {}
+        self.rtt: Dict[int, float] = {}
+
+    # -- request/response ----------------------------------------------------
+    def _wire_seconds(self, nbytes: int) -> float:
+        return nbytes * 10.0 / self.baudrate
+
+    def request(self, ftype: int, payload: bytes, expect_bytes: int = 64) -> bytes:
+        """Send one request and return the payload of its response (retrying as needed)."""
+        self.seq = (self.seq + 1) & 0xFFFF
+        seq, wire = self.seq, encode_frame(ftype, self.seq, payload)
+        name = P.command_name(ftype)
+        pc = self.stats.per_command.setdefault(name, {"requests": 0, "retries": 0, "bytes_up": 0})
+        self.stats.requests += 1
+        pc["requests"] += 1
+        t_start = time.monotonic()
+        base = self.timeout + self._wire_seconds(len(wire) + expect_bytes + 16)
+        if ftype in COMPUTE_COMMANDS:
+            base += 3.0 * self.rtt.get(ftype, 0.0)
+        try:
+            for attempt in range(self.retries + 1):
+                if attempt:
+                    self.stats.retries += 1
+                    pc["retries"] += 1
+                self.t.write(wire, timeout_sec=max(1.0, self._wire_seconds(len(wire)) * 2))
+                self.stats.bytes_up += len(wire)
+                self.stats.frames_up += 1
+                pc["bytes_up"] += len(wire)
+                frame = self._await(seq, min(base * (2 ** attempt), max(self.max_timeout, base)))
+                if frame is not None:
+                    rtt = time.monotonic() - t_start
+                    self.rtt[ftype] = rtt if ftype not in self.rtt else 0.7 * self.rtt[ftype] + 0.3 * rtt
+                    return self._check(frame, ftype, name)
+                self.stats.timeouts += 1
+        finally:
+            self.stats.seconds += time.monotonic() - t_start
+            self.stats.resyncs = self.decoder.stats.resyncs
+        raise DeviceNotRespondingError(
+            f"no valid answer to {name} (seq {seq}) from {getattr(self.t, 'url', 'device')} after "
+            f"{self.retries + 1} attempts")
+
+    def _await(self, seq: int, timeout: float):
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                data = self.t.read(65536, timeout_sec=left)
+            except IoTimeoutError:
+                return None
+            self.stats.bytes_down += len(data)
+            found = None
+            for f in self.decoder.feed(data):
+                self.stats.frames_down += 1
+                if f.seq == seq and found is None and (f.type & P.RESPONSE_BIT):
+                    found = f
+                else:
+                    self.stats.stale_frames += 1
+            if found is not None:
+                return found
+
+    def _check(self, frame, ftype: int, name: str) -> bytes:
+        if frame.version != P.PROTO_VERSION:
+            raise ProtocolError(f"device answered {name} with protocol version {frame.version}")
+        if frame.type == P.ERROR:
+            self.stats.error_frames += 1
+            code, text = P.decode_error(frame.payload)
+            cls = SessionChangedError if code in (P.E_SESSION,) else DeviceErrorResponse
+            raise cls(code, text, name)
+        if frame.type != (ftype | P.RESPONSE_BIT):
+            raise ProtocolError(f"device answered {name} with message type 0x{frame.type:02x}")
+        return frame.payload
+
+    # -- handshake -------------------------------------------------------------
+    def hello(self) -> dict:
+        rsp = self.request(P.HELLO, P.HELLO_REQ.pack(P.PROTO_VERSION, 0, self.host_max_payload), 2048)
+        try:
+            info = P.decode_hello_rsp(rsp)
+        except Exception as exc:  # noqa: BLE001
+            raise ProtocolError(f"malformed HELLO answer: {exc}") from None
+        if info["proto"] != P.PROTO_VERSION:
+            raise ProtocolError(f"device speaks protocol {info['proto']}, host speaks {P.PROTO_VERSION}")
+        self.session, self.info = info["session_id"], info
+        self.max_payload = min(info["max_payload"], self.host_max_payload)
+        return info
+
+    def _sess(self) -> bytes:
+        if self.session is None:
+            raise ProtocolError("HELLO first")
+        return P.SESSION.pack(self.session)
+
+    # -- bulk ----------------------------------------------------------------------
+    def put_blob(self, blob: int, data: bytes) -> None:
+        """Upload `data` to staging buffer `blob` in acknowledged chunks."""
+        room = self.max_payload - P.PUT_CHUNK_REQ.size
+        total, off = len(data), 0
+        while True:
+            piece = data[off:off + room]
+            rsp = self.request(P.PUT_CHUNK, P.PUT_CHUNK_REQ.pack(self.session or 0, blob, total, off) + piece)
+            rblob, roff, rlen = P.PUT_CHUNK_RSP.unpack_from(rsp)
+            if (rblob, roff, rlen) != (blob, off, len(piece)):
+                raise ProtocolError(f"PUT_CHUNK ack {rblob}/{roff}+{rlen} for {blob}/{off}+{len(piece)}")
+            off += len(piece)
+            if off >= total:
+                return
+
+    def commit(self, blob: int, data: bytes) -> int:
+        """Upload and commit a MODEL or STATE blob; returns the device's step counter."""
+        self.put_blob(blob, data)
+        rsp = self.request(P.COMMIT, P.COMMIT_REQ.pack(self.session or 0, blob, len(data), crc32(data)))
+        return P.COMMIT_RSP.unpack_from(rsp)[1]
+
+    def read_result(self, total: int, crc: int) -> bytes:
+        """Download the device's RESULT blob in chunks and check its CRC."""
+        out = bytearray()
+        room = self.max_payload - P.GET_CHUNK_RSP.size
+        while len(out) < total:
+            rsp = self.request(P.GET_CHUNK, P.GET_CHUNK_REQ.pack(self.session or 0, P.BLOB_RESULT, len(out),
+                                                                 room), room + 32)
+            off, rtotal = P.GET_CHUNK_RSP.unpack_from(rsp)
+            data = rsp[P.GET_CHUNK_RSP.size:]
+            if off != len(out) or rtotal != total or not data:
+                raise ProtocolError(f"GET_CHUNK answered offset {off}/{rtotal}, wanted {len(out)}/{total}")
+            out += data
+        if crc32(out) != crc:
+            raise ProtocolError("downloaded result does not match its CRC")
+        return bytes(out)
+
+    def result_request(self, ftype: int, payload: bytes):
+        """A command whose answer is (loss, RESULT blob); returns (loss, blob bytes)."""
+        rsp = self.request(ftype, payload)
+        loss, total, crc = P.RESULT_RSP.unpack_from(rsp)
+        return loss, self.read_result(total, crc)
+
+    def link_stats(self) -> dict:
+        self.stats.resyncs = self.decoder.stats.resyncs
+        return self.stats.as_dict()
