@@ -59,6 +59,7 @@ class EmulatedDevice:
         self.rng = random.Random(seed ^ 0x5EED)
         self.decoder = FrameDecoder(max_payload=max_payload)
         self.boots = 0
+        self.fault_summary = None   # set by the link that injects faults (emulator.py)
         self.last_rx = time.monotonic()
         self.link = {"rx_bytes": 0, "tx_bytes": 0, "rx_frames": 0, "tx_frames": 0, "duplicates": 0,
                      "errors_sent": 0}
@@ -317,7 +318,8 @@ class EmulatedDevice:
                          "idle_resets": self.decoder.stats.idle_resets},
                 "engine_seconds": dict(self.step_seconds),
                 "accelerator": self.accel.report() if self.accel else None,
-                "hosted_engine_counters": _plain(hosted)}
+                "hosted_engine_counters": _plain(hosted),
+                "link_faults": self.fault_summary() if self.fault_summary else None}
 
     def _read_counters(self, p):
         return self._set_result(json.dumps(self.counters(), separators=(",", ":")).encode())

@@ -208,6 +208,7 @@ def serve_main(pty: bool = True, tcp: Optional[str] = None, fault_rate: float = 
             raise UsageError(str(exc)) from None
     device = EmulatedDevice(fmt=fmt, engine=engine, reset_after=reset_after, seed=seed)
     side = LinkSide(device, FaultInjector(fault_rate, seed=seed))
+    device.fault_summary = side.faults.summary
     _install_signals()
     ppid = os.getppid() if exit_with_parent else None
     print(f"edgetune emulator: engine={device.engine_name} format={fmt} fault_rate={fault_rate} "
