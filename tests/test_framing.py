@@ -180,3 +180,19 @@ def test_fuzz_clean_stream_any_split_decodes_everything(frames, splits):
     wire = b"".join(encode_frame(*f) for f in frames)
     got = [as_tuple(f) for f in _decode_all(wire, [s % (len(wire) + 1) for s in splits])]
     assert got == [(t, s, bytes(p)) for t, s, p in frames]
+
+
+def test_protocol_md_documents_every_type_and_error_code():
+    from edgetune.firmware_bridge import protocol as P
+
+    with open(os.path.join(os.path.dirname(golden.PATH), "PROTOCOL.md")) as f:
+        doc = f.read()
+    for t, name in P.COMMANDS.items():
+        assert f"| 0x{t:02x} | {name} | 0x{t | 0x80:02X} |" in doc, name
+    for code, name in P.ERROR_NAMES.items():
+        assert f"| 0x{code:02X} | {name} |" in doc, name
+    # the fixed sizes PROTOCOL.md section 6 states
+    sizes = {"HELLO_REQ": 4, "HELLO_RSP": 16, "PUT_CHUNK_REQ": 16, "PUT_CHUNK_RSP": 12, "COMMIT_REQ": 16,
+             "COMMIT_RSP": 8, "TRAIN_STEP_REQ": 16, "TRAIN_STEP_RSP": 44, "BATCH_REQ": 12, "RESULT_RSP": 16,
+             "READ_STATE_REQ": 8, "GET_CHUNK_REQ": 16, "GET_CHUNK_RSP": 8}
+    assert {k: getattr(P, k).size for k in sizes} == sizes
