@@ -84,12 +84,12 @@ class AccelModel:
         g = ops.act_derivative(p.op, vals[p.inputs[0]], vals[p.output], p.attrs) != 0
         return g.reshape(vals[value].shape)
 
-    def _receptive_counts(self, node, mask, wshape):
+    def _receptive_counts(self, node, mask, nout):
+        """Per output element: how many non-zero operands fall in its receptive field."""
         if node.op == "gemm":
             return np.broadcast_to(mask.sum(axis=1, keepdims=True).astype(np.float64),
-                                   (mask.shape[0], wshape)).copy()
-        cout = wshape[0]
-        ones = np.ones((cout,) + tuple(self.model.params[node.params["W"]].shape[1:]), np.float32)
+                                   (mask.shape[0], nout)).copy()
+        ones = np.ones(self.model.params[node.params["W"]].shape, np.float32)
         return ops.conv_forward(mask.astype(np.float32), ones, None, node.attrs)[0].astype(np.float64)
 
     # -- accounting ------------------------------------------------------------

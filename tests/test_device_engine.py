@@ -162,3 +162,25 @@ def test_link_efficiency_compressed_activations(mlp):
     assert out["fp32"] <= density + 1 / 32 + 0.03
     assert out["bf16"] <= density / 2 + 1 / 32 + 0.03
     assert out["fp32"] < 1.0
+
+
+def test_offloaded_cnn_fp32_and_bf16(data):
+    cnn = load_model(os.path.join(ROOT, "digits_cnn.onnx"))
+    bs = batches(data, 4, bs=16)
+    dev = make_engine("device", device="emulator")
+    try:
+        compare_with_hosted(dev, cnn, bs)
+    finally:
+        dev.close()
+    dev = make_engine("device", device="emulator", fmt="bf16")
+    try:
+        res, p = finetune(dev, cnn, bs)
+        assert dev.client.info["caps"]["format"] == "bf16"
+    finally:
+        dev.close()
+    ref = make_engine("dense")
+    res_r, p_r = finetune(ref, cnn, bs)
+    for k in p:
+        assert np.array_equal(p[k].view(np.uint32) & 0xFFFF, np.zeros(p[k].shape, np.uint32)), k
+        np.testing.assert_allclose(p[k], p_r[k], atol=0.1 * float(np.abs(p_r[k]).max()), err_msg=k)
+    assert abs(res[-1].loss - res_r[-1].loss) < 0.1 * abs(res_r[-1].loss) + 1e-3

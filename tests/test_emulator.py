@@ -254,3 +254,23 @@ def test_serve_main_rejects_bad_options(kw):
     args.update(kw)
     with pytest.raises(UsageError):
         serve_main(**args)
+
+
+def test_accelerator_counters_conv(batch):
+    cnn = load_model(os.path.join(ROOT, "models", "digits_cnn.onnx"))
+    x, y = batch
+    x = x[:8]
+    dev = EmulatedDevice()
+    h = Host(dev)
+    h.load(cnn)
+    h.ok(P.TRAIN_STEP, h.train_req(x, y[:8], 0))
+    layers = {r["name"]: r for r in dev.counters()["accelerator"]["layers"]}
+    conv1 = layers["/conv1/Conv"]
+    # independent count: non-zero inputs under each 3x3 window (pad 1), times 16 output channels
+    nz = np.pad(x[:, 0] != 0, ((0, 0), (1, 1), (1, 1)))
+    window = sum(nz[:, r:r + 8, s:s + 8].sum() for r in range(3) for s in range(3))
+    assert conv1["fp"]["executed_macs"] == int(window) * 16
+    assert conv1["fp"]["dense_macs"] == 8 * 16 * 8 * 8 * 9
+    conv2 = layers["/conv2/Conv"]
+    assert 0 < conv2["bp"]["executed_macs"] < conv2["bp"]["dense_macs"]
+    assert 0 < conv2["wg"]["executed_macs"] < conv2["wg"]["dense_macs"]
