@@ -124,6 +124,36 @@ def eval_cmd(model, data, split):
                f"accuracy {100 * res['accuracy']:.2f}%  loss {res['loss']:.4f}")
 
 
+@cli.command()
+@click.argument("models", nargs=-1)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--steps", type=int, default=10, show_default=True, help="Timed steps per engine (median).")
+@click.option("--threads", type=int, default=None, help="Threads for every engine (default: all cores).")
+@click.option("--data", default=None, help="Data for the batch (default: each model's bundled data).")
+@click.option("--json", "json_out", default=None, help="Write the results here.")
+def bench(models, batch_size, steps, threads, data, json_out):
+    """Time sparse vs dense-native vs numpy vs torch training steps on MODELS (default: bench models)."""
+    from .bench import BENCH_MODELS, default_threads, run_bench
+    from .errors import UsageError
+    from .report import write_report
+
+    if batch_size < 1 or steps < 1:
+        raise UsageError("--batch-size and --steps must be at least 1")
+    res = run_bench(list(models) or list(BENCH_MODELS), batch_size, steps, threads or default_threads(), data,
+                    echo=click.echo)
+    if json_out:
+        write_report(json_out, res)
+
+
+def _register_extra_commands():
+    from .simulate_cli import simulate
+
+    cli.add_command(simulate)
+
+
+_register_extra_commands()
+
+
 def main():
     """Console-script entry point."""
     cli(prog_name="edgetune")

@@ -64,7 +64,7 @@ def layer_table(model: Model, vals: Dict[str, np.ndarray], dvals: Dict[str, np.n
             dense["wg"] = req["wg"] = 0
         rows.append({"name": node.name, "op": node.op, "activation": act.onnx_op if act else "none",
                      "rule": RULES.get(act.op if act else None, RULES[None]),
-                     "act_sparsity": float((a == 0).mean()), "input_sparsity": float(1 - a_in.mean()),
+                     "act_sparsity": float((a == 0).mean()), "act_elems": int(a.size), "input_sparsity": float(1 - a_in.mean()),
                      "grad_sparsity": float((d == 0).mean()),
                      "macs_dense": dense, "macs_required": req})
     return rows

@@ -1,0 +1,128 @@
+"""`edgetune bench`: the native sparse engine against the same kernels run densely, the numpy
+reference and PyTorch, on the same model, batch and thread count. Medians over repeated
+training steps (forward + error propagation + weight gradient), with the measured sparsity
+printed beside every figure. Nothing here is a test: timings never decide pass/fail."""
+from __future__ import annotations
+
+import os
+import platform
+import time
+from typing import Callable, List
+
+import numpy as np
+
+BENCH_MODELS = ("bench_vgg_relu", "bench_resnet_relu", "bench_mobilenet_relu6", "bench_cnn_hardswish")
+
+
+def median_ms(fn: Callable[[], object], steps: int, warmup: int = 2) -> float:
+    """Median wall time of fn() in milliseconds, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(times))
+
+
+def cpu_name() -> str:
+    """The CPU model string, for the JSON header."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("model name", "Model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _batch(model_name: str, model, batch_size: int, data):
+    from edgetune import models
+    from .data import load_data
+
+    spec = data or (models.model_info(model_name).get("default_data") if models.is_bundled_model(model_name) else None)
+    if spec is None:
+        rng = np.random.default_rng(0)   # no data: a random batch (sparsity then reflects the weights only)
+        shape = tuple(batch_size if d is None else d for d in model.input_shape)
+        return rng.standard_normal(shape).astype(np.float32), None
+    ds = load_data(spec, model.input_shape)
+    reps = -(-batch_size // len(ds.x_val))
+    return np.concatenate([ds.x_val] * reps)[:batch_size], np.concatenate([ds.y_val] * reps)[:batch_size]
+
+
+def bench_model(name: str, batch_size: int, steps: int, threads: int, data=None, with_torch=True) -> dict:
+    """Measure one model; returns the JSON row."""
+    from .engines import make_engine
+    from .onnx_import import load_model
+    from .report import measure_layers
+    from . import torch_peer
+
+    model = load_model(name)
+    x, y = _batch(name, model, batch_size, data)
+    if y is None:
+        y = np.zeros(len(x), np.int64)
+    trainable = model.trainable_names()
+    rows = measure_layers(model, model.params, trainable, x, y, "cross_entropy")
+    dense_macs = sum(sum(r["macs_dense"].values()) for r in rows)
+    req_macs = sum(sum(r["macs_required"].values()) for r in rows)
+    act = [r for r in rows if r["activation"] in ("Relu", "Clip", "HardSwish")]
+    elems = [r["act_elems"] for r in act] if act and "act_elems" in act[0] else None
+    sparsity = float(np.average([r["act_sparsity"] for r in act], weights=elems)) if act else 0.0
+
+    engines = {}
+    for key, eng_name, kw in (("sparse", "native", {"threads": threads}),
+                              ("dense_native", "native", {"threads": threads, "dense": True}),
+                              ("numpy", "dense", {})):
+        eng = make_engine(eng_name, **kw)
+        eng.load(model, trainable)
+        engines[key] = eng
+    out = {"model": name, "batch_size": int(len(x)), "act_sparsity": sparsity,
+           "ideal_speedup": dense_macs / max(req_macs, 1), "threads": threads}
+    for key, eng in engines.items():
+        out[f"{key}_ms"] = median_ms(lambda: eng.loss_and_grads(x, y), steps)
+    out["phase_ms"] = engines["sparse"].phase_medians(x, y, steps)
+    step = engines["sparse"].measure_step(x, y)
+    out["activation_bytes"] = step["activation_bytes"]
+    out["macs"] = {"dense": dense_macs, "required": req_macs, "executed": step["macs_executed"]["total"]}
+    out["torch_ms"] = None
+    if with_torch and torch_peer.available():
+        peer = torch_peer.TorchPeer(model, model.params, threads=threads)
+        out["torch_ms"] = median_ms(lambda: peer.loss_and_grads(x, y, trainable), steps)
+    for eng in engines.values():
+        eng.close()
+    return out
+
+
+def run_bench(models: List[str], batch_size: int, steps: int, threads: int, data=None, echo=print) -> dict:
+    """Benchmark every model and print the table; returns {"results", "threads", "cpu"}."""
+    results = []
+    echo(f"edgetune bench: batch {batch_size}, {threads} threads, median of {steps} steps, {cpu_name()}")
+    echo(f"{'model':<24}{'sparsity':>9}{'ideal':>7}{'sparse ms':>11}{'dense ms':>10}{'numpy ms':>10}"
+         f"{'torch ms':>10}{'dense/sparse':>13}{'torch/sparse':>13}{'act bytes':>18}")
+    for name in models:
+        r = bench_model(name, batch_size, steps, threads, data)
+        results.append(r)
+        torch_ms = r["torch_ms"]
+        ab = r["activation_bytes"]
+        echo(f"{name:<24}{100 * r['act_sparsity']:>8.1f}%{r['ideal_speedup']:>6.2f}x{r['sparse_ms']:>11.2f}"
+             f"{r['dense_native_ms']:>10.2f}{r['numpy_ms']:>10.1f}"
+             f"{('%.2f' % torch_ms) if torch_ms else 'n/a':>10}{r['dense_native_ms'] / r['sparse_ms']:>12.2f}x"
+             f"{('%.2fx' % (torch_ms / r['sparse_ms'])) if torch_ms else 'n/a':>13}"
+             f"{ab['stored'] / 1024:>8.0f}/{ab['dense'] / 1024:.0f} KiB")
+    if results:
+        eff = [(r["dense_native_ms"] / r["sparse_ms"]) / r["ideal_speedup"] for r in results]
+        echo(f"geomean (dense/sparse)/ideal = {float(np.exp(np.mean(np.log(eff)))):.2f}")
+        tr = [r["torch_ms"] / r["sparse_ms"] for r in results if r["torch_ms"]]
+        if tr:
+            echo(f"geomean torch/sparse = {float(np.exp(np.mean(np.log(tr)))):.2f}")
+    return {"results": results, "threads": threads, "cpu": cpu_name()}
+
+
+def default_threads() -> int:
+    """All cores the process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
