@@ -145,6 +145,21 @@ def bench(models, batch_size, steps, threads, data, json_out):
         write_report(json_out, res)
 
 
+@cli.command()
+@click.option("--pty", "use_pty", is_flag=True, help="Serve on a pseudo-terminal (the default).")
+@click.option("--tcp", default=None, metavar="HOST:PORT", help="Serve on TCP instead (loopback by default).")
+@click.option("--fault-rate", type=float, default=0.0, show_default=True, help="Link fault probability per frame.")
+@click.option("--format", "fmt", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
+@click.option("--reset-after", type=int, default=None, help="Simulate a device reset after N training steps.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fault injector.")
+def emulator(use_pty, tcp, fault_rate, fmt, reset_after, seed):
+    """Serve the accelerator emulator; prints the device path alone on the first line."""
+    from edgetune.firmware_bridge.emulator import serve_main
+
+    raise SystemExit(serve_main(pty=not tcp, tcp=tcp, fault_rate=fault_rate, fmt=fmt,
+                                reset_after=reset_after, seed=seed))
+
+
 def _register_extra_commands():
     from .simulate_cli import simulate
 
