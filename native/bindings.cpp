@@ -1,11 +1,374 @@
 // pybind11 entry point of edgetune._native. Kernels live in their own files.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <mutex>
+
+#include "conv.hpp"
 
 namespace py = pybind11;
+using namespace et;
 
 int edgetune_num_threads();
+void register_ops(py::module_& m);
+
+namespace et {
+// One kernel at a time: per-thread scratch pools are shared.
+std::mutex& kernel_mutex() {
+    static std::mutex m;
+    return m;
+}
+}  // namespace et
+
+using farr = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+namespace {
+
+struct Guard {  // release the GIL, take the kernel lock
+    py::gil_scoped_release rel;
+    std::lock_guard<std::mutex> lk{kernel_mutex()};
+};
+
+template <class T>
+py::array_t<T> make_arr(std::vector<py::ssize_t> shape) { return py::array_t<T>(shape); }
+
+InfoPtr analyze(farr x, bool dense) {
+    if (x.ndim() != 4 && x.ndim() != 2) throw std::invalid_argument("analyze_input: x must be NHWC (4-D) or (N, F) (2-D)");
+    int N = (int)x.shape(0), H = 1, W = 1, C;
+    if (x.ndim() == 4) { H = (int)x.shape(1); W = (int)x.shape(2); C = (int)x.shape(3); }
+    else C = (int)x.shape(1);
+    if (C <= 0) throw std::invalid_argument("analyze_input: zero channels");
+    const float* p = x.data();
+    Guard g;
+    return activate_rows(p, nullptr, N, H, W, C, ACT_INPUT, 0.f, 0.f, 0.f, dense);
+}
+
+py::dict counts_dict(const Counts& c) {
+    py::dict d;
+    d["dense"] = c.dense;
+    d["required"] = c.required;
+    d["executed"] = c.executed;
+    return d;
+}
+
+py::array_t<float> decompress(ActInfo& I) {
+    auto a = make_arr<float>({I.N, I.H, I.W, I.C});
+    float* o = a.mutable_data();
+    Guard g;
+    const float* d = I.dense_values();
+    std::memcpy(o, d, sizeof(float) * I.P * I.C);
+    return a;
+}
+
+py::array_t<bool> mask_a(ActInfo& I) {
+    auto a = make_arr<bool>({I.N, I.H, I.W, I.C});
+    bool* o = a.mutable_data();
+    Guard g;
+    const float* d = I.dense_values();
+    for (i64 e = 0; e < I.P * I.C; e++) o[e] = I.a_constrained ? d[e] != 0.f : true;
+    return a;
+}
+
+py::array_t<bool> mask_g(ActInfo& I) {
+    auto a = make_arr<bool>({I.N, I.H, I.W, I.C});
+    bool* o = a.mutable_data();
+    for (i64 e = 0; e < I.P * I.C; e++) o[e] = I.in_g_state(I.state(e));
+    return a;
+}
+
+py::array_t<uint8_t> states(ActInfo& I) {
+    auto a = make_arr<uint8_t>({I.N, I.H, I.W, I.C});
+    uint8_t* o = a.mutable_data();
+    for (i64 e = 0; e < I.P * I.C; e++) o[e] = (uint8_t)I.state(e);
+    return a;
+}
+
+py::tuple lists(ActInfo& I, bool g) {
+    const bool all = g ? I.g_all : I.a_all;
+    const i64 P = I.P;
+    const int C = I.C;
+    auto ptr = make_arr<int64_t>({P + 1});
+    int64_t* pp = ptr.mutable_data();
+    if (all) {
+        auto idx = make_arr<int32_t>({P * C});
+        for (i64 p = 0; p <= P; p++) pp[p] = p * C;
+        for (i64 e = 0; e < P * C; e++) idx.mutable_data()[e] = int32_t(e % C);
+        return py::make_tuple(ptr, idx);
+    }
+    const i64* sp = (g && !I.g_same) ? I.g_ptr.data() : I.a_ptr.data();
+    const i32* si = (g && !I.g_same) ? I.g_idx.data() : I.a_idx.data();
+    std::memcpy(pp, sp, sizeof(int64_t) * (P + 1));
+    auto idx = make_arr<int32_t>({sp[P]});
+    std::memcpy(idx.mutable_data(), si, sizeof(int32_t) * sp[P]);
+    return py::make_tuple(ptr, idx);
+}
+
+py::array_t<float> packed_values(ActInfo& I) {
+    auto a = make_arr<float>({I.nvals});
+    std::memcpy(a.mutable_data(), I.vals.data(), sizeof(float) * I.nvals);
+    return a;
+}
+
+py::array_t<float> grad_z(ActInfo& I, farr grad_a) {
+    if (grad_a.size() != I.P * I.C) throw std::invalid_argument("grad_z: grad_a size does not match the activation");
+    auto d = make_arr<float>({I.N, I.H, I.W, I.C});
+    float* o = d.mutable_data();
+    const float* ga = grad_a.data();
+    Guard g;
+    grad_z_dense(I, ga, o);
+    return d;
+}
+
+void check_act_input(const farr& z, const char* who) {
+    if (z.ndim() != 4 && z.ndim() != 2) throw std::invalid_argument(std::string(who) + ": expected NHWC (4-D) or (N, F) (2-D)");
+}
+
+// ----------------------------------------------------------------- layers
+struct PyConv {
+    std::unique_ptr<ConvLayer> L;
+    bool gemm = false;
+    int in_rank = 4;
+
+    InfoPtr to_info(py::object x, bool dense) {
+        if (py::isinstance<ActInfo>(x)) return x.cast<InfoPtr>();
+        farr a = farr::ensure(x);
+        if (!a) throw std::invalid_argument("forward: x must be a float32 array or a SparseInfo");
+        if (gemm && a.ndim() != 2) throw std::invalid_argument("GemmLayer.forward: x must be (N, in_features)");
+        if (!gemm && a.ndim() != 4) throw std::invalid_argument("ConvLayer.forward: x must be NHWC (N, H, W, C)");
+        return analyze(a, dense);
+    }
+
+    py::tuple forward(py::object x, bool dense, bool want_a) {
+        InfoPtr xi = to_info(x, dense);
+        if (gemm && (xi->H != 1 || xi->W != 1)) xi = flatten_info(xi);
+        int OH, OW;
+        L->out_shape(xi->H, xi->W, OH, OW);
+        py::object a = py::none();
+        float* ap = nullptr;
+        if (want_a) {
+            py::array_t<float> arr = gemm ? make_arr<float>({xi->N, L->K}) : make_arr<float>({xi->N, OH, OW, L->K});
+            ap = arr.mutable_data();
+            a = arr;
+        }
+        InfoPtr o;
+        {
+            Guard g;
+            o = L->forward(xi, dense, ap);
+        }
+        return py::make_tuple(a, o);
+    }
+
+    py::tuple backward(farr grad_a, bool need_input_grad, py::object prev_info, bool mask_input_grad, bool need_weight_grad) {
+        if (!L->out) throw std::runtime_error("backward called before forward");
+        const ActInfo& O = *L->out;
+        if (grad_a.size() != O.P * O.C) throw std::invalid_argument("backward: grad_a must have the forward output's shape");
+        const ActInfo* pg = nullptr;
+        InfoPtr keep;
+        if (need_input_grad && mask_input_grad) {
+            if (!prev_info.is_none()) keep = prev_info.cast<InfoPtr>();
+            else keep = L->in;
+            if (keep && gemm && (keep->H != 1 || keep->W != 1)) { Guard g; keep = flatten_info(keep); }
+            pg = keep.get();
+        }
+        if (pg && (pg->N != L->in->N || (i64)pg->H * pg->W * pg->C != (i64)L->in->H * L->in->W * L->in->C))
+            throw std::invalid_argument("backward: prev_info shape does not match the layer input");
+        py::object gin = py::none(), dW = py::none(), db = py::none();
+        float *gp = nullptr, *wp = nullptr, *bp = nullptr;
+        const ActInfo& I = *L->in;
+        if (need_input_grad) {
+            auto a = gemm ? make_arr<float>({I.N, I.C}) : make_arr<float>({I.N, I.H, I.W, I.C});
+            gp = a.mutable_data();
+            gin = a;
+        }
+        if (need_weight_grad) {
+            auto w = gemm ? make_arr<float>({L->K, L->C}) : make_arr<float>({L->K, L->Cg, L->R, L->S});
+            auto b = make_arr<float>({L->K});
+            wp = w.mutable_data();
+            bp = b.mutable_data();
+            dW = w;
+            db = b;
+        }
+        const float* ga = grad_a.data();
+        {
+            Guard g;
+            L->backward(ga, gp, pg, wp, bp);
+        }
+        return py::make_tuple(gin, dW, db);
+    }
+
+    void set_weights(farr w, py::object b) {
+        const std::vector<py::ssize_t> want = gemm ? std::vector<py::ssize_t>{L->K, L->C}
+                                                   : std::vector<py::ssize_t>{L->K, L->Cg, L->R, L->S};
+        if ((size_t)w.ndim() != want.size() || !std::equal(want.begin(), want.end(), w.shape())) {
+            std::string s = "(";
+            for (auto v : want) s += std::to_string(v) + ",";
+            throw std::invalid_argument("set_weights: weight must have shape " + s + ")");
+        }
+        farr bb;
+        const float* bp = nullptr;
+        if (!b.is_none()) {
+            bb = farr::ensure(b);
+            if (!bb || bb.ndim() != 1 || bb.shape(0) != L->K) throw std::invalid_argument("set_weights: bias must have shape (out_channels,)");
+            bp = bb.data();
+        }
+        L->set_weights(w.data(), bp);
+    }
+
+    py::dict counters(bool total) const {
+        py::dict d;
+        d["fp"] = counts_dict(total ? L->tfp : L->cfp);
+        d["bp"] = counts_dict(total ? L->tbp : L->cbp);
+        d["wg"] = counts_dict(total ? L->twg : L->cwg);
+        return d;
+    }
+};
+
+struct PyGemm : PyConv {};
+
+int parse_act(py::object a) {
+    if (py::isinstance<py::str>(a)) {
+        std::string s = a.cast<std::string>();
+        if (s == "none" || s == "identity") return ACT_NONE;
+        if (s == "relu") return ACT_RELU;
+        if (s == "relu6" || s == "clip") return ACT_CLIP;
+        if (s == "hardswish" || s == "hswish") return ACT_HSWISH;
+        if (s == "leaky_relu" || s == "leakyrelu") return ACT_LEAKY;
+        if (s == "sigmoid") return ACT_SIGMOID;
+        throw std::invalid_argument("unknown activation '" + s + "' (none, relu, relu6/clip, hardswish, leaky_relu, sigmoid)");
+    }
+    return a.cast<int>();
+}
+
+}  // namespace
 
 PYBIND11_MODULE(_native, m) {
     m.doc() = "edgetune sparse training kernels (private; use edgetune.runtime)";
     m.def("num_threads", &edgetune_num_threads, "Threads the kernels use.");
+    m.def("set_num_threads", [](int n) {
+#ifdef _OPENMP
+        if (n < 1) throw std::invalid_argument("set_num_threads: n must be >= 1");
+        omp_set_num_threads(n);
+#else
+        (void)n;
+#endif
+    }, py::arg("n"), "Set the number of OpenMP threads (no-op without OpenMP).");
+    m.def("has_openmp", []() {
+#ifdef _OPENMP
+        return true;
+#else
+        return false;
+#endif
+    }, "Whether the module was built with OpenMP.");
+    m.attr("ACT_NONE") = (int)ACT_NONE;
+    m.attr("ACT_RELU") = (int)ACT_RELU;
+    m.attr("ACT_CLIP") = (int)ACT_CLIP;
+    m.attr("ACT_RELU6") = (int)ACT_CLIP;
+    m.attr("ACT_HSWISH") = (int)ACT_HSWISH;
+    m.attr("ACT_LEAKY") = (int)ACT_LEAKY;
+    m.attr("ACT_SIGMOID") = (int)ACT_SIGMOID;
+    m.attr("ACT_INPUT") = (int)ACT_INPUT;
+
+    py::class_<ActInfo, InfoPtr>(m, "SparseInfo",
+        "What FP keeps for BP/WG (compressed activation + plan). Produced by layer forward, activate() or analyze_input().")
+        .def_property_readonly("shape", [](const ActInfo& I) { return py::make_tuple(I.N, I.H, I.W, I.C); })
+        .def_property_readonly("act", [](const ActInfo& I) { return I.act; })
+        .def_property_readonly("dense", [](const ActInfo& I) { return I.all; })
+        .def_property_readonly("constrained", [](const ActInfo& I) { return I.kind != KD_DENSE; })
+        .def_property_readonly("size", [](const ActInfo& I) { return I.P * I.C; })
+        .def_property_readonly("nnz", [](const ActInfo& I) { return I.nnz_a; })
+        .def_property_readonly("g_count", [](const ActInfo& I) { return I.cnt_g; })
+        .def_property_readonly("sparsity", [](const ActInfo& I) { return I.P * I.C ? 1.0 - double(I.nnz_a) / double(I.P * I.C) : 0.0; })
+        .def_property_readonly("g_sparsity", [](const ActInfo& I) { return I.P * I.C ? 1.0 - double(I.cnt_g) / double(I.P * I.C) : 0.0; })
+        .def("stored_bytes", &ActInfo::stored_bytes)
+        .def("dense_bytes", &ActInfo::dense_bytes)
+        .def("plan_bytes", &ActInfo::plan_bytes)
+        .def("decompress", &decompress)
+        .def("mask_a", &mask_a)
+        .def("mask_g", &mask_g)
+        .def("state", &states)
+        .def("pixel_lists", [](ActInfo& I) { return lists(I, false); })
+        .def("g_lists", [](ActInfo& I) { return lists(I, true); })
+        .def("packed_values", &packed_values)
+        .def("channel_counts", [](const ActInfo& I) { return py::array_t<int64_t>(I.chan_nnz.size(), I.chan_nnz.data()); })
+        .def("pixel_counts", [](const ActInfo& I) {
+            return py::make_tuple(py::array_t<int32_t>(I.P, I.acnt.data()), py::array_t<int32_t>(I.P, I.gcnt.data()));
+        })
+        .def("partition", [](const ActInfo& I) { return I.part; })
+        .def("grad_z", &grad_z, py::arg("grad_a"))
+        .def("flatten", [](const InfoPtr& I) { Guard g; return flatten_info(I); })
+        .def("with_mode", [](const InfoPtr& I, bool dense) { Guard g; return to_mode(I, dense); }, py::arg("dense"))
+        .def("__repr__", [](const ActInfo& I) {
+            return "SparseInfo(shape=(" + std::to_string(I.N) + "," + std::to_string(I.H) + "," + std::to_string(I.W) + "," +
+                   std::to_string(I.C) + "), act=" + std::to_string(I.act) + ", dense=" + (I.all ? "True" : "False") +
+                   ", nnz=" + std::to_string(I.nnz_a) + ")";
+        });
+
+    m.def("analyze_input", &analyze, py::arg("x"), py::arg("dense") = false,
+          "Build a SparseInfo for a tensor with no known constraint (network input, pool/Add/BN output): the only place zeros are discovered.");
+    m.def("activate", [](farr z, py::object act, float alpha, float lo, float hi, bool dense) {
+        check_act_input(z, "activate");
+        int a = parse_act(act);
+        int N = (int)z.shape(0), H = 1, W = 1, C;
+        if (z.ndim() == 4) { H = (int)z.shape(1); W = (int)z.shape(2); C = (int)z.shape(3); }
+        else C = (int)z.shape(1);
+        std::vector<py::ssize_t> shape(z.shape(), z.shape() + z.ndim());
+        py::array_t<float> out(shape);
+        float* o = out.mutable_data();
+        const float* zp = z.data();
+        InfoPtr I;
+        {
+            Guard g;
+            I = activate_rows(zp, o, N, H, W, C, a, alpha, lo, hi, dense);
+        }
+        return py::make_tuple(out, I);
+    }, py::arg("z"), py::arg("act"), py::arg("alpha") = 0.01f, py::arg("lo") = 0.f, py::arg("hi") = 6.f, py::arg("dense") = false,
+       "Fused activation of a pre-activation z -> (a, SparseInfo).");
+
+    py::class_<PyConv>(m, "ConvLayer", "Sparse 2-D convolution + bias + fused activation, NHWC.")
+        .def(py::init([](int cin, int cout, std::vector<int> kernel, std::vector<int> stride, std::vector<int> pads,
+                         std::vector<int> dilation, int groups, py::object act, float alpha, float lo, float hi) {
+                 if (kernel.size() != 2 || stride.size() != 2 || dilation.size() != 2 || pads.size() != 4)
+                     throw std::invalid_argument("ConvLayer: kernel/stride/dilation need 2 values, pads 4 (top,left,bottom,right)");
+                 auto p = std::make_unique<PyConv>();
+                 p->L = std::make_unique<ConvLayer>(cin, cout, kernel[0], kernel[1], stride[0], stride[1], pads[0], pads[1], pads[2],
+                                                    pads[3], dilation[0], dilation[1], groups, parse_act(act), alpha, lo, hi);
+                 return p;
+             }),
+             py::arg("in_channels"), py::arg("out_channels"), py::arg("kernel") = std::vector<int>{1, 1},
+             py::arg("stride") = std::vector<int>{1, 1}, py::arg("pads") = std::vector<int>{0, 0, 0, 0},
+             py::arg("dilation") = std::vector<int>{1, 1}, py::arg("groups") = 1, py::arg("act") = 0, py::arg("alpha") = 0.01f,
+             py::arg("lo") = 0.f, py::arg("hi") = 6.f)
+        .def("set_weights", &PyConv::set_weights, py::arg("W"), py::arg("b") = py::none())
+        .def("forward", &PyConv::forward, py::arg("x"), py::arg("dense") = false, py::arg("want_a") = true)
+        .def("backward", &PyConv::backward, py::arg("grad_a"), py::arg("need_input_grad") = true, py::arg("prev_info") = py::none(),
+             py::arg("mask_input_grad") = true, py::arg("need_weight_grad") = true)
+        .def("counters", &PyConv::counters, py::arg("total") = false)
+        .def("reset_counters", [](PyConv& p) { p.L->cfp = p.L->cbp = p.L->cwg = p.L->tfp = p.L->tbp = p.L->twg = Counts(); })
+        .def("out_shape", [](PyConv& p, int H, int W) { int a, b; p.L->out_shape(H, W, a, b); return py::make_tuple(a, b); })
+        .def_property("trainable", [](PyConv& p) { return p.L->trainable; }, [](PyConv& p, bool v) { p.L->trainable = v; })
+        .def_property_readonly("input_info", [](PyConv& p) { return p.L->in; })
+        .def_property_readonly("output_info", [](PyConv& p) { return p.L->out; })
+        .def_property_readonly("depthwise", [](PyConv& p) { return p.L->depthwise; });
+
+    py::class_<PyGemm>(m, "GemmLayer", "Sparse fully-connected layer y = f(x W^T + b), x (N, in), W (out, in).")
+        .def(py::init([](int fin, int fout, py::object act, float alpha, float lo, float hi) {
+                 auto p = std::make_unique<PyGemm>();
+                 p->gemm = true;
+                 p->L = std::make_unique<ConvLayer>(fin, fout, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, parse_act(act), alpha, lo, hi);
+                 return p;
+             }),
+             py::arg("in_features"), py::arg("out_features"), py::arg("act") = 0, py::arg("alpha") = 0.01f, py::arg("lo") = 0.f,
+             py::arg("hi") = 6.f)
+        .def("set_weights", &PyConv::set_weights, py::arg("W"), py::arg("b") = py::none())
+        .def("forward", &PyConv::forward, py::arg("x"), py::arg("dense") = false, py::arg("want_a") = true)
+        .def("backward", &PyConv::backward, py::arg("grad_a"), py::arg("need_input_grad") = true, py::arg("prev_info") = py::none(),
+             py::arg("mask_input_grad") = true, py::arg("need_weight_grad") = true)
+        .def("counters", &PyConv::counters, py::arg("total") = false)
+        .def("reset_counters", [](PyGemm& p) { p.L->cfp = p.L->cbp = p.L->cwg = p.L->tfp = p.L->tbp = p.L->twg = Counts(); })
+        .def_property("trainable", [](PyGemm& p) { return p.L->trainable; }, [](PyGemm& p, bool v) { p.L->trainable = v; })
+        .def_property_readonly("input_info", [](PyGemm& p) { return p.L->in; })
+        .def_property_readonly("output_info", [](PyGemm& p) { return p.L->out; });
+
+    register_ops(m);
 }

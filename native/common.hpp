@@ -1,0 +1,134 @@
+// Shared helpers for the edgetune kernels: portable vector type, aligned
+// buffers, OpenMP shims, MAC counters. Pure C++17; the vector type uses the
+// GCC/Clang vector extension (lowered to AVX/AVX-512/NEON by the compiler) and
+// falls back to a plain array elsewhere.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace et {
+
+using i64 = std::int64_t;
+using i32 = std::int32_t;
+using u64 = std::uint64_t;
+using u8 = std::uint8_t;
+
+constexpr int VW = 8;  // floats per vector
+
+#if defined(__GNUC__) || defined(__clang__)
+typedef float vf __attribute__((vector_size(32)));
+static inline vf vzero() { return vf{0, 0, 0, 0, 0, 0, 0, 0}; }
+static inline vf loadu(const float* p) { vf r; std::memcpy(&r, p, sizeof r); return r; }
+static inline void storeu(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+#define ET_RESTRICT __restrict__
+#define ET_UNROLL _Pragma("GCC unroll 8")
+#else
+struct vf {
+    float v[8];
+    float& operator[](int i) { return v[i]; }
+    float operator[](int i) const { return v[i]; }
+};
+static inline vf vzero() { vf r; for (int i = 0; i < 8; i++) r.v[i] = 0.f; return r; }
+static inline vf operator*(float a, const vf& b) { vf r; for (int i = 0; i < 8; i++) r.v[i] = a * b.v[i]; return r; }
+static inline vf operator*(const vf& a, const vf& b) { vf r; for (int i = 0; i < 8; i++) r.v[i] = a.v[i] * b.v[i]; return r; }
+static inline vf operator+(const vf& a, const vf& b) { vf r; for (int i = 0; i < 8; i++) r.v[i] = a.v[i] + b.v[i]; return r; }
+static inline vf& operator+=(vf& a, const vf& b) { for (int i = 0; i < 8; i++) a.v[i] += b.v[i]; return a; }
+static inline vf loadu(const float* p) { vf r; std::memcpy(&r, p, sizeof r); return r; }
+static inline void storeu(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+#define ET_RESTRICT
+#define ET_UNROLL
+#endif
+
+static inline const vf* vptr(const float* p) { return reinterpret_cast<const vf*>(p); }
+static inline vf* vptr(float* p) { return reinterpret_cast<vf*>(p); }
+
+static inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
+
+// Uninitialised, 64-byte aligned buffer (no zero-fill cost unless asked).
+template <class T>
+struct ABuf {
+    T* p = nullptr;
+    size_t n = 0;
+    ABuf() = default;
+    ABuf(const ABuf&) = delete;
+    ABuf& operator=(const ABuf&) = delete;
+    ABuf(ABuf&& o) noexcept : p(o.p), n(o.n) { o.p = nullptr; o.n = 0; }
+    ABuf& operator=(ABuf&& o) noexcept { std::swap(p, o.p); std::swap(n, o.n); return *this; }
+    ~ABuf() { std::free(p); }
+    void reset(size_t count, bool zero = false) {
+        std::free(p);
+        p = nullptr;
+        n = count;
+        if (count) {
+            size_t bytes = (count * sizeof(T) + 63) / 64 * 64;
+            p = static_cast<T*>(std::aligned_alloc(64, bytes));
+            if (!p) throw std::bad_alloc();
+            if (zero) std::memset(static_cast<void*>(p), 0, bytes);
+        }
+    }
+    // grow only (keeps no data); used for per-thread scratch
+    void ensure(size_t count) { if (count > n) reset(count); }
+    T* data() { return p; }
+    const T* data() const { return p; }
+    size_t size() const { return n; }
+    T& operator[](size_t i) { return p[i]; }
+    const T& operator[](size_t i) const { return p[i]; }
+};
+
+inline int max_threads() {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+inline int thread_id() {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+inline int team_size() {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+// Even split of [0, n) into t parts: part i is [split(n,t,i), split(n,t,i+1)).
+inline i64 split(i64 n, int t, int i) { return n * i / t; }
+
+// Balanced split by a cost prefix array (size n+1, non-decreasing).
+inline std::vector<i64> balanced_split(const i64* prefix, i64 n, int t) {
+    std::vector<i64> b(t + 1, n);
+    b[0] = 0;
+    i64 total = prefix[n];
+    for (int i = 1; i < t; i++) {
+        i64 target = total * i / t;
+        b[i] = std::lower_bound(prefix, prefix + n + 1, target) - prefix;
+        b[i] = std::max(b[i], b[i - 1]);
+    }
+    return b;
+}
+
+// MAC counters of one phase. dense: what a dense direct kernel multiplies
+// (valid taps only); required: products whose both operands may be non-zero
+// under the position constraints; executed: products the kernel performed
+// (vector lanes included).
+struct Counts {
+    i64 dense = 0, required = 0, executed = 0;
+    Counts& operator+=(const Counts& o) { dense += o.dense; required += o.required; executed += o.executed; return *this; }
+};
+
+}  // namespace et

@@ -1,0 +1,745 @@
+// Sparse conv/gemm kernels. Loop structure (DESIGN §7): gather per output
+// element with up to 8 vectors of accumulators held in registers, iterate the
+// non-zero list of the sparse operand as the scalar broadcast operand.
+#include "conv.hpp"
+
+namespace et {
+
+void fprime_row(ActInfo& I, i64 p, float* fp);
+
+static constexpr int KB = 8 * VW;  // channels per register block
+static constexpr int TPIX = 32;    // pixels per FP/BP tile (weight-block reuse)
+
+ConvLayer::ConvLayer(int C_, int K_, int R_, int S_, int sh_, int sw_, int pt_, int pl_, int pb_, int pr_, int dh_,
+                     int dw_, int groups_, int act_, float alpha_, float lo_, float hi_)
+    : C(C_), K(K_), R(R_), S(S_), sh(sh_), sw(sw_), pt(pt_), pl(pl_), pb(pb_), pr(pr_), dh(dh_), dw(dw_),
+      groups(groups_), act(act_), alpha(alpha_), lo(lo_), hi(hi_) {
+    if (C <= 0 || K <= 0 || R <= 0 || S <= 0) throw std::invalid_argument("conv: channels and kernel must be positive");
+    if (sh <= 0 || sw <= 0 || dh <= 0 || dw <= 0) throw std::invalid_argument("conv: stride and dilation must be positive");
+    if (pt < 0 || pl < 0 || pb < 0 || pr < 0) throw std::invalid_argument("conv: pads must be non-negative");
+    if (groups <= 0 || C % groups || K % groups)
+        throw std::invalid_argument("conv: groups must divide in and out channels");
+    kind_of(act, lo, hi);  // validates the activation code
+    Cg = C / groups;
+    Kg = K / groups;
+    Kp = round_up(Kg, VW);
+    Cp = round_up(Cg, VW);
+    KpAll = groups * Kp;
+    depthwise = groups > 1 && Cg == 1 && Kg == 1;
+    pointwise = R == 1 && S == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 && pb == 0 && pr == 0;
+}
+
+void ConvLayer::set_weights(const float* w, const float* b) {
+    const int RS = R * S;
+    if (depthwise) {
+        const int Cpad = round_up(C, VW);
+        Wf.reset((size_t)RS * Cpad, true);
+        for (int c = 0; c < C; c++)
+            for (int rs = 0; rs < RS; rs++) Wf[(size_t)rs * Cpad + c] = w[(size_t)c * RS + rs];
+        bias.reset(Cpad, true);
+    } else {
+        Wf.reset((size_t)groups * RS * Cg * Kp, true);
+        Wb.reset((size_t)groups * RS * Kg * Cp, true);
+        for (int g = 0; g < groups; g++)
+            for (int kk = 0; kk < Kg; kk++)
+                for (int cl = 0; cl < Cg; cl++)
+                    for (int rs = 0; rs < RS; rs++) {
+                        float v = w[(((size_t)(g * Kg + kk)) * Cg + cl) * RS + rs];
+                        Wf[(((size_t)g * RS + rs) * Cg + cl) * Kp + kk] = v;
+                        Wb[(((size_t)g * RS + rs) * Kg + kk) * Cp + cl] = v;
+                    }
+        bias.reset((size_t)KpAll, true);
+    }
+    has_bias = b != nullptr;
+    if (b) {
+        for (int k = 0; k < K; k++) {
+            if (depthwise) bias[k] = b[k];
+            else bias[(size_t)(k / Kg) * Kp + k % Kg] = b[k];
+        }
+    }
+    has_w = true;
+}
+
+void ConvLayer::out_shape(int H_, int W_, int& OH_, int& OW_) const {
+    OH_ = (H_ + pt + pb - dh * (R - 1) - 1) / sh + 1;
+    OW_ = (W_ + pl + pr - dw * (S - 1) - 1) / sw + 1;
+    if (H_ + pt + pb - dh * (R - 1) - 1 < 0 || W_ + pl + pr - dw * (S - 1) - 1 < 0 || OH_ <= 0 || OW_ <= 0)
+        throw std::invalid_argument("conv: input " + std::to_string(H_) + "x" + std::to_string(W_) +
+                                    " is smaller than the (dilated) kernel");
+}
+
+int ConvLayer::tile_px() const {
+    int t = 131072 / (4 * std::max(KpAll, 8));
+    return std::max(64, std::min(t, 4096));
+}
+
+i64 ConvLayer::dense_macs() const {
+    i64 vr = 0, vs = 0;
+    for (int oh = 0; oh < OH; oh++)
+        for (int r = 0; r < R; r++) { int ih = oh * sh - pt + r * dh; vr += (ih >= 0 && ih < H); }
+    for (int ow = 0; ow < OW; ow++)
+        for (int s = 0; s < S; s++) { int iw = ow * sw - pl + s * dw; vs += (iw >= 0 && iw < W); }
+    return (i64)N * vr * vs * Cg * K;
+}
+
+// ------------------------------------------------------------------ FP
+namespace {
+struct FpArgs {
+    const ConvLayer* L;
+    const RowView* V;
+    const float* vals;
+    const i32* reqc;  // constraint |A(p) ∩ group| [P][groups]
+    float* ztile;
+    int H, W, OH, OW;
+};
+}  // namespace
+
+template <int NV>
+static void fp_block(const FpArgs& A, i64 o0, i64 o1, int g, int kb, i64& ent, i64& req) {
+    const ConvLayer& L = *A.L;
+    const RowView& V = *A.V;
+    const int R = L.R, S = L.S, Cg = L.Cg, Kp = L.Kp, groups = L.groups;
+    const int H = A.H, W = A.W, OW = A.OW, OHW = A.OH * A.OW;
+    const float* Wg = L.Wf.data() + (size_t)g * R * S * Cg * Kp + kb;
+    const float* bb = L.bias.data() + (size_t)g * Kp + kb;
+    const int cbase = g * Cg;
+    const float* vals = A.vals;
+    i64 e = 0, rq = 0;
+    for (i64 o = o0; o < o1; o++) {
+        const int n = int(o / OHW);
+        const int rem = int(o - (i64)n * OHW);
+        const int oh = rem / OW, ow = rem - (rem / OW) * OW;
+        vf acc[NV];
+        ET_UNROLL
+        for (int i = 0; i < NV; i++) acc[i] = vptr(bb)[i];
+        const int ih0 = oh * L.sh - L.pt, iw0 = ow * L.sw - L.pl;
+        for (int r = 0; r < R; r++) {
+            const int ih = ih0 + r * L.dh;
+            if ((unsigned)ih >= (unsigned)H) continue;
+            const i64 prow = ((i64)n * H + ih) * W;
+            for (int s = 0; s < S; s++) {
+                const int iw = iw0 + s * L.dw;
+                if ((unsigned)iw >= (unsigned)W) continue;
+                const i64 p = prow + iw;
+                const i32* ix;
+                i64 off;
+                const int cnt = V.row(p, g, ix, off);
+                const float* ET_RESTRICT xv = vals + off;
+                const float* wrs = Wg + (size_t)(r * S + s) * Cg * Kp;
+                e += cnt;
+                rq += A.reqc[p * groups + g];
+                for (int j = 0; j < cnt; j++) {
+                    const float x = xv[j];
+                    const vf* w = vptr(wrs + (size_t)(ix[j] - cbase) * Kp);
+                    ET_UNROLL
+                    for (int i = 0; i < NV; i++) acc[i] += x * w[i];
+                }
+            }
+        }
+        float* zd = A.ztile + (o - o0) * L.KpAll + g * Kp + kb;
+        ET_UNROLL
+        for (int i = 0; i < NV; i++) vptr(zd)[i] = acc[i];
+    }
+    ent += e;
+    req += rq;
+}
+
+using FpFn = void (*)(const FpArgs&, i64, i64, int, int, i64&, i64&);
+static const FpFn fp_table[9] = {nullptr, fp_block<1>, fp_block<2>, fp_block<3>, fp_block<4>,
+                                 fp_block<5>, fp_block<6>, fp_block<7>, fp_block<8>};
+
+void ConvLayer::fp_general(const InfoPtr& x, Epi& E) {
+    RowView V = x->view_a(groups);
+    const float* vals = x->vals.data();
+    const i32* reqc = x->group_counts(0, groups);
+    const i64 Pout = (i64)N * OH * OW;
+    const int T = max_threads();
+    std::vector<Counts> cnt(T);
+#pragma omp parallel num_threads(T)
+    {
+        const int t = thread_id(), nt = team_size();
+        const i64 p0 = split(Pout, nt, t), p1 = split(Pout, nt, t + 1);
+        E.start(t, p0, p1);
+        ABuf<float> ztile, zrow;
+        ztile.reset((size_t)TPIX * KpAll);
+        zrow.reset((size_t)K + VW);
+        FpArgs A{this, &V, vals, reqc, ztile.data(), H, W, OH, OW};
+        i64 ex = 0, rq = 0;
+        for (i64 tp = p0; tp < p1; tp += TPIX) {
+            const i64 te = std::min(p1, tp + TPIX);
+            for (int g = 0; g < groups; g++)
+                for (int kb = 0; kb < Kp; kb += KB) {
+                    const int nv = std::min(KB, Kp - kb) / VW;
+                    i64 ent = 0, req = 0;
+                    fp_table[nv](A, tp, te, g, kb, ent, req);
+                    ex += ent * nv * VW;
+                    if (kb == 0) rq += req * Kg;
+                }
+            for (i64 o = tp; o < te; o++) {
+                const float* zr = ztile.data() + (o - tp) * KpAll;
+                if (groups > 1) {
+                    for (int g = 0; g < groups; g++)
+                        std::memcpy(zrow.data() + g * Kg, zr + g * Kp, sizeof(float) * Kg);
+                    zr = zrow.data();
+                }
+                E.row(t, o, zr);
+            }
+        }
+        cnt[t].executed = ex;
+        cnt[t].required = rq;
+    }
+    cfp = Counts();
+    for (auto& c : cnt) cfp += c;
+}
+
+void ConvLayer::fp_depthwise(const InfoPtr& x, Epi& E) {
+    const float* X = x->dense_values();
+    const bool skip = !x->all;  // sparse mode skips all-zero input pixels
+    const i32* ac = x->acnt.data();
+    const int Cpad = round_up(C, VW);
+    const i64 Pout = (i64)N * OH * OW;
+    const int T = max_threads();
+    std::vector<Counts> cnt(T);
+    const int OHW = OH * OW;
+#pragma omp parallel num_threads(T)
+    {
+        const int t = thread_id(), nt = team_size();
+        const i64 p0 = split(Pout, nt, t), p1 = split(Pout, nt, t + 1);
+        E.start(t, p0, p1);
+        ABuf<float> zrow;
+        zrow.reset(Cpad);
+        i64 ex = 0, rq = 0;
+        for (i64 o = p0; o < p1; o++) {
+            const int n = int(o / OHW), rem = int(o % OHW), oh = rem / OW, ow = rem % OW;
+            float* ET_RESTRICT z = zrow.data();
+            for (int c = 0; c < C; c++) z[c] = bias[c];
+            for (int r = 0; r < R; r++) {
+                const int ih = oh * sh - pt + r * dh;
+                if ((unsigned)ih >= (unsigned)H) continue;
+                for (int s = 0; s < S; s++) {
+                    const int iw = ow * sw - pl + s * dw;
+                    if ((unsigned)iw >= (unsigned)W) continue;
+                    const i64 p = ((i64)n * H + ih) * W + iw;
+                    rq += ac[p];
+                    if (skip && ac[p] == 0) continue;
+                    ex += C;
+                    const float* ET_RESTRICT xr = X + p * C;
+                    const float* ET_RESTRICT wr = Wf.data() + (size_t)(r * S + s) * Cpad;
+                    for (int c = 0; c < C; c++) z[c] += xr[c] * wr[c];
+                }
+            }
+            E.row(t, o, z);
+        }
+        cnt[t].executed = ex;
+        cnt[t].required = rq;
+    }
+    cfp = Counts();
+    for (auto& c : cnt) cfp += c;
+}
+
+InfoPtr ConvLayer::forward(const InfoPtr& x0, bool dense_, float* a_out) {
+    if (!has_w) throw std::runtime_error("conv: set_weights must be called before forward");
+    if (x0->C != C) throw std::invalid_argument("conv: input has " + std::to_string(x0->C) + " channels, layer expects " + std::to_string(C));
+    InfoPtr x = to_mode(x0, dense_);
+    dense = dense_;
+    N = x->N; H = x->H; W = x->W;
+    out_shape(H, W, OH, OW);
+    in = x;
+    if (trainable && !depthwise) x->transposed(pointwise, tile_px());
+    InfoPtr o = make_info(N, OH, OW, K, act, alpha, lo, hi, dense_);
+    Epi E;
+    E.begin(o.get(), a_out, max_threads());
+    if (depthwise) fp_depthwise(x, E);
+    else fp_general(x, E);
+    E.finish();
+    cfp.dense = dense_macs();
+    tfp += cfp;
+    out = o;
+    return o;
+}
+
+// ------------------------------------------------------------------ BP / WG
+namespace {
+struct BpArgs {
+    const ConvLayer* L;
+    const RowView* GV;
+    const float* dvals;
+    const i32* gc;  // [Pout][groups] constraint |G|
+    float* btile;   // [TPIX][groups*Cp]
+    int H, W, OH, OW;
+};
+}  // namespace
+
+template <int NV>
+static void bp_block(const BpArgs& A, const i64* px, int np, int g, int cb, i64& ent, i64* tapreq) {
+    const ConvLayer& L = *A.L;
+    const RowView& GV = *A.GV;
+    const int R = L.R, S = L.S, Kg = L.Kg, Cp = L.Cp, groups = L.groups;
+    const int H = A.H, W = A.W, OH = A.OH, OW = A.OW, HW = H * W;
+    const float* Wg = L.Wb.data() + (size_t)g * R * S * Kg * Cp + cb;
+    const int kbase = g * Kg;
+    const int CpAll = groups * Cp;
+    i64 e = 0;
+    for (int ii = 0; ii < np; ii++) {
+        const i64 p = px[ii];
+        const int n = int(p / HW), rem = int(p - (i64)n * HW);
+        const int ih = rem / W, iw = rem - (rem / W) * W;
+        vf acc[NV];
+        ET_UNROLL
+        for (int i = 0; i < NV; i++) acc[i] = vzero();
+        i64 rq = 0;
+        for (int r = 0; r < R; r++) {
+            int th = ih + L.pt - r * L.dh;
+            if (th < 0) continue;
+            if (L.sh != 1) { if (th % L.sh) continue; th /= L.sh; }
+            if (th >= OH) continue;
+            for (int s = 0; s < S; s++) {
+                int tw = iw + L.pl - s * L.dw;
+                if (tw < 0) continue;
+                if (L.sw != 1) { if (tw % L.sw) continue; tw /= L.sw; }
+                if (tw >= OW) continue;
+                const i64 o = ((i64)n * OH + th) * OW + tw;
+                const i32* ix;
+                i64 off;
+                const int cnt = GV.row(o, g, ix, off);
+                const float* ET_RESTRICT dv = A.dvals + off;
+                const float* wrs = Wg + (size_t)(r * S + s) * Kg * Cp;
+                e += cnt;
+                rq += A.gc[o * groups + g];
+                for (int j = 0; j < cnt; j++) {
+                    const float x = dv[j];
+                    const vf* w = vptr(wrs + (size_t)(ix[j] - kbase) * Cp);
+                    ET_UNROLL
+                    for (int i = 0; i < NV; i++) acc[i] += x * w[i];
+                }
+            }
+        }
+        if (tapreq) tapreq[ii] = rq;
+        float* bd = A.btile + (size_t)ii * CpAll + g * Cp + cb;
+        ET_UNROLL
+        for (int i = 0; i < NV; i++) vptr(bd)[i] = acc[i];
+    }
+    ent += e;
+}
+
+using BpFn = void (*)(const BpArgs&, const i64*, int, int, int, i64&, i64*);
+static const BpFn bp_table[9] = {nullptr, bp_block<1>, bp_block<2>, bp_block<3>, bp_block<4>,
+                                 bp_block<5>, bp_block<6>, bp_block<7>, bp_block<8>};
+
+namespace {
+struct WgArgs {
+    const ConvLayer* L;
+    const Transposed* T;
+    const float* D;  // [Pout][KpAll]
+    const i32* gc;   // [Pout][groups]
+    float* dWp;      // [g][RS][Cg][Kp]
+    int OH, OW;
+    bool a_constrained;
+};
+}  // namespace
+
+template <int NV, bool PW, bool S1>
+static void wg_block(const WgArgs& A, i64 tile, int c, int rs, int kb, i64& ent, i64& req) {
+    const ConvLayer& L = *A.L;
+    const Transposed& T = *A.T;
+    const int C = L.C, Cg = L.Cg, Kp = L.Kp, groups = L.groups, RS = L.R * L.S;
+    const int g = c / Cg, cl = c - g * Cg;
+    const int r = rs / L.S, s = rs - r * L.S;
+    const int offh = L.pt - r * L.dh, offw = L.pl - s * L.dw;
+    const int OH = A.OH, OW = A.OW;
+    const i64 e0 = T.ptr[tile * C + c], e1 = T.ptr[tile * C + c + 1];
+    const i64 obase = PW ? 0 : (i64)T.tn[tile] * OH * OW;
+    const float* Dg = A.D + g * Kp + kb;
+    const i32* pix = T.pix.data();
+    const float* val = T.val.data();
+    const i32* gc = A.gc;
+    const bool acon = A.a_constrained;
+    vf acc[NV];
+    ET_UNROLL
+    for (int i = 0; i < NV; i++) acc[i] = vzero();
+    i64 en = 0, rq = 0;
+    for (i64 e = e0; e < e1; e++) {
+        i64 o;
+        const int code = pix[e];
+        if (PW) {
+            o = code;
+        } else {
+            int th = (code >> 16) + offh, tw = (code & 0xffff) + offw;
+            if (S1) {
+                if ((unsigned)th >= (unsigned)OH || (unsigned)tw >= (unsigned)OW) continue;
+            } else {
+                if (th < 0 || tw < 0 || th % L.sh || tw % L.sw) continue;
+                th /= L.sh;
+                tw /= L.sw;
+                if (th >= OH || tw >= OW) continue;
+            }
+            o = obase + (i64)th * OW + tw;
+        }
+        const int gcount = gc[o * groups + g];
+        if (gcount == 0) continue;  // d row entirely outside G
+        const float v = val[e];
+        en++;
+        rq += (!acon || v != 0.f) ? gcount : 0;
+        const vf* dr = vptr(Dg + o * L.KpAll);
+        ET_UNROLL
+        for (int i = 0; i < NV; i++) acc[i] += v * dr[i];
+    }
+    float* row = A.dWp + (((size_t)g * RS + rs) * Cg + cl) * Kp + kb;
+    ET_UNROLL
+    for (int i = 0; i < NV; i++) vptr(row)[i] += acc[i];
+    ent += en;
+    req += rq;
+}
+
+using WgFn = void (*)(const WgArgs&, i64, int, int, int, i64&, i64&);
+#define ET_WG_ROW(PW, S1)                                                                              \
+    {nullptr, wg_block<1, PW, S1>, wg_block<2, PW, S1>, wg_block<3, PW, S1>, wg_block<4, PW, S1>,    \
+     wg_block<5, PW, S1>, wg_block<6, PW, S1>, wg_block<7, PW, S1>, wg_block<8, PW, S1>}
+static const WgFn wg_table[3][9] = {ET_WG_ROW(false, false), ET_WG_ROW(false, true), ET_WG_ROW(true, true)};
+
+void ConvLayer::backward(const float* grad_a, float* g_in, const ActInfo* prevG, float* dW, float* db) {
+    if (!out || !in) throw std::runtime_error("conv: backward called before forward");
+    if (prevG && (prevG->N != N || prevG->H != H || prevG->W != W || prevG->C != C))
+        throw std::invalid_argument("conv: prev_info shape does not match the layer input");
+    if (depthwise) bwd_depthwise(grad_a, g_in, prevG, dW, db);
+    else bwd_general(grad_a, g_in, prevG, dW, db);
+    tbp += cbp;
+    twg += cwg;
+}
+
+void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* prevG, float* dW, float* db) {
+    ActInfo& O = *out;
+    const i64 Pout = O.P, Pin = in->P;
+    const int T = max_threads();
+    const bool need_wg = dW != nullptr;
+    const bool need_bp = g_in != nullptr;
+    RowView GV = O.view_g(groups);
+    const i64 nd = GV.all ? Pout * K : (O.g_same ? O.nnz_a : O.nnz_g);
+    // ---- prologue: d = grad_a * f'(z) -> dense padded rows (WG) and values along G lists (BP)
+    ABuf<float> D, dvals;
+    if (need_wg) D.reset((size_t)Pout * KpAll);
+    if (need_bp) dvals.reset((size_t)std::max<i64>(nd, 1));
+    std::vector<std::vector<double>> dbp(T);
+    const i64* gptr = GV.all ? nullptr : GV.ptr;
+    const i32* gidx = GV.all ? nullptr : GV.idx;
+#pragma omp parallel num_threads(T)
+    {
+        const int t = thread_id();
+        std::vector<float> fp(K), drow(K);
+        std::vector<double>& dbl = dbp[t];
+        dbl.assign(K, 0.0);
+#pragma omp for schedule(static)
+        for (i64 o = 0; o < Pout; o++) {
+            fprime_row(O, o, fp.data());
+            const float* ga = grad_a + o * K;
+            for (int k = 0; k < K; k++) {
+                float d = fp[k] != 0.f ? ga[k] * fp[k] : 0.f;
+                drow[k] = d;
+                dbl[k] += d;
+            }
+            if (need_wg) {
+                float* Dr = D.data() + o * KpAll;
+                for (int g = 0; g < groups; g++) {
+                    std::memcpy(Dr + g * Kp, drow.data() + g * Kg, sizeof(float) * Kg);
+                    for (int kk = Kg; kk < Kp; kk++) Dr[g * Kp + kk] = 0.f;
+                }
+            }
+            if (need_bp) {
+                if (!gptr) std::memcpy(dvals.data() + o * K, drow.data(), sizeof(float) * K);
+                else
+                    for (i64 j = gptr[o]; j < gptr[o + 1]; j++) dvals[j] = drow[gidx[j]];
+            }
+        }
+    }
+    if (db)
+        for (int k = 0; k < K; k++) {
+            double s = 0;
+            for (int t = 0; t < T; t++) s += dbp[t].empty() ? 0.0 : dbp[t][k];
+            db[k] = (float)s;
+        }
+    const i32* gc = O.group_counts(1, groups);
+    const i64 dmacs = dense_macs();
+    cbp = Counts();
+    cwg = Counts();
+    // ---- BP
+    if (need_bp) {
+        cbp.dense = dmacs;
+        // mask of the input gradient by the previous layer's G
+        int mmode = 0;  // 0 none, 1 lists, 2 states
+        RowView PV;
+        const i32* pgc = nullptr;
+        ActInfo* pg = const_cast<ActInfo*>(prevG);
+        if (pg && (pg->kind == KD_RELU || pg->kind == KD_CLIP0 || pg->kind == KD_HSWISH)) {
+            mmode = pg->g_all ? 2 : 1;
+            if (mmode == 1) PV = pg->view_g(1);
+            pgc = pg->group_counts(1, groups);
+        }
+        const bool skip_px = mmode == 1 && !dense;
+        BpArgs A{this, &GV, dvals.data(), gc, nullptr, H, W, OH, OW};
+        const int CpAll = groups * Cp;
+        std::vector<Counts> cnt(T);
+#pragma omp parallel num_threads(T)
+        {
+            const int t = thread_id(), nt = team_size();
+            const i64 p0 = split(Pin, nt, t), p1 = split(Pin, nt, t + 1);
+            ABuf<float> bt;
+            bt.reset((size_t)TPIX * CpAll);
+            BpArgs B = A;
+            B.btile = bt.data();
+            i64 px[TPIX], tr[TPIX];
+            i64 ex = 0, rq = 0;
+            for (i64 tp = p0; tp < p1;) {
+                int np = 0;
+                for (; tp < p1 && np < TPIX; tp++) {
+                    if (skip_px && pg->gcnt[tp] == 0) {
+                        std::memset(g_in + tp * C, 0, sizeof(float) * C);
+                        continue;
+                    }
+                    px[np++] = tp;
+                }
+                if (!np) continue;
+                for (int g = 0; g < groups; g++)
+                    for (int cb = 0; cb < Cp; cb += KB) {
+                        const int nv = std::min(KB, Cp - cb) / VW;
+                        i64 ent = 0;
+                        bp_table[nv](B, px, np, g, cb, ent, cb == 0 ? tr : nullptr);
+                        ex += ent * nv * VW;
+                        if (cb == 0)
+                            for (int ii = 0; ii < np; ii++)
+                                rq += tr[ii] * (pgc ? pgc[px[ii] * groups + g] : Cg);
+                    }
+                for (int ii = 0; ii < np; ii++) {
+                    const i64 p = px[ii];
+                    const float* b = bt.data() + (size_t)ii * CpAll;
+                    float* gr = g_in + p * C;
+                    if (mmode == 1) {
+                        std::memset(gr, 0, sizeof(float) * C);
+                        const i32* ix;
+                        i64 off;
+                        const int n = PV.row(p, 0, ix, off);
+                        for (int j = 0; j < n; j++) {
+                            const int c = ix[j];
+                            gr[c] = b[(c / Cg) * Cp + c % Cg];
+                        }
+                    } else {
+                        for (int g = 0; g < groups; g++)
+                            std::memcpy(gr + g * Cg, b + g * Cp, sizeof(float) * Cg);
+                        if (mmode == 2)
+                            for (int c = 0; c < C; c++)
+                                if (!pg->in_g_state(pg->state(p * C + c))) gr[c] = 0.f;
+                    }
+                }
+            }
+            cnt[t].executed = ex;
+            cnt[t].required = rq;
+        }
+        for (auto& c : cnt) { cbp.executed += c.executed; cbp.required += c.required; }
+    }
+    // ---- WG
+    if (need_wg) {
+        cwg.dense = dmacs;
+        const Transposed& TT = in->transposed(pointwise, tile_px());
+        const int RS = R * S;
+        const i64 items = (i64)C * RS;
+        std::vector<i64> pre(items + 1, 0);
+        for (i64 it = 0; it < items; it++)
+            pre[it + 1] = pre[it] + (in->a_all ? 1 : in->chan_nnz[it / RS] + 1);
+        ABuf<float> dWp;
+        dWp.reset((size_t)groups * RS * Cg * Kp, true);
+        WgArgs A{this, &TT, D.data(), gc, dWp.data(), OH, OW, in->a_constrained};
+        const int var = pointwise ? 2 : ((sh == 1 && sw == 1) ? 1 : 0);
+        std::vector<Counts> cnt(T);
+#pragma omp parallel num_threads(T)
+        {
+            const int t = thread_id(), nt = team_size();
+            std::vector<i64> b = balanced_split(pre.data(), items, nt);
+            const i64 i0 = b[t], i1 = b[t + 1];
+            i64 ex = 0, rq = 0;
+            for (i64 tile = 0; tile < TT.ntiles; tile++)
+                for (i64 it = i0; it < i1; it++) {
+                    const int c = int(it / RS), rs = int(it % RS);
+                    if (TT.ptr[tile * C + c] == TT.ptr[tile * C + c + 1]) continue;
+                    for (int kb = 0; kb < Kp; kb += KB) {
+                        const int nv = std::min(KB, Kp - kb) / VW;
+                        i64 ent = 0, req = 0;
+                        wg_table[var][nv](A, tile, c, rs, kb, ent, req);
+                        ex += ent * nv * VW;
+                        if (kb == 0) rq += req;
+                    }
+                }
+            cnt[t].executed = ex;
+            cnt[t].required = rq;
+        }
+        for (auto& c : cnt) { cwg.executed += c.executed; cwg.required += c.required; }
+        // packed [g][rs][cl][kk] -> OIHW
+        for (int g = 0; g < groups; g++)
+            for (int rs = 0; rs < RS; rs++)
+                for (int cl = 0; cl < Cg; cl++) {
+                    const float* row = dWp.data() + (((size_t)g * RS + rs) * Cg + cl) * Kp;
+                    for (int kk = 0; kk < Kg; kk++)
+                        dW[(((size_t)(g * Kg + kk)) * Cg + cl) * RS + rs] = row[kk];
+                }
+    }
+}
+
+// ------------------------------------------------------------------ depthwise BP/WG
+static void g_mask(ActInfo& I, u8* m) {
+    const int C = I.C;
+    const bool con = I.kind == KD_RELU || I.kind == KD_CLIP0 || I.kind == KD_HSWISH;
+#pragma omp parallel for schedule(static)
+    for (i64 p = 0; p < I.P; p++)
+        for (int c = 0; c < C; c++) m[p * C + c] = con ? (u8)I.in_g_state(I.state(p * C + c)) : (u8)1;
+}
+
+void ConvLayer::bwd_depthwise(const float* grad_a, float* g_in, const ActInfo* prevG, float* dW, float* db) {
+    ActInfo& O = *out;
+    const i64 Pout = O.P, Pin = in->P;
+    const int T = max_threads();
+    const int RS = R * S;
+    ABuf<float> D;
+    D.reset((size_t)Pout * C);
+    std::vector<std::vector<double>> dbp(T);
+#pragma omp parallel num_threads(T)
+    {
+        const int t = thread_id();
+        std::vector<float> fp(C);
+        dbp[t].assign(C, 0.0);
+#pragma omp for schedule(static)
+        for (i64 o = 0; o < Pout; o++) {
+            fprime_row(O, o, fp.data());
+            const float* ga = grad_a + o * C;
+            float* d = D.data() + o * C;
+            for (int c = 0; c < C; c++) {
+                d[c] = fp[c] != 0.f ? ga[c] * fp[c] : 0.f;
+                dbp[t][c] += d[c];
+            }
+        }
+    }
+    if (db)
+        for (int c = 0; c < C; c++) {
+            double s = 0;
+            for (int t = 0; t < T; t++) s += dbp[t].empty() ? 0.0 : dbp[t][c];
+            db[c] = (float)s;
+        }
+    // constraint masks for pair-level counting
+    ABuf<u8> mg;
+    mg.reset((size_t)Pout * C);
+    g_mask(O, mg.data());
+    const i32* gc = O.gcnt.data();
+    const i64 dmacs = dense_macs();
+    const int Cpad = round_up(C, VW);
+    const int OHW = OH * OW;
+    cbp = Counts();
+    cwg = Counts();
+    if (g_in) {
+        cbp.dense = dmacs;
+        ActInfo* pg = const_cast<ActInfo*>(prevG);
+        const bool con = pg && (pg->kind == KD_RELU || pg->kind == KD_CLIP0 || pg->kind == KD_HSWISH);
+        ABuf<u8> mp;
+        mp.reset((size_t)Pin * C);
+        if (con) g_mask(*pg, mp.data());
+        else std::memset(mp.data(), 1, (size_t)Pin * C);
+        const bool skip = !dense;
+        std::vector<Counts> cnt(T);
+#pragma omp parallel num_threads(T)
+        {
+            const int t = thread_id();
+            i64 ex = 0, rq = 0;
+#pragma omp for schedule(static)
+            for (i64 p = 0; p < Pin; p++) {
+                float* ET_RESTRICT gr = g_in + p * C;
+                for (int c = 0; c < C; c++) gr[c] = 0.f;
+                if (skip && con && pg->gcnt[p] == 0) continue;
+                const int n = int(p / (H * W)), rem = int(p % (H * W)), ih = rem / W, iw = rem % W;
+                const u8* mpr = mp.data() + p * C;
+                for (int r = 0; r < R; r++) {
+                    int th = ih + pt - r * dh;
+                    if (th < 0 || th % sh) continue;
+                    th /= sh;
+                    if (th >= OH) continue;
+                    for (int s = 0; s < S; s++) {
+                        int tw = iw + pl - s * dw;
+                        if (tw < 0 || tw % sw) continue;
+                        tw /= sw;
+                        if (tw >= OW) continue;
+                        const i64 o = (i64)n * OHW + (i64)th * OW + tw;
+                        const u8* mgr = mg.data() + o * C;
+                        int q = 0;
+                        for (int c = 0; c < C; c++) q += mgr[c] & mpr[c];
+                        rq += q;
+                        if (skip && gc[o] == 0) continue;
+                        ex += C;
+                        const float* ET_RESTRICT d = D.data() + o * C;
+                        const float* ET_RESTRICT w = Wf.data() + (size_t)(r * S + s) * Cpad;
+                        for (int c = 0; c < C; c++) gr[c] += d[c] * w[c];
+                    }
+                }
+                if (con)
+                    for (int c = 0; c < C; c++) gr[c] = mpr[c] ? gr[c] : 0.f;
+            }
+            cnt[t].executed = ex;
+            cnt[t].required = rq;
+        }
+        for (auto& c : cnt) { cbp.executed += c.executed; cbp.required += c.required; }
+    }
+    if (dW) {
+        cwg.dense = dmacs;
+        const float* X = in->dense_values();
+        ABuf<u8> ma;
+        ma.reset((size_t)Pin * C);
+        {
+            const bool con = in->a_constrained;
+            u8* m = ma.data();
+#pragma omp parallel for schedule(static)
+            for (i64 i = 0; i < Pin * C; i++) m[i] = con ? (u8)(X[i] != 0.f) : (u8)1;
+        }
+        const i32* ac = in->acnt.data();
+        const bool skip = !dense;
+        std::vector<std::vector<double>> part(T);
+        std::vector<Counts> cnt(T);
+#pragma omp parallel num_threads(T)
+        {
+            const int t = thread_id();
+            std::vector<float> acc((size_t)RS * C, 0.f);
+            i64 ex = 0, rq = 0;
+#pragma omp for schedule(static)
+            for (i64 o = 0; o < Pout; o++) {
+                if (skip && gc[o] == 0) continue;
+                const int n = int(o / OHW), rem = int(o % OHW), oh = rem / OW, ow = rem % OW;
+                const float* ET_RESTRICT d = D.data() + o * C;
+                const u8* mgr = mg.data() + o * C;
+                for (int r = 0; r < R; r++) {
+                    const int ih = oh * sh - pt + r * dh;
+                    if ((unsigned)ih >= (unsigned)H) continue;
+                    for (int s = 0; s < S; s++) {
+                        const int iw = ow * sw - pl + s * dw;
+                        if ((unsigned)iw >= (unsigned)W) continue;
+                        const i64 p = ((i64)n * H + ih) * W + iw;
+                        const u8* mar = ma.data() + p * C;
+                        int q = 0;
+                        for (int c = 0; c < C; c++) q += mgr[c] & mar[c];
+                        rq += q;
+                        if (skip && ac[p] == 0) continue;
+                        ex += C;
+                        const float* ET_RESTRICT x = X + p * C;
+                        float* ET_RESTRICT a = acc.data() + (size_t)(r * S + s) * C;
+                        for (int c = 0; c < C; c++) a[c] += d[c] * x[c];
+                    }
+                }
+            }
+            part[t].assign(acc.begin(), acc.end());
+            cnt[t].executed = ex;
+            cnt[t].required = rq;
+        }
+        for (auto& c : cnt) { cwg.executed += c.executed; cwg.required += c.required; }
+        for (int c = 0; c < C; c++)
+            for (int rs = 0; rs < RS; rs++) {
+                double s = 0;
+                for (int t = 0; t < T; t++)
+                    if (!part[t].empty()) s += part[t][(size_t)rs * C + c];
+                dW[(size_t)c * RS + rs] = (float)s;
+            }
+    }
+}
+
+}  // namespace et

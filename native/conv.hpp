@@ -1,0 +1,48 @@
+// Sparse conv / gemm layer: FP with input sparsity, BP with sparse error and
+// output sparsity, WG over (a non-zero, d in G) pairs. Gemm is the 1x1 conv on
+// a 1x1 image (rows = pixels).
+#pragma once
+#include "info.hpp"
+
+namespace et {
+
+struct ConvLayer {
+    // geometry
+    int C, K, R, S, sh, sw, pt, pl, pb, pr, dh, dw, groups;
+    int Cg, Kg, Kp, Cp, KpAll;
+    bool depthwise, pointwise;
+    int act;
+    float alpha, lo, hi;
+    bool trainable = true;
+    bool has_bias = false, has_w = false;
+    // packed weights (copied by set_weights)
+    ABuf<float> Wf;    // [g][R][S][Cg][Kp]   FP
+    ABuf<float> Wb;    // [g][R][S][Kg][Cp]   BP
+    ABuf<float> bias;  // [g][Kp]
+    // state of the last forward
+    InfoPtr in, out;
+    bool dense = false;
+    int N = 0, H = 0, W = 0, OH = 0, OW = 0;
+    Counts cfp, cbp, cwg;  // last call
+    Counts tfp, tbp, twg;  // cumulative
+
+    ConvLayer(int C, int K, int R, int S, int sh, int sw, int pt, int pl, int pb, int pr, int dh, int dw,
+              int groups, int act, float alpha, float lo, float hi);
+    void set_weights(const float* w_oihw, const float* b);
+    void out_shape(int H, int W, int& OH, int& OW) const;
+    // Runs FP. a_out (N,OH,OW,K) may be null. Returns the output info.
+    InfoPtr forward(const InfoPtr& x, bool dense, float* a_out);
+    // BP/WG. grad_a: (N,OH,OW,K). g_in (N,H,W,C) written when non-null.
+    // prevG: info whose G masks g_in (null: no mask). dW: OIHW, db: K.
+    void backward(const float* grad_a, float* g_in, const ActInfo* prevG, float* dW, float* db);
+    int tile_px() const;
+
+   private:
+    void fp_general(const InfoPtr& x, Epi& E);
+    void fp_depthwise(const InfoPtr& x, Epi& E);
+    void bwd_general(const float* grad_a, float* g_in, const ActInfo* prevG, float* dW, float* db);
+    void bwd_depthwise(const float* grad_a, float* g_in, const ActInfo* prevG, float* dW, float* db);
+    i64 dense_macs() const;
+};
+
+}  // namespace et

@@ -1,0 +1,630 @@
+// Fused activation epilogue and the ActInfo plan structures.
+#include "info.hpp"
+
+#include <cmath>
+
+namespace et {
+
+int kind_of(int act, float lo, float hi) {
+    switch (act) {
+        case ACT_INPUT: return KD_INPUT;
+        case ACT_RELU: return KD_RELU;
+        case ACT_CLIP: return (lo == 0.f && hi > 0.f) ? KD_CLIP0 : KD_DENSE;
+        case ACT_HSWISH: return KD_HSWISH;
+        case ACT_NONE: case ACT_LEAKY: case ACT_SIGMOID: return KD_DENSE;
+        default: throw std::invalid_argument("unknown activation code " + std::to_string(act));
+    }
+}
+
+int bits_per_elem(int act) {
+    switch (act) {
+        case ACT_RELU: case ACT_LEAKY: return 1;
+        case ACT_CLIP: case ACT_HSWISH: return 2;  // hswish: 0 z<=-3, 1 curved, 2 z>=3
+        default: return 0;
+    }
+}
+
+const i32* iota_ptr(int n) {
+    static std::mutex mu;
+    static i32* cur = nullptr;  // older arrays are leaked on purpose (pointers stay valid)
+    static int cap = 0;
+    std::lock_guard<std::mutex> lk(mu);
+    if (n > cap) {
+        int c = std::max(n, 4096);
+        i32* a = new i32[c];
+        for (int i = 0; i < c; i++) a[i] = i;
+        cur = a;
+        cap = c;
+    }
+    return cur;
+}
+
+// ---------------------------------------------------------------- bits
+// Write K codes of b bits for elements e0..e0+K-1. Words fully inside the row
+// are stored; words shared with a neighbouring row are OR-ed atomically, so
+// threads may own arbitrary pixel ranges (array must start zeroed).
+static inline void pack_bits(u64* bits, i64 e0, const u8* st, int K, int b) {
+    const i64 bit0 = e0 * b, bit1 = bit0 + (i64)K * b;
+    const i64 w0 = bit0 >> 6, w1 = (bit1 - 1) >> 6;
+    i64 w = w0;
+    u64 acc = 0;
+    auto flush = [&](i64 wi, u64 v) {
+        bool partial = (wi == w0 && (bit0 & 63)) || (wi == w1 && (bit1 & 63));
+        if (partial) {
+#if defined(__GNUC__) || defined(__clang__)
+            __atomic_fetch_or(&bits[wi], v, __ATOMIC_RELAXED);
+#else
+#pragma omp atomic
+            bits[wi] |= v;
+#endif
+        } else {
+            bits[wi] = v;
+        }
+    };
+    i64 bb = bit0;
+    for (int k = 0; k < K; k++, bb += b) {
+        i64 wi = bb >> 6;
+        if (wi != w) { flush(w, acc); w = wi; acc = 0; }
+        acc |= (u64)st[k] << (bb & 63);
+    }
+    flush(w, acc);
+}
+
+// ---------------------------------------------------------------- scratch
+namespace {
+struct Scratch {
+    ABuf<i32> ai, gi;
+    ABuf<float> av, zc;
+    ABuf<u8> st;
+    i64 na = 0, ng = 0, nz = 0;
+    std::vector<i64> chan;
+    i64 p0 = 0, p1 = 0;
+};
+std::vector<std::unique_ptr<Scratch>>& pool() {
+    static std::vector<std::unique_ptr<Scratch>> p;
+    return p;
+}
+}  // namespace
+
+template <int ACT>
+static inline float actf(float z, float alpha, float lo, float hi, int& s) {
+    if constexpr (ACT == ACT_RELU) {
+        s = z > 0.f;
+        return z > 0.f ? z : 0.f;
+    } else if constexpr (ACT == ACT_CLIP) {
+        s = z <= lo ? 0 : (z < hi ? 1 : 2);
+        return z < lo ? lo : (z > hi ? hi : z);
+    } else if constexpr (ACT == ACT_HSWISH) {
+        s = z <= -3.f ? 0 : (z < 3.f ? 1 : 2);  // torch: f'(-3) = 0, f'(3) = 1
+        float t = z + 3.f;
+        t = t < 0.f ? 0.f : (t > 6.f ? 6.f : t);
+        return z * t / 6.f;
+    } else if constexpr (ACT == ACT_LEAKY) {
+        s = z > 0.f;
+        return z > 0.f ? z : z * alpha;
+    } else if constexpr (ACT == ACT_SIGMOID) {
+        s = 0;
+        return 1.f / (1.f + std::exp(-z));
+    } else {
+        (void)alpha; (void)lo; (void)hi;
+        s = 0;
+        return z;
+    }
+}
+
+template <int ACT, bool LA, bool LG>
+static void row_t(Epi& E, Scratch& S, i64 p, const float* ET_RESTRICT z) {
+    ActInfo& I = *E.I;
+    const int K = E.K;
+    float* ao = E.aout ? E.aout + p * K : nullptr;
+    float* dv = LA ? nullptr : I.vals.data() + p * K;
+    u8* st = S.st.data();
+    i64 na = S.na, ng = S.ng, nz = S.nz;
+    i32* ai = S.ai.data();
+    float* av = S.av.data();
+    i32* gi = S.gi.data();
+    float* zcb = S.zc.data();
+    i64* ch = S.chan.data();
+    const float alpha = I.alpha, lo = I.lo, hi = I.hi;
+    const bool clip0 = I.kind == KD_CLIP0;
+    int acount = 0, gcount = 0;
+    for (int k = 0; k < K; k++) {
+        const float zk = z[k];
+        int s;
+        const float a = actf<ACT>(zk, alpha, lo, hi, s);
+        st[k] = (u8)s;
+        if (ao) ao[k] = a;
+        if (!LA) dv[k] = a;
+        const int nzf = (a != 0.f);
+        ch[k] += nzf;
+        acount += nzf;
+        if (LA) { ai[na] = k; av[na] = a; na += nzf; }
+        int ing = 1;
+        if constexpr (ACT == ACT_RELU) ing = s;
+        else if constexpr (ACT == ACT_CLIP) ing = clip0 ? (s == 1) : 1;
+        else if constexpr (ACT == ACT_HSWISH) ing = (s != 0);
+        gcount += ing;
+        if (LG) { gi[ng] = k; ng += ing; }
+        if constexpr (ACT == ACT_HSWISH) { zcb[nz] = zk; nz += (s == 1); }
+    }
+    if (I.bpe) pack_bits(I.bits.data(), p * K, st, K, I.bpe);
+    if (!I.a_constrained) acount = K;
+    if (I.kind == KD_DENSE) gcount = K;
+    I.acnt[p] = acount;
+    I.gcnt[p] = gcount;
+    if (LA) I.a_ptr[p + 1] = na - S.na;
+    if (LG) I.g_ptr[p + 1] = ng - S.ng;
+    if constexpr (ACT == ACT_HSWISH) I.zc_ptr[p + 1] = nz - S.nz;
+    S.na = na; S.ng = ng; S.nz = nz;
+}
+
+template <int ACT>
+static inline void row_dispatch(Epi& E, Scratch& S, i64 p, const float* z) {
+    if (E.listA) {
+        if (E.listG) row_t<ACT, true, true>(E, S, p, z);
+        else row_t<ACT, true, false>(E, S, p, z);
+    } else {
+        row_t<ACT, false, false>(E, S, p, z);
+    }
+}
+
+void Epi::begin(ActInfo* info, float* a_out, int maxthreads) {
+    I = info;
+    aout = a_out;
+    K = I->C;
+    listA = !I->a_all;
+    listG = !I->g_all && !I->g_same;
+    const i64 P = I->P;
+    if (listA) { I->a_ptr.reset(P + 1); I->a_ptr[0] = 0; }
+    if (listG) { I->g_ptr.reset(P + 1); I->g_ptr[0] = 0; }
+    if (I->act == ACT_HSWISH) { I->zc_ptr.reset(P + 1); I->zc_ptr[0] = 0; }
+    if (I->bpe) {
+        I->nwords = (P * K * I->bpe + 63) / 64;
+        I->bits.reset(I->nwords, true);
+    }
+    if (!listA) { I->vals.reset(P * K); I->nvals = P * K; }
+    I->acnt.reset(P);
+    I->gcnt.reset(P);
+    auto& pl = pool();
+    while ((int)pl.size() < maxthreads) pl.emplace_back(new Scratch());
+    nthreads = maxthreads;
+    for (int t = 0; t < maxthreads; t++) {
+        Scratch& S = *pl[t];
+        S.chan.assign(K, 0);
+        S.na = S.ng = S.nz = 0;
+        S.p0 = S.p1 = 0;
+    }
+}
+
+void Epi::start(int tid, i64 p0, i64 p1) {
+    Scratch& S = *pool()[tid];
+    S.p0 = p0;
+    S.p1 = p1;
+    size_t n = (size_t)std::max<i64>(p1 - p0, 0) * K;
+    if (listA) { S.ai.ensure(n); S.av.ensure(n); }
+    if (listG) S.gi.ensure(n);
+    if (I->act == ACT_HSWISH) S.zc.ensure(n);
+    S.st.ensure(K);
+}
+
+void Epi::row(int tid, i64 p, const float* z) {
+    Scratch& S = *pool()[tid];
+    switch (I->act) {
+        case ACT_RELU: row_dispatch<ACT_RELU>(*this, S, p, z); break;
+        case ACT_CLIP: row_dispatch<ACT_CLIP>(*this, S, p, z); break;
+        case ACT_HSWISH: row_dispatch<ACT_HSWISH>(*this, S, p, z); break;
+        case ACT_LEAKY: row_dispatch<ACT_LEAKY>(*this, S, p, z); break;
+        case ACT_SIGMOID: row_dispatch<ACT_SIGMOID>(*this, S, p, z); break;
+        default: row_dispatch<ACT_NONE>(*this, S, p, z); break;
+    }
+}
+
+void Epi::finish() {
+    auto& pl = pool();
+    std::vector<Scratch*> rs;
+    for (int t = 0; t < nthreads; t++)
+        if (pl[t]->p1 > pl[t]->p0) rs.push_back(pl[t].get());
+    std::sort(rs.begin(), rs.end(), [](Scratch* a, Scratch* b) { return a->p0 < b->p0; });
+    i64 cover = 0;
+    for (Scratch* s : rs) {
+        if (s->p0 != cover) throw std::logic_error("epilogue ranges do not tile the pixels");
+        cover = s->p1;
+    }
+    if (cover != I->P) throw std::logic_error("epilogue ranges do not cover the pixels");
+    const int nr = (int)rs.size();
+    std::vector<i64> oa(nr + 1, 0), og(nr + 1, 0), oz(nr + 1, 0);
+    for (int i = 0; i < nr; i++) {
+        oa[i + 1] = oa[i] + rs[i]->na;
+        og[i + 1] = og[i] + rs[i]->ng;
+        oz[i + 1] = oz[i] + rs[i]->nz;
+    }
+    const bool hs = I->act == ACT_HSWISH;
+    if (listA) { I->a_idx.reset(oa[nr]); I->vals.reset(oa[nr]); I->nvals = oa[nr]; }
+    if (listG) { I->g_idx.reset(og[nr]); I->nnz_g = og[nr]; }
+    if (hs) { I->zc.reset(oz[nr]); I->nzc = oz[nr]; }
+    const int K = this->K;
+    ActInfo* In = I;
+    const bool lA = listA, lG = listG;
+#pragma omp parallel for schedule(static, 1)
+    for (int i = 0; i < nr; i++) {
+        Scratch& S = *rs[i];
+        i64 ca = oa[i], cg = og[i], cz = oz[i];
+        for (i64 p = S.p0; p < S.p1; p++) {
+            if (lA) { ca += In->a_ptr[p + 1]; In->a_ptr[p + 1] = ca; }
+            if (lG) { cg += In->g_ptr[p + 1]; In->g_ptr[p + 1] = cg; }
+            if (hs) { cz += In->zc_ptr[p + 1]; In->zc_ptr[p + 1] = cz; }
+        }
+        if (lA && S.na) {
+            std::memcpy(In->a_idx.data() + oa[i], S.ai.data(), S.na * sizeof(i32));
+            std::memcpy(In->vals.data() + oa[i], S.av.data(), S.na * sizeof(float));
+        }
+        if (lG && S.ng) std::memcpy(In->g_idx.data() + og[i], S.gi.data(), S.ng * sizeof(i32));
+        if (hs && S.nz) std::memcpy(In->zc.data() + oz[i], S.zc.data(), S.nz * sizeof(float));
+    }
+    I->chan_nnz.assign(K, 0);
+    for (Scratch* s : rs)
+        for (int k = 0; k < K; k++) I->chan_nnz[k] += s->chan[k];
+    if (!I->a_constrained) std::fill(I->chan_nnz.begin(), I->chan_nnz.end(), I->P);
+    i64 na = 0, ng = 0;
+    for (i64 p = 0; p < I->P; p++) { na += I->acnt[p]; ng += I->gcnt[p]; }
+    I->nnz_a = na;
+    I->cnt_g = ng;
+    if (I->g_same) I->nnz_g = na;
+    int T = max_threads();
+    if (listA) I->part = balanced_split(I->a_ptr.data(), I->P, T);
+    else { I->part.resize(T + 1); for (int t = 0; t <= T; t++) I->part[t] = split(I->P, T, t); }
+}
+
+InfoPtr make_info(int N, int H, int W, int C, int act, float alpha, float lo, float hi, bool dense) {
+    auto I = std::make_shared<ActInfo>();
+    I->N = N; I->H = H; I->W = W; I->C = C;
+    I->P = (i64)N * H * W;
+    I->act = act; I->alpha = alpha; I->lo = lo; I->hi = hi;
+    I->kind = kind_of(act, lo, hi);
+    I->all = dense;
+    I->a_constrained = I->kind != KD_DENSE;
+    I->a_all = dense || I->kind == KD_DENSE;
+    I->g_all = dense || I->kind == KD_DENSE || I->kind == KD_INPUT;
+    I->g_same = !I->g_all && I->kind == KD_RELU;
+    I->bpe = bits_per_elem(act);
+    return I;
+}
+
+InfoPtr activate_rows(const float* z, float* a_out, int N, int H, int W, int C, int act, float alpha,
+                      float lo, float hi, bool dense) {
+    InfoPtr I = make_info(N, H, W, C, act, alpha, lo, hi, dense);
+    Epi E;
+    const int T = max_threads();
+    E.begin(I.get(), a_out, T);
+    const i64 P = I->P;
+#pragma omp parallel num_threads(T)
+    {
+        int t = thread_id(), nt = team_size();
+        i64 p0 = split(P, nt, t), p1 = split(P, nt, t + 1);
+        E.start(t, p0, p1);
+        for (i64 p = p0; p < p1; p++) E.row(t, p, z + p * C);
+    }
+    E.finish();
+    return I;
+}
+
+// ---------------------------------------------------------------- views
+RowView ActInfo::view_a(int groups) {
+    RowView v;
+    v.all = a_all;
+    v.C = C;
+    v.groups = groups;
+    v.Cg = C / groups;
+    v.iota = iota_ptr(C);
+    if (!a_all) {
+        v.ptr = a_ptr.data();
+        v.idx = a_idx.data();
+        if (groups > 1) v.gofs = gofs(0, groups);
+    }
+    return v;
+}
+
+RowView ActInfo::view_g(int groups) {
+    RowView v;
+    v.all = g_all;
+    v.C = C;
+    v.groups = groups;
+    v.Cg = C / groups;
+    v.iota = iota_ptr(C);
+    if (!g_all) {
+        v.ptr = g_same ? a_ptr.data() : g_ptr.data();
+        v.idx = g_same ? a_idx.data() : g_idx.data();
+        if (groups > 1) v.gofs = gofs(1, groups);
+    }
+    return v;
+}
+
+const i32* ActInfo::gofs(int which, int groups) {
+    std::lock_guard<std::mutex> lk(mu);
+    auto key = std::make_pair(which, groups);
+    auto it = gofs_cache.find(key);
+    if (it != gofs_cache.end()) return it->second.data();
+    const bool useA = which == 0 || g_same;
+    const i64* ptr = useA ? a_ptr.data() : g_ptr.data();
+    const i32* idx = useA ? a_idx.data() : g_idx.data();
+    ABuf<i32> buf;
+    buf.reset(P * (groups + 1));
+    const int Cg = C / groups;
+    i32* b = buf.data();
+#pragma omp parallel for schedule(static)
+    for (i64 p = 0; p < P; p++) {
+        const i64 s = ptr[p], e = ptr[p + 1];
+        i32* go = b + p * (groups + 1);
+        i64 j = s;
+        for (int g = 0; g < groups; g++) {
+            go[g] = i32(j - s);
+            const int lim = (g + 1) * Cg;
+            while (j < e && idx[j] < lim) j++;
+        }
+        go[groups] = i32(e - s);
+    }
+    auto res = gofs_cache.emplace(key, std::move(buf));
+    return res.first->second.data();
+}
+
+const i32* ActInfo::group_counts(int which, int groups) {
+    if (groups == 1) return which == 0 ? acnt.data() : gcnt.data();
+    {
+        std::lock_guard<std::mutex> lk(mu);
+        auto it = gcount_cache.find({which, groups});
+        if (it != gcount_cache.end()) return it->second.data();
+    }
+    ABuf<i32> buf;
+    buf.reset(P * groups);
+    const int Cg = C / groups;
+    i32* b = buf.data();
+    const bool constrained = which == 0 ? a_constrained : (kind != KD_DENSE && kind != KD_INPUT);
+    if (!constrained) {
+        for (i64 i = 0; i < P * groups; i++) b[i] = Cg;
+    } else if (which == 0) {
+        const float* a = dense_values();
+#pragma omp parallel for schedule(static)
+        for (i64 p = 0; p < P; p++)
+            for (int g = 0; g < groups; g++) {
+                int c = 0;
+                for (int k = g * Cg; k < (g + 1) * Cg; k++) c += a[p * C + k] != 0.f;
+                b[p * groups + g] = c;
+            }
+    } else {
+#pragma omp parallel for schedule(static)
+        for (i64 p = 0; p < P; p++)
+            for (int g = 0; g < groups; g++) {
+                int c = 0;
+                for (int k = g * Cg; k < (g + 1) * Cg; k++) c += in_g_state(state(p * C + k));
+                b[p * groups + g] = c;
+            }
+    }
+    std::lock_guard<std::mutex> lk(mu);
+    auto res = gcount_cache.emplace(std::make_pair(which, groups), std::move(buf));
+    return res.first->second.data();
+}
+
+const float* ActInfo::dense_values() {
+    if (a_all) return vals.data();
+    std::lock_guard<std::mutex> lk(mu);
+    if (dense_cache) return dense_cache->data();
+    auto d = std::make_unique<ABuf<float>>();
+    d->reset(P * C);
+    float* o = d->data();
+#pragma omp parallel for schedule(static)
+    for (i64 p = 0; p < P; p++) {
+        float* r = o + p * C;
+        std::fill(r, r + C, 0.f);
+        for (i64 j = a_ptr[p]; j < a_ptr[p + 1]; j++) r[a_idx[j]] = vals[j];
+    }
+    dense_cache = std::move(d);
+    return dense_cache->data();
+}
+
+const Transposed& ActInfo::transposed(bool pointwise, int tile_px) {
+    std::lock_guard<std::mutex> lk(mu);
+    for (auto& t : tcache)
+        if (t->pointwise == pointwise && t->tile_px == tile_px) return *t;
+    auto T = std::make_unique<Transposed>();
+    T->pointwise = pointwise;
+    T->tile_px = tile_px;
+    if (pointwise) {
+        for (i64 p = 0; p < P; p += tile_px) {
+            T->tp0.push_back(p);
+            T->tp1.push_back(std::min<i64>(P, p + tile_px));
+            T->tn.push_back(0);
+        }
+    } else {
+        const int rows = std::max(1, tile_px / std::max(1, W));
+        for (int n = 0; n < N; n++)
+            for (int h = 0; h < H; h += rows) {
+                i64 base = (i64)n * H * W;
+                T->tp0.push_back(base + (i64)h * W);
+                T->tp1.push_back(base + (i64)std::min(H, h + rows) * W);
+                T->tn.push_back(n);
+            }
+    }
+    const i64 nt = (i64)T->tp0.size();
+    T->ntiles = nt;
+    const i64 total = a_all ? P * C : a_ptr[P];
+    T->ptr.reset(nt * C + 1);
+    T->pix.reset(total);
+    T->val.reset(total);
+    T->ptr[nt * C] = total;
+    const bool all_ = a_all;
+    const int HW = H * W;
+    Transposed* Tp = T.get();
+    ActInfo* self = this;
+#pragma omp parallel
+    {
+        std::vector<i64> cnt(C);
+#pragma omp for schedule(dynamic, 4)
+        for (i64 t = 0; t < nt; t++) {
+            const i64 p0 = Tp->tp0[t], p1 = Tp->tp1[t];
+            const i64 base = all_ ? p0 * C : self->a_ptr[p0];
+            std::fill(cnt.begin(), cnt.end(), 0);
+            if (all_) {
+                for (int c = 0; c < C; c++) cnt[c] = p1 - p0;
+            } else {
+                for (i64 j = self->a_ptr[p0]; j < self->a_ptr[p1]; j++) cnt[self->a_idx[j]]++;
+            }
+            i64 acc = base;
+            for (int c = 0; c < C; c++) {
+                Tp->ptr[t * C + c] = acc;
+                i64 n = cnt[c];
+                cnt[c] = acc;
+                acc += n;
+            }
+            const int n = Tp->tn[t];
+            for (i64 p = p0; p < p1; p++) {
+                i32 code;
+                if (pointwise) code = (i32)p;
+                else {
+                    const int q = int(p - (i64)n * HW);
+                    code = ((q / W) << 16) | (q % W);
+                }
+                if (all_) {
+                    const float* v = self->vals.data() + p * C;
+                    for (int c = 0; c < C; c++) {
+                        i64 pos = cnt[c]++;
+                        Tp->pix[pos] = code;
+                        Tp->val[pos] = v[c];
+                    }
+                } else {
+                    for (i64 j = self->a_ptr[p]; j < self->a_ptr[p + 1]; j++) {
+                        i64 pos = cnt[self->a_idx[j]]++;
+                        Tp->pix[pos] = code;
+                        Tp->val[pos] = self->vals[j];
+                    }
+                }
+            }
+        }
+    }
+    tcache.push_back(std::move(T));
+    return *tcache.back();
+}
+
+i64 ActInfo::stored_bytes() const {
+    return nwords * 8 + nvals * 4 + nzc * 4;
+}
+
+i64 ActInfo::plan_bytes() const {
+    i64 b = 0;
+    b += (i64)a_ptr.size() * 8 + (i64)a_idx.size() * 4;
+    b += (i64)g_ptr.size() * 8 + (i64)g_idx.size() * 4;
+    b += (i64)zc_ptr.size() * 8 + (i64)acnt.size() * 4 + (i64)gcnt.size() * 4;
+    b += (i64)chan_nnz.size() * 8;
+    for (auto& t : tcache) b += (i64)t->ptr.size() * 8 + (i64)t->pix.size() * 4 + (i64)t->val.size() * 4;
+    for (auto& kv : gofs_cache) b += (i64)kv.second.size() * 4;
+    for (auto& kv : gcount_cache) b += (i64)kv.second.size() * 4;
+    return b;
+}
+
+// ---------------------------------------------------------------- backward of f
+void fprime_row(ActInfo& I, i64 p, float* fp);
+
+void fprime_row(ActInfo& I, i64 p, float* fp) {
+    const int K = I.C;
+    const i64 e0 = p * K;
+    switch (I.act) {
+        case ACT_RELU:
+            for (int k = 0; k < K; k++) fp[k] = (float)I.state(e0 + k);
+            break;
+        case ACT_CLIP:
+            for (int k = 0; k < K; k++) fp[k] = I.state(e0 + k) == 1 ? 1.f : 0.f;
+            break;
+        case ACT_HSWISH: {
+            i64 zi = I.zc_ptr[p];
+            for (int k = 0; k < K; k++) {
+                int s = I.state(e0 + k);
+                fp[k] = s == 1 ? (I.zc[zi++] / 3.f + 0.5f) : (s == 2 ? 1.f : 0.f);
+            }
+            break;
+        }
+        case ACT_LEAKY:
+            for (int k = 0; k < K; k++) fp[k] = I.state(e0 + k) ? 1.f : I.alpha;
+            break;
+        case ACT_SIGMOID: {
+            const float* a = I.vals.data() + e0;
+            for (int k = 0; k < K; k++) fp[k] = (1.f - a[k]) * a[k];
+            break;
+        }
+        default:
+            for (int k = 0; k < K; k++) fp[k] = 1.f;
+    }
+}
+
+void grad_z_dense(ActInfo& I, const float* grad_a, float* d) {
+    const int K = I.C;
+#pragma omp parallel
+    {
+        std::vector<float> fp(K);
+#pragma omp for schedule(static)
+        for (i64 p = 0; p < I.P; p++) {
+            fprime_row(I, p, fp.data());
+            const float* g = grad_a + p * K;
+            float* o = d + p * K;
+            for (int k = 0; k < K; k++) o[k] = fp[k] != 0.f ? g[k] * fp[k] : 0.f;
+        }
+    }
+}
+
+// Rebuild a z that reproduces the stored states (exact for the stored data).
+static void reconstruct_z(ActInfo& I, float* z) {
+    const float* a = I.dense_values();
+    const int K = I.C;
+#pragma omp parallel for schedule(static)
+    for (i64 p = 0; p < I.P; p++) {
+        i64 zi = I.act == ACT_HSWISH ? I.zc_ptr[p] : 0;
+        for (int k = 0; k < K; k++) {
+            const i64 e = p * K + k;
+            if (I.act == ACT_HSWISH) {
+                int s = I.state(e);
+                z[e] = s == 0 ? -4.f : (s == 1 ? I.zc[zi++] : a[e]);
+            } else {
+                z[e] = a[e];
+            }
+        }
+    }
+}
+
+static InfoPtr copy_dense_kind(const InfoPtr& in, bool dense, int N, int H, int W, int C) {
+    InfoPtr o = make_info(N, H, W, C, in->act, in->alpha, in->lo, in->hi, dense);
+    o->vals.reset(in->P * in->C);
+    o->nvals = in->P * in->C;
+    std::memcpy(o->vals.data(), in->vals.data(), o->nvals * 4);
+    if (in->bpe) {
+        o->nwords = in->nwords;
+        o->bits.reset(in->nwords);
+        std::memcpy(o->bits.data(), in->bits.data(), in->nwords * 8);
+    }
+    o->acnt.reset(o->P);
+    o->gcnt.reset(o->P);
+    for (i64 p = 0; p < o->P; p++) { o->acnt[p] = C; o->gcnt[p] = C; }
+    o->nnz_a = o->cnt_g = o->P * C;
+    o->chan_nnz.assign(C, o->P);
+    int T = max_threads();
+    o->part.resize(T + 1);
+    for (int t = 0; t <= T; t++) o->part[t] = split(o->P, T, t);
+    return o;
+}
+
+static InfoPtr rebuild(const InfoPtr& in, bool dense, int N, int H, int W, int C) {
+    if (in->kind == KD_DENSE) return copy_dense_kind(in, dense, N, H, W, C);
+    ABuf<float> z;
+    z.reset(in->P * in->C);
+    reconstruct_z(*in, z.data());
+    int act = in->act;
+    return activate_rows(z.data(), nullptr, N, H, W, C, act, in->alpha, in->lo, in->hi, dense);
+}
+
+InfoPtr to_mode(const InfoPtr& in, bool dense) {
+    if (in->all == dense) return in;
+    return rebuild(in, dense, in->N, in->H, in->W, in->C);
+}
+
+InfoPtr flatten_info(const InfoPtr& in) {
+    return rebuild(in, in->all, in->N, 1, 1, in->H * in->W * in->C);
+}
+
+}  // namespace et

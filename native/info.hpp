@@ -1,0 +1,162 @@
+// ActInfo: what the fused activation (end of FP) keeps for BP and WG.
+//
+//  * compressed storage (counted by stored_bytes):
+//      ReLU      1-bit mask + packed non-zeros of a
+//      ReLU6/Clip(0,hi)  2-bit state (0 zero, 1 linear, 2 saturated) + packed a
+//      hard-swish 2-bit region (0: z<=-3, 1: curved, 2: z>=3) + packed a
+//                 + z only where curved
+//      others    dense a (+1-bit sign mask for LeakyReLU, 2-bit state for Clip(lo!=0))
+//  * plan (counted by plan_bytes, built during FP, never by searching for
+//    zeros except in analyze_input): per-pixel lists of non-zero channels of a
+//    (CSR, aligned with the packed values), per-pixel lists of channels in G,
+//    per-pixel/per-channel counts, a balanced pixel partition, and (built by
+//    a trainable consumer's FP) per-tile per-channel pixel lists for WG.
+//
+// "all" (dense) mode: the same structures with every index listed (lists are
+// implicit iota, values dense) so that kernels run the same code densely.
+#pragma once
+#include <map>
+#include <mutex>
+
+#include "common.hpp"
+
+namespace et {
+
+enum Act { ACT_INPUT = -1, ACT_NONE = 0, ACT_RELU = 1, ACT_CLIP = 2, ACT_HSWISH = 3, ACT_LEAKY = 4, ACT_SIGMOID = 5 };
+enum Kind { KD_INPUT = 0, KD_DENSE = 1, KD_RELU = 2, KD_CLIP0 = 3, KD_HSWISH = 4 };
+
+int kind_of(int act, float lo, float hi);
+int bits_per_elem(int act);
+const i32* iota_ptr(int n);  // 0..n-1, stable pointer
+
+// One row (pixel) restricted to a channel group: count, and offset into the
+// value array; ix points at the (absolute) channel indices.
+struct RowView {
+    bool all = true;
+    int C = 0, Cg = 0, groups = 1;
+    const i64* ptr = nullptr;
+    const i32* idx = nullptr;
+    const i32* gofs = nullptr;  // [P][groups+1] offsets relative to row start (groups>1)
+    const i32* iota = nullptr;
+    inline int row(i64 p, int g, const i32*& ix, i64& off) const {
+        if (all) {
+            off = p * C + (i64)g * Cg;
+            ix = iota + g * Cg;
+            return Cg;
+        }
+        if (groups == 1) {
+            off = ptr[p];
+            ix = idx + off;
+            return int(ptr[p + 1] - off);
+        }
+        const i32* go = gofs + p * (groups + 1);
+        off = ptr[p] + go[g];
+        ix = idx + off;
+        return go[g + 1] - go[g];
+    }
+};
+
+// Per-tile, per-channel pixel lists of a (the transpose of the CSR), for WG.
+struct Transposed {
+    bool pointwise = false;  // entries hold global pixel index (1x1/stride1/pad0 consumers)
+    int tile_px = 0;
+    i64 ntiles = 0;
+    std::vector<i64> tp0, tp1;
+    std::vector<i32> tn;  // image of the tile (non-pointwise)
+    ABuf<i64> ptr;        // [ntiles*C + 1]
+    ABuf<i32> pix;        // (ih<<16)|iw, or global pixel (pointwise)
+    ABuf<float> val;
+};
+
+struct ActInfo {
+    int N = 0, H = 0, W = 0, C = 0;
+    i64 P = 0;
+    int act = ACT_INPUT;
+    float alpha = 0.01f, lo = 0.f, hi = 6.f;
+    int kind = KD_INPUT;
+    bool all = false;    // dense mode (iterate everything)
+    bool a_all = false;  // A iterated as "all" (dense mode or no constraint)
+    bool g_all = false;  // G iterated as "all"
+    bool g_same = false; // G lists == A lists (ReLU)
+    bool a_constrained = true;  // zeros of a are structural (lists meaningful)
+    int bpe = 0;
+    ABuf<u64> bits;
+    i64 nwords = 0;
+    ABuf<float> vals;  // packed a (sparse) or dense a
+    i64 nvals = 0;
+    ABuf<i64> a_ptr;
+    ABuf<i32> a_idx;
+    ABuf<i64> g_ptr;
+    ABuf<i32> g_idx;
+    i64 nnz_g = 0;
+    ABuf<float> zc;  // hswish: z in curved region, element order
+    ABuf<i64> zc_ptr;
+    i64 nzc = 0;
+    ABuf<i32> acnt, gcnt;  // constraint counts per pixel (|A(p)|, |G(p)|)
+    i64 nnz_a = 0, cnt_g = 0;
+    std::vector<i64> chan_nnz;  // |A| per channel
+    std::vector<i64> part;      // pixel partition balanced by nnz
+
+    std::mutex mu;
+    std::vector<std::unique_ptr<Transposed>> tcache;
+    std::map<std::pair<int, int>, ABuf<i32>> gofs_cache;    // (which, groups)
+    std::map<std::pair<int, int>, ABuf<i32>> gcount_cache;  // (which, groups) -> [P][groups]
+    std::unique_ptr<ABuf<float>> dense_cache;
+
+    // state code of element e (0 when bpe == 0)
+    inline int state(i64 e) const {
+        if (bpe == 1) return int((bits[e >> 6] >> (e & 63)) & 1);
+        if (bpe == 2) return int((bits[e >> 5] >> ((e & 31) * 2)) & 3);
+        return 0;
+    }
+    // is element (with state s) in the constraint set G
+    inline bool in_g_state(int s) const {
+        switch (kind) {
+            case KD_RELU: return s == 1;
+            case KD_CLIP0: return s == 1;
+            case KD_HSWISH: return s != 0;
+            default: return true;
+        }
+    }
+
+    RowView view_a(int groups);
+    RowView view_g(int groups);
+    const i32* gofs(int which, int groups);          // which: 0 = A lists, 1 = G lists
+    const i32* group_counts(int which, int groups);  // [P][groups] constraint counts
+    const Transposed& transposed(bool pointwise, int tile_px);
+    const float* dense_values();  // dense a (materialised once if sparse)
+
+    i64 stored_bytes() const;
+    i64 plan_bytes() const;
+    i64 dense_bytes() const { return P * (i64)C * 4; }
+};
+
+using InfoPtr = std::shared_ptr<ActInfo>;
+
+// Fused activation epilogue: rows of z are turned into a, state bits, lists
+// and counts. Usage: begin(); in a parallel region each thread calls
+// start(tid, p0, p1) then row() for p0..p1-1 in order; then finish().
+struct Epi {
+    ActInfo* I = nullptr;
+    float* aout = nullptr;  // optional dense a output (stride K)
+    int K = 0;
+    bool listA = false, listG = false;
+    void begin(ActInfo* info, float* a_out, int maxthreads);
+    void start(int tid, i64 p0, i64 p1);
+    void row(int tid, i64 p, const float* z);
+    void finish();
+    int nthreads = 0;
+};
+
+InfoPtr make_info(int N, int H, int W, int C, int act, float alpha, float lo, float hi, bool dense);
+// Runs the activation over z (P x K rows) in parallel; z may alias a_out.
+InfoPtr activate_rows(const float* z, float* a_out, int N, int H, int W, int C, int act, float alpha,
+                      float lo, float hi, bool dense);
+// d = grad_a * f'(z) (dense, zero outside G).
+void grad_z_dense(ActInfo& I, const float* grad_a, float* d);
+// Convert any info to dense mode (or back: sparse mode of a dense info is a
+// discovery pass, used in tests).
+InfoPtr to_mode(const InfoPtr& in, bool dense);
+InfoPtr flatten_info(const InfoPtr& in);
+
+}  // namespace et
