@@ -118,7 +118,7 @@ class _Importer:
         if arr.dtype != np.float32:
             self.fail(f"{node.op_type} node {node.name!r}: parameter {name!r} is {arr.dtype}; "
                       "only float32 models are supported (quantised models are not)")
-        self.params[name] = arr
+        self.params[name] = np.array(arr, copy=True)
         return name
 
     def add(self, node, i, op, inputs, params=None, attrs=None):

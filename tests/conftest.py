@@ -14,3 +14,20 @@ def assert_close(actual, expected, rtol=1e-4, what=""):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def zoo_export(tmp_path_factory):
+    """Export each torch zoo model once per session: zoo_export(name, exporter) -> (module, chw, path)."""
+    cache = {}
+
+    def get(name, exporter):
+        if (name, exporter) not in cache:
+            import torch_zoo
+
+            module, chw = torch_zoo.build(name)
+            path = tmp_path_factory.mktemp("zoo") / f"{name}-{exporter}.onnx"
+            cache[name, exporter] = (module, chw, torch_zoo.export(module, chw, path, exporter))
+        return cache[name, exporter]
+
+    return get

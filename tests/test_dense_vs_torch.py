@@ -13,9 +13,8 @@ from edgetune.runtime import load_model, compute_gradients  # noqa: E402
 @pytest.mark.parametrize("exporter", ["script", "dynamo"])
 @pytest.mark.parametrize("name", sorted(torch_zoo.ZOO))
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
-def test_dense_matches_autograd(tmp_path, name, exporter, loss):
-    module, chw = torch_zoo.build(name)
-    path = torch_zoo.export(module, chw, tmp_path / f"{name}.onnx", exporter)
+def test_dense_matches_autograd(zoo_export, name, exporter, loss):
+    module, chw, path = zoo_export(name, exporter)
     model = load_model(path)
     rng = np.random.default_rng(7)
     x = rng.standard_normal((6,) + chw).astype(np.float32)

@@ -1,0 +1,363 @@
+"""The native engine: C++ kernels that skip what the activations' non-zero position
+constraints make predictable, in FP, BP and WG. Tensors are channels-last inside the
+engine; conversion happens only at the input, at flatten boundaries and at the logits.
+
+With dense=True the same kernels iterate densely, so the sparse gain is measured
+against the same code."""
+from __future__ import annotations
+
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from edgetune import _native as nat
+
+from . import dense_ops
+from .base import Engine
+from ..errors import ModelError
+from ..ir import ACTIVATION_OPS
+
+F32 = np.float32
+# IR activation -> (native code, needs alpha/lo/hi). HardSigmoid has no fused kernel.
+FUSABLE = {"relu": "relu", "clip": "clip", "hardswish": "hardswish", "leakyrelu": "leaky_relu",
+           "sigmoid": "sigmoid"}
+
+
+def _act_args(act):
+    if act is None:
+        return {"act": "none"}
+    kw = {"act": FUSABLE[act.op]}
+    if act.op == "clip":
+        kw.update(lo=max(act.attrs["min"], -3.4e38), hi=min(act.attrs["max"], 3.4e38))
+    if act.op == "leakyrelu":
+        kw["alpha"] = act.attrs["alpha"]
+    return kw
+
+
+class _Layer:
+    """A Conv/Gemm node with its fused activation and its native kernel object."""
+
+    def __init__(self, node, act, model):
+        self.node, self.act = node, act
+        self.output = act.output if act else node.output
+        W = model.params[node.params["W"]]
+        kw = _act_args(act)
+        if node.op == "conv":
+            at = node.attrs
+            self.k = nat.ConvLayer(W.shape[1] * at["group"], W.shape[0], list(at["kernel"]), list(at["stride"]),
+                                   list(at["pads"]), list(at["dilation"]), at["group"], **kw)
+        else:
+            fin, fout = (W.shape[1], W.shape[0]) if node.attrs["transB"] else W.shape
+            self.k = nat.GemmLayer(fin, fout, **kw)
+        self.perm = None   # gemm after an NHWC flatten: weight columns reordered CHW -> HWC
+
+
+class NativeEngine(Engine):
+    """Sparse C++ kernels (the default engine)."""
+
+    name = "native"
+
+    def __init__(self, dense: bool = False, threads: Optional[int] = None, **_ignored):
+        self.dense = bool(dense)
+        if threads:
+            nat.set_num_threads(int(threads))
+        if self.dense:
+            self.name = "native-dense"
+
+    # -- plan -------------------------------------------------------------------------
+    def _prepare(self):
+        m = self.model
+        self.layers: Dict[str, _Layer] = {}
+        fused = set()
+        for node in m.nodes:
+            if node.op in ("conv", "gemm"):
+                act = m.activation_after(node)
+                if act is not None and act.op not in FUSABLE:
+                    act = None
+                self.layers[node.name] = _Layer(node, act, m)
+                if act is not None:
+                    fused.add(act.name)
+        self.steps = [n for n in m.nodes if n.name not in fused]
+        self.needs = self._needs_grad()
+        want = set(self.trainable)
+        for lay in self.layers.values():
+            lay.k.trainable = any(v in want for v in lay.node.params.values())
+        self._shapes_known = False
+        self._after_update(list(self.params))
+
+    def _needs_grad(self):
+        want, up = set(self.trainable), {self.model.input_name: False}
+        for n in self.model.nodes:
+            up[n.output] = any(up.get(i, False) for i in n.inputs) or any(v in want for v in n.params.values())
+        return up
+
+    def _after_update(self, names):
+        changed = set(names)
+        for lay in self.layers.values():
+            if changed.isdisjoint(lay.node.params.values()):
+                continue
+            self._load_weights(lay)
+
+    def _load_weights(self, lay):
+        node, p = lay.node, self.params
+        W, B = p[node.params["W"]], p.get(node.params.get("B"))
+        if node.op == "gemm":
+            at = node.attrs
+            W = W if at["transB"] else W.T
+            if at["alpha"] != 1.0:
+                W = W * F32(at["alpha"])
+            if B is not None and at["beta"] != 1.0:
+                B = B * F32(at["beta"])
+            if lay.perm is not None:
+                W = W[:, lay.perm]
+        lay.k.set_weights(np.ascontiguousarray(W, F32), None if B is None else np.ascontiguousarray(B, F32))
+
+    def _set_flatten_perm(self, lay, hwc):
+        """A Gemm reading an NHWC tensor flattened in HWC order needs its CHW columns reordered."""
+        h, w, c = hwc
+        perm = None if h * w == 1 else np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
+        if (perm is None) != (lay.perm is None) or (perm is not None and not np.array_equal(perm, lay.perm)):
+            lay.perm = perm
+            self._load_weights(lay)
+
+    # -- forward -------------------------------------------------------------------------
+    def predict(self, x):
+        vals, _ = self._forward(np.asarray(x, F32))
+        return self._logits(vals)
+
+    def _logits(self, vals):
+        out = vals[self.model.output_name]
+        if out.ndim == 4:
+            out = out.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(out)
+
+    def _forward(self, x):
+        """Run FP. vals: value -> NHWC array (or (N, F)); infos: value -> SparseInfo; ctx: per-node caches."""
+        vals = {self.model.input_name: np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else x}
+        infos, ctx, flat = {}, {}, {}
+        for node in self.steps:
+            op, at = node.op, node.attrs
+            src = node.inputs[0]
+            if op in ("conv", "gemm"):
+                lay = self.layers[node.name]
+                if op == "gemm":
+                    self._set_flatten_perm(lay, flat.get(src, (1, 1, vals[src].shape[-1])))
+                inp = infos.get(src)
+                if inp is None:
+                    inp = nat.analyze_input(np.ascontiguousarray(vals[src]), self.dense)
+                    infos[src] = inp
+                a, info = lay.k.forward(inp, self.dense)
+                vals[lay.output], infos[lay.output] = a, info
+                ctx[node.name] = src
+                continue
+            x0 = vals[src]
+            if op in ACTIVATION_OPS:
+                if op in FUSABLE:
+                    a, info = nat.activate(np.ascontiguousarray(x0), dense=self.dense, **_act_args(node))
+                    infos[node.output] = info
+                    ctx[node.name] = info
+                else:
+                    a = dense_ops.act_forward(op, x0, at)
+                    ctx[node.name] = (x0, a)
+                vals[node.output] = a
+            elif op == "add":
+                vals[node.output] = nat.add(np.ascontiguousarray(x0), np.ascontiguousarray(vals[node.inputs[1]]))
+            elif op == "add_param":
+                vals[node.output] = x0 + self._bias_nhwc(node, x0.ndim)
+            elif op == "maxpool":
+                y, arg = nat.maxpool_forward(x0, list(at["kernel"]), list(at["stride"]), list(at["pads"]),
+                                             bool(at["ceil_mode"]))
+                vals[node.output], ctx[node.name] = y, (arg, x0.shape)
+            elif op == "avgpool":
+                vals[node.output] = nat.avgpool_forward(x0, list(at["kernel"]), list(at["stride"]), list(at["pads"]),
+                                                        bool(at["ceil_mode"]), bool(at["count_include_pad"]))
+                ctx[node.name] = x0.shape
+            elif op == "globalavgpool":
+                y = nat.global_avgpool_forward(x0)
+                vals[node.output] = y.reshape(y.shape[0], 1, 1, y.shape[1]) if at["keepdims"] else y
+                ctx[node.name] = x0.shape
+            elif op in ("flatten", "reshape"):
+                vals[node.output] = self._flatten(node, x0, flat, src)
+                if src in infos and x0.ndim == 4:
+                    infos[node.output] = infos[src]   # the gemm flattens the plan itself
+                ctx[node.name] = x0.shape
+            elif op == "batchnorm":
+                g = lambda r: self.params[node.params[r]]  # noqa: E731
+                vals[node.output] = nat.batchnorm_forward(x0, g("scale"), g("B"), g("mean"), g("var"), at["epsilon"])
+                ctx[node.name] = x0
+            else:
+                raise ModelError(f"native engine: op {node.onnx_op} ({node.name}) is not supported; use --engine dense")
+        return vals, (infos, ctx, flat)
+
+    def _flatten(self, node, x0, flat, src):
+        if x0.ndim == 2:
+            if node.op == "reshape" and dense_ops.reshape_target(node.attrs["shape"], x0.shape) != x0.shape:
+                raise ModelError(f"native engine: Reshape {node.name} to {node.attrs['shape']} is not supported; "
+                                 "use --engine dense")
+            flat[node.output] = flat.get(src, (1, 1, x0.shape[1]))
+            return x0
+        n, h, w, c = x0.shape
+        if node.op == "reshape" and dense_ops.reshape_target(node.attrs["shape"], (n, c, h, w)) != (n, c * h * w):
+            raise ModelError(f"native engine: Reshape {node.name} to {node.attrs['shape']} is not supported; "
+                             "use --engine dense")
+        flat[node.output] = (h, w, c)
+        return x0.reshape(n, h * w * c)   # HWC order; the consuming Gemm permutes its weights
+
+    def _bias_nhwc(self, node, ndim):
+        b = self.params[node.params["B"]]
+        if ndim == 4 and b.ndim >= 3:
+            return np.moveaxis(b.reshape(b.shape[-3:]), 0, -1)
+        return b
+
+    # -- backward ---------------------------------------------------------------------------
+    def _forward_backward(self, x, y):
+        t0 = time.perf_counter()
+        vals, (infos, ctx, flat) = self._forward(np.asarray(x, F32))
+        logits = self._logits(vals)
+        loss, dlogits = self._loss(logits, np.asarray(y))
+        t_fp = time.perf_counter() - t0
+        grads, t_bp, t_wg = self._backward(vals, infos, ctx, flat, dlogits)
+        return loss, grads, logits, {"fp": t_fp, "bp": t_bp, "wg": t_wg}
+
+    def _backward(self, vals, infos, ctx, flat, dlogits):
+        want, p = set(self.trainable), self.params
+        out = self.model.output_name
+        d = {out: dlogits if vals[out].ndim == 2 else np.ascontiguousarray(dlogits.transpose(0, 2, 3, 1))}
+        grads: Dict[str, np.ndarray] = {}
+        t_bp = t_wg = 0.0
+
+        def push(name, g):
+            if g is not None and self.needs.get(name, False):
+                d[name] = d[name] + g if name in d else g
+
+        for node in reversed(self.steps):
+            if node.op in ("conv", "gemm"):
+                lay = self.layers[node.name]
+                ga = d.pop(lay.output, None)
+                if ga is None:
+                    continue
+                ga = np.ascontiguousarray(ga, F32)
+                src = ctx[node.name]
+                if self.needs.get(src, False):
+                    t0 = time.perf_counter()
+                    gin, _, _ = lay.k.backward(ga, True, None, self._maskable(src, infos), False)
+                    t_bp += time.perf_counter() - t0
+                    push(src, gin.reshape(vals[src].shape))
+                if lay.k.trainable:
+                    t0 = time.perf_counter()
+                    _, dW, dB = lay.k.backward(ga, False, None, False, True)
+                    t_wg += time.perf_counter() - t0
+                    self._collect(lay, dW, dB, want, grads)
+                continue
+            g = d.pop(node.output, None)
+            if g is None:
+                continue
+            t0 = time.perf_counter()
+            for name, gx in self._bwd_op(node, g, vals, ctx, want, grads):
+                push(name, gx)
+            t_bp += time.perf_counter() - t0
+        return grads, t_bp, t_wg
+
+    def _maskable(self, src, infos):
+        """Mask the input gradient by G only where src is a constrained activation output."""
+        info = infos.get(src)
+        return info is not None and info.constrained
+
+    def _collect(self, lay, dW, dB, want, grads):
+        node = lay.node
+        if node.op == "gemm":
+            at = node.attrs
+            if lay.perm is not None:
+                inv = np.empty_like(lay.perm)
+                inv[lay.perm] = np.arange(len(lay.perm))
+                dW = dW[:, inv]
+            if at["alpha"] != 1.0:
+                dW = dW * F32(at["alpha"])
+            if at["beta"] != 1.0:
+                dB = dB * F32(at["beta"])
+            if not at["transB"]:
+                dW = dW.T
+        for role, g in (("W", dW), ("B", dB)):
+            name = node.params.get(role)
+            if name in want:
+                grads[name] = np.ascontiguousarray(g, F32).reshape(self.params[name].shape)
+
+    def _bwd_op(self, node, g, vals, ctx, want, grads):
+        op, at, src = node.op, node.attrs, node.inputs[0]
+        g = np.ascontiguousarray(g, F32)
+        if op in ACTIVATION_OPS:
+            c = ctx[node.name]
+            if isinstance(c, tuple):
+                z, a = c
+                return [(src, g * dense_ops.act_derivative(op, z, a, at))]
+            return [(src, c.grad_z(g))]
+        if op == "add":
+            return [(src, g), (node.inputs[1], g)]
+        if op == "add_param":
+            name = node.params["B"]
+            if name in want:
+                b = self.params[name]
+                s = g.sum(axis=tuple(range(g.ndim - 1))) if g.ndim == 4 else g.sum(axis=0)
+                grads[name] = s.reshape(b.shape)
+            return [(src, g)]
+        if op == "maxpool":
+            arg, shape = ctx[node.name]
+            return [(src, nat.maxpool_backward(g, arg, list(shape)))]
+        if op == "avgpool":
+            return [(src, nat.avgpool_backward(g, list(ctx[node.name]), list(at["kernel"]), list(at["stride"]),
+                                               list(at["pads"]), bool(at["ceil_mode"]),
+                                               bool(at["count_include_pad"])))]
+        if op == "globalavgpool":
+            shape = ctx[node.name]
+            return [(src, nat.global_avgpool_backward(g.reshape(shape[0], shape[3]), list(shape)))]
+        if op in ("flatten", "reshape"):
+            return [(src, g.reshape(ctx[node.name]))]
+        if op == "batchnorm":
+            p = lambda r: self.params[node.params[r]]  # noqa: E731
+            dx, dscale, dbias = nat.batchnorm_backward(g, ctx[node.name], p("scale"), p("mean"), p("var"),
+                                                       at["epsilon"])
+            for role, gr in (("scale", dscale), ("B", dbias)):
+                if node.params[role] in want:
+                    grads[node.params[role]] = np.asarray(gr, F32)
+            return [(src, dx)]
+        raise ModelError(f"native engine: no backward for {node.onnx_op} ({node.name})")
+
+    # -- measurement ---------------------------------------------------------------------------
+    def measure_step(self, x, y) -> dict:
+        """One forward+backward on (x, y) with the kernels' own counters: MACs per phase
+        (dense, required, executed), per layer, and the bytes FP kept for backward."""
+        for lay in self.layers.values():
+            lay.k.reset_counters()
+        self.loss_and_grads(x, y)
+        per_layer, totals = [], {k: {"fp": 0, "bp": 0, "wg": 0} for k in ("dense", "required", "executed")}
+        stored = dense_b = 0
+        for name, lay in self.layers.items():
+            c = lay.k.counters(True)   # since reset_counters(): BP and WG run as separate calls
+            per_layer.append({"name": name, **{ph: c[ph] for ph in ("fp", "bp", "wg")}})
+            for ph in ("fp", "bp", "wg"):
+                for kind in totals:
+                    totals[kind][ph] += int(c[ph][kind])
+            info = lay.k.output_info
+            stored += int(info.stored_bytes())
+            dense_b += int(info.dense_bytes())
+        for kind in totals:
+            totals[kind]["total"] = sum(totals[kind].values())
+        return {"macs_dense": totals["dense"], "macs_required": totals["required"],
+                "macs_executed": totals["executed"], "layers": per_layer,
+                "activation_bytes": {"dense": dense_b, "stored": stored}}
+
+    def phase_medians(self, x, y, steps: int) -> dict:
+        """Median FP/BP/WG milliseconds over `steps` training-step passes (after one warm-up)."""
+        self._forward_backward(x, y)
+        rec: List[dict] = [self._forward_backward(x, y)[3] for _ in range(steps)]
+        return {k: float(np.median([r[k] for r in rec]) * 1e3) for k in ("fp", "bp", "wg")}
+
+    def counters(self) -> dict:
+        totals = {k: {"fp": 0, "bp": 0, "wg": 0} for k in ("dense", "required", "executed")}
+        for lay in self.layers.values():
+            c = lay.k.counters(True)
+            for ph in ("fp", "bp", "wg"):
+                for kind in totals:
+                    totals[kind][ph] += int(c[ph][kind])
+        return {"macs": totals, "threads": nat.num_threads(), "dense_kernels": self.dense}

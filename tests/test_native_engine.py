@@ -1,0 +1,122 @@
+"""The native engine against the dense reference (and torch where installed): whole models,
+both exporters, both kernel modes, frozen layers, and sparsity extremes."""
+import numpy as np
+import pytest
+
+from conftest import assert_close
+from edgetune.runtime import load_model, compute_gradients
+from edgetune.runtime.data import load_data
+from edgetune.runtime.engines import make_engine
+
+BUNDLED = ["digits_mlp", "digits_cnn", "bench_vgg_relu", "bench_resnet_relu", "bench_mobilenet_relu6",
+           "bench_cnn_hardswish"]
+
+
+def _batch(name, n=6):
+    model = load_model(name)
+    ds = load_data("digits32_color" if name.startswith("bench") else "digits_shifted", model.input_shape)
+    return model, ds.x[:n], ds.y[:n]
+
+
+def _compare(model, x, y, **native_kw):
+    ref_loss, ref = compute_gradients(model, x, y, engine="dense")
+    eng = make_engine("native", **native_kw)
+    eng.load(model)
+    loss, grads = eng.loss_and_grads(x, y)
+    assert abs(loss - ref_loss) <= 1e-4 * max(abs(ref_loss), 1e-6)
+    assert set(grads) == set(ref)
+    for k in ref:
+        assert_close(grads[k], ref[k], what=k)
+    assert_close(eng.predict(x), make_engine("dense").predict(x) if False else _dense_logits(model, x), what="logits")
+    return eng
+
+
+def _dense_logits(model, x):
+    eng = make_engine("dense")
+    eng.load(model)
+    return eng.predict(x)
+
+
+@pytest.mark.parametrize("dense", [False, True])
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_models_match_dense(name, dense):
+    model, x, y = _batch(name)
+    _compare(model, x, y, dense=dense)
+
+
+@pytest.mark.parametrize("exporter", ["script", "dynamo"])
+@pytest.mark.parametrize("name", ["mlp_relu", "cnn_relu6_strided", "dw_hardswish_maxpool_gap",
+                                  "residual_add_leaky", "mixed_avgpool_sigmoid"])
+def test_torch_exported_models_match_dense_and_torch(zoo_export, name, exporter):
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxscript")
+    import torch_zoo
+
+    module, chw, path = zoo_export(name, exporter)
+    model = load_model(path)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5,) + chw).astype(np.float32)
+    y = rng.integers(0, 3, 5)
+    _compare(model, x, y)
+    eng = make_engine("native")
+    eng.load(model)
+    loss, grads = eng.loss_and_grads(x, y)
+    ref_loss, ref = torch_zoo.torch_loss_and_grads(module, x, y)
+    assert abs(loss - ref_loss) <= 1e-4 * abs(ref_loss)
+    for k in ref:
+        assert_close(grads[k], ref[k], what=f"torch {k}")
+
+
+def test_all_zero_input_and_dead_relus():
+    model, x, y = _batch("digits_cnn")
+    _compare(model, np.zeros_like(x), y)                        # 100% input sparsity
+    dead = load_model("digits_cnn")
+    for name in dead.params:
+        if name.endswith("bias") and not name.startswith("fc"):
+            dead.params[name][:] = -100.0                          # every ReLU output zero
+    _compare(dead, x, y)
+
+
+def test_frozen_layers_get_no_gradient_and_match():
+    model, x, y = _batch("bench_resnet_relu")
+    trainable = model.trainable_names("last:2")
+    ref = make_engine("dense")
+    ref.load(model, trainable)
+    eng = make_engine("native")
+    eng.load(model, trainable)
+    (_, g_ref), (_, g) = ref.loss_and_grads(x, y), eng.loss_and_grads(x, y)
+    assert set(g) == set(g_ref) == set(trainable)
+    for k in g:
+        assert_close(g[k], g_ref[k], what=k)
+
+
+def test_training_steps_track_dense_engine():
+    model, x, y = _batch("digits_cnn", 32)
+    engines = []
+    for name in ("dense", "native"):
+        e = make_engine(name)
+        e.load(model)
+        for _ in range(5):
+            e.train_step(x, y)
+        engines.append(e.get_params())
+    for k in engines[0]:
+        assert_close(engines[1][k], engines[0][k], rtol=1e-4, what=k)
+
+
+def test_counters_required_equals_layer_stats_definition():
+    from edgetune.runtime.report import measure_layers
+
+    model, x, y = _batch("bench_resnet_relu", 8)
+    eng = make_engine("native")
+    eng.load(model)
+    step = eng.measure_step(x, y)
+    rows = measure_layers(model, model.params, model.trainable_names(), x, y, "cross_entropy")
+    for phase in ("fp", "bp", "wg"):
+        assert step["macs_required"][phase] == sum(r["macs_required"][phase] for r in rows), phase
+        assert step["macs_dense"][phase] == sum(r["macs_dense"][phase] for r in rows), phase
+        assert step["macs_required"][phase] <= step["macs_executed"][phase] <= step["macs_dense"][phase]
+    dense = make_engine("native", dense=True)
+    dense.load(model)
+    executed = dense.measure_step(x, y)["macs_executed"]
+    for phase in ("fp", "bp", "wg"):   # dense iteration executes everything, plus vector-tail lanes
+        assert step["macs_dense"][phase] <= executed[phase] <= 1.01 * step["macs_dense"][phase], phase
