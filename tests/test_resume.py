@@ -50,3 +50,7 @@ def _run_resume(tmp_path, engine):
 
 def test_sigkill_then_resume_dense(tmp_path):
     _run_resume(tmp_path, "dense")
+
+
+def test_sigkill_then_resume_native(tmp_path):
+    _run_resume(tmp_path, "native")
