@@ -41,7 +41,7 @@ def _run_resume(tmp_path, engine):
     assert not out.exists(), "a killed run must not leave an output file"
 
     done = subprocess.run(_cmd(model, data, out, ck, engine) + ["--resume"], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, (done.returncode, done.stdout[-500:], done.stderr[-500:])
     assert "resumed from" in done.stdout
     ref, got = _weights(ref_out), _weights(out)
     for name in ref:
