@@ -83,7 +83,8 @@ class NativeEngine(Engine):
         want = set(self.trainable)
         for lay in self.layers.values():
             lay.k.trainable = any(v in want for v in lay.node.params.values())
-        self._shapes_known = False
+        self._totals = {k: {"fp": 0, "bp": 0, "wg": 0} for k in ("dense", "required", "executed")}
+        self.last_step: Dict[str, dict] = {}
         self._after_update(list(self.params))
 
     def _needs_grad(self):
@@ -124,6 +125,8 @@ class NativeEngine(Engine):
     # -- forward -------------------------------------------------------------------------
     def predict(self, x):
         vals, _ = self._forward(np.asarray(x, F32))
+        for lay in self.layers.values():   # inference is not a training step: keep it out of the counters
+            lay.k.reset_counters()
         return self._logits(vals)
 
     def _logits(self, vals):
@@ -218,6 +221,7 @@ class NativeEngine(Engine):
         loss, dlogits = self._loss(logits, np.asarray(y))
         t_fp = time.perf_counter() - t0
         grads, t_bp, t_wg = self._backward(vals, infos, ctx, flat, dlogits)
+        self._harvest_counters()
         return loss, grads, logits, {"fp": t_fp, "bp": t_bp, "wg": t_wg}
 
     def _backward(self, vals, infos, ctx, flat, dlogits):
@@ -324,28 +328,39 @@ class NativeEngine(Engine):
         raise ModelError(f"native engine: no backward for {node.onnx_op} ({node.name})")
 
     # -- measurement ---------------------------------------------------------------------------
+    def _harvest_counters(self):
+        """Move the kernels' counters of the step just run into last_step and the run totals."""
+        phases = ("fp", "bp", "wg")
+        self.last_step = {}
+        for name, lay in self.layers.items():
+            c = lay.k.counters(True)   # since the last reset: BP and WG run as separate calls
+            lay.k.reset_counters()
+            self.last_step[name] = {ph: {k: int(v) for k, v in c[ph].items()} for ph in phases}
+            for ph in phases:
+                for kind, v in self.last_step[name][ph].items():
+                    self._totals[kind][ph] += v
+
     def measure_step(self, x, y) -> dict:
         """One forward+backward on (x, y) with the kernels' own counters: MACs per phase
         (dense, required, executed), per layer, and the bytes FP kept for backward."""
-        for lay in self.layers.values():
-            lay.k.reset_counters()
         self.loss_and_grads(x, y)
-        per_layer, totals = [], {k: {"fp": 0, "bp": 0, "wg": 0} for k in ("dense", "required", "executed")}
-        stored = dense_b = 0
-        for name, lay in self.layers.items():
-            c = lay.k.counters(True)   # since reset_counters(): BP and WG run as separate calls
-            per_layer.append({"name": name, **{ph: c[ph] for ph in ("fp", "bp", "wg")}})
-            for ph in ("fp", "bp", "wg"):
+        return self.step_counters()
+
+    def step_counters(self) -> dict:
+        """Counters of the most recent forward+backward (see measure_step)."""
+        totals = {k: {"fp": 0, "bp": 0, "wg": 0} for k in ("dense", "required", "executed")}
+        for counts in self.last_step.values():
+            for ph, kinds in counts.items():
                 for kind in totals:
-                    totals[kind][ph] += int(c[ph][kind])
-            info = lay.k.output_info
-            stored += int(info.stored_bytes())
-            dense_b += int(info.dense_bytes())
+                    totals[kind][ph] += kinds[kind]
         for kind in totals:
             totals[kind]["total"] = sum(totals[kind].values())
+        infos = [lay.k.output_info for lay in self.layers.values() if lay.k.output_info is not None]
         return {"macs_dense": totals["dense"], "macs_required": totals["required"],
-                "macs_executed": totals["executed"], "layers": per_layer,
-                "activation_bytes": {"dense": dense_b, "stored": stored}}
+                "macs_executed": totals["executed"],
+                "layers": [{"name": n, **c} for n, c in self.last_step.items()],
+                "activation_bytes": {"dense": sum(int(i.dense_bytes()) for i in infos),
+                                     "stored": sum(int(i.stored_bytes()) for i in infos)}}
 
     def phase_medians(self, x, y, steps: int) -> dict:
         """Median FP/BP/WG milliseconds over `steps` training-step passes (after one warm-up)."""
@@ -354,10 +369,6 @@ class NativeEngine(Engine):
         return {k: float(np.median([r[k] for r in rec]) * 1e3) for k in ("fp", "bp", "wg")}
 
     def counters(self) -> dict:
-        totals = {k: {"fp": 0, "bp": 0, "wg": 0} for k in ("dense", "required", "executed")}
-        for lay in self.layers.values():
-            c = lay.k.counters(True)
-            for ph in ("fp", "bp", "wg"):
-                for kind in totals:
-                    totals[kind][ph] += int(c[ph][kind])
-        return {"macs": totals, "threads": nat.num_threads(), "dense_kernels": self.dense}
+        """MACs (dense, required, executed per phase) summed over every step run so far."""
+        return {"macs": {k: dict(v) for k, v in self._totals.items()}, "threads": nat.num_threads(),
+                "dense_kernels": self.dense}
