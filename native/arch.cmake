@@ -10,3 +10,9 @@ if(EDGETUNE_NATIVE_ARCH)
   endif()
 endif()
 target_compile_options(_native PRIVATE -ffp-contract=fast)
+# Lets GCC if-convert (and so vectorise) the activation selects: the kernels
+# never rely on floating-point exception flags.
+check_cxx_compiler_flag("-fno-trapping-math" HAS_NO_TRAPPING_MATH)
+if(HAS_NO_TRAPPING_MATH)
+  target_compile_options(_native PRIVATE -fno-trapping-math)
+endif()

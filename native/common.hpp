@@ -20,6 +20,7 @@ namespace et {
 using i64 = std::int64_t;
 using i32 = std::int32_t;
 using u64 = std::uint64_t;
+using u32 = std::uint32_t;
 using u8 = std::uint8_t;
 
 constexpr int VW = 8;  // floats per vector

@@ -8,7 +8,10 @@ namespace et {
 void fprime_row(ActInfo& I, i64 p, float* fp);
 
 static constexpr int KB = 8 * VW;  // channels per register block
-static constexpr int TPIX = 32;    // pixels per FP/BP tile (weight-block reuse)
+static constexpr int TPIX = 32;
+#ifndef ET_TILE_BYTES
+#define ET_TILE_BYTES 16384
+#endif    // pixels per FP/BP tile (weight-block reuse)
 
 ConvLayer::ConvLayer(int C_, int K_, int R_, int S_, int sh_, int sw_, int pt_, int pl_, int pb_, int pr_, int dh_,
                      int dw_, int groups_, int act_, float alpha_, float lo_, float hi_)
@@ -26,6 +29,14 @@ ConvLayer::ConvLayer(int C_, int K_, int R_, int S_, int sh_, int sw_, int pt_, 
     Cp = round_up(Cg, VW);
     KpAll = groups * Kp;
     depthwise = groups > 1 && Cg == 1 && Kg == 1;
+    auto chunk = [](int n) {  // channel chunk whose weight slice fits L1 (<= 64 channels)
+        if (n <= 64) return n;
+        for (int w = 64; w >= 16; w--)
+            if (n % w == 0) return w;
+        return n;
+    };
+    cwF = chunk(Cg);
+    cwB = chunk(Kg);
     pointwise = R == 1 && S == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 && pb == 0 && pr == 0;
 }
 
@@ -68,9 +79,11 @@ void ConvLayer::out_shape(int H_, int W_, int& OH_, int& OW_) const {
                                     " is smaller than the (dilated) kernel");
 }
 
+// WG pixel tile: the d rows a tile touches (~16 KB) stay in L1 while every
+// (c, r, s) row of dW is accumulated over it.
 int ConvLayer::tile_px() const {
-    int t = 131072 / (4 * std::max(KpAll, 8));
-    return std::max(64, std::min(t, 4096));
+    int t = ET_TILE_BYTES / (4 * std::max(KpAll, 8));
+    return std::max(8, std::min(t, 1024));
 }
 
 i64 ConvLayer::dense_macs() const {
@@ -94,52 +107,64 @@ struct FpArgs {
 };
 }  // namespace
 
+// One register block (NV vectors of K) for a tile of output pixels. Taps are
+// the outer loop so that the weight slice W[r][s][chunk][kb..kb+8NV) (<= 16 KB)
+// stays in L1 across the tile; the partial sums live in the (L1) z tile and
+// are held in registers while a pixel's non-zero list is walked.
 template <int NV>
 static void fp_block(const FpArgs& A, i64 o0, i64 o1, int g, int kb, i64& ent, i64& req) {
     const ConvLayer& L = *A.L;
     const RowView& V = *A.V;
-    const int R = L.R, S = L.S, Cg = L.Cg, Kp = L.Kp, groups = L.groups;
+    const int R = L.R, S = L.S, Cg = L.Cg, Kp = L.Kp, groups = L.groups, KpAll = L.KpAll;
+    const int cw = L.cwF, nch = Cg / cw;
     const int H = A.H, W = A.W, OW = A.OW, OHW = A.OH * A.OW;
-    const float* Wg = L.Wf.data() + (size_t)g * R * S * Cg * Kp + kb;
+    const int np = int(o1 - o0);
+    int nn[TPIX], ih0[TPIX], iw0[TPIX];
+    for (int i = 0; i < np; i++) {
+        const i64 o = o0 + i;
+        const int n = int(o / OHW), rem = int(o - (i64)n * OHW), oh = rem / OW, ow = rem - oh * OW;
+        nn[i] = n;
+        ih0[i] = oh * L.sh - L.pt;
+        iw0[i] = ow * L.sw - L.pl;
+    }
     const float* bb = L.bias.data() + (size_t)g * Kp + kb;
-    const int cbase = g * Cg;
+    float* zt = A.ztile + (size_t)g * Kp + kb;
+    for (int i = 0; i < np; i++) {
+        ET_UNROLL
+        for (int v = 0; v < NV; v++) vptr(zt + (size_t)i * KpAll)[v] = vptr(bb)[v];
+    }
     const float* vals = A.vals;
     i64 e = 0, rq = 0;
-    for (i64 o = o0; o < o1; o++) {
-        const int n = int(o / OHW);
-        const int rem = int(o - (i64)n * OHW);
-        const int oh = rem / OW, ow = rem - (rem / OW) * OW;
-        vf acc[NV];
-        ET_UNROLL
-        for (int i = 0; i < NV; i++) acc[i] = vptr(bb)[i];
-        const int ih0 = oh * L.sh - L.pt, iw0 = ow * L.sw - L.pl;
-        for (int r = 0; r < R; r++) {
-            const int ih = ih0 + r * L.dh;
-            if ((unsigned)ih >= (unsigned)H) continue;
-            const i64 prow = ((i64)n * H + ih) * W;
-            for (int s = 0; s < S; s++) {
-                const int iw = iw0 + s * L.dw;
-                if ((unsigned)iw >= (unsigned)W) continue;
-                const i64 p = prow + iw;
-                const i32* ix;
-                i64 off;
-                const int cnt = V.row(p, g, ix, off);
-                const float* ET_RESTRICT xv = vals + off;
-                const float* wrs = Wg + (size_t)(r * S + s) * Cg * Kp;
-                e += cnt;
-                rq += A.reqc[p * groups + g];
-                for (int j = 0; j < cnt; j++) {
-                    const float x = xv[j];
-                    const vf* w = vptr(wrs + (size_t)(ix[j] - cbase) * Kp);
+    for (int r = 0; r < R; r++)
+        for (int s = 0; s < S; s++)
+            for (int j = 0; j < nch; j++) {
+                const int ci = g * nch + j, cbase = g * Cg + j * cw;
+                const float* wrs = L.Wf.data() + ((size_t)(g * R * S + r * S + s) * Cg + (size_t)j * cw) * Kp + kb;
+                for (int i = 0; i < np; i++) {
+                    const int ih = ih0[i] + r * L.dh, iw = iw0[i] + s * L.dw;
+                    if ((unsigned)ih >= (unsigned)H || (unsigned)iw >= (unsigned)W) continue;
+                    const i64 p = ((i64)nn[i] * H + ih) * W + iw;
+                    if (j == 0) rq += A.reqc[p * groups + g];
+                    const i32* ix;
+                    i64 off;
+                    const int cnt = V.row(p, ci, ix, off);
+                    if (!cnt) continue;
+                    e += cnt;
+                    const float* ET_RESTRICT xv = vals + off;
+                    float* zr = zt + (size_t)i * KpAll;
+                    vf acc[NV];
                     ET_UNROLL
-                    for (int i = 0; i < NV; i++) acc[i] += x * w[i];
+                    for (int v = 0; v < NV; v++) acc[v] = vptr(zr)[v];
+                    for (int jj = 0; jj < cnt; jj++) {
+                        const float x = xv[jj];
+                        const vf* w = vptr(wrs + (size_t)(ix[jj] - cbase) * Kp);
+                        ET_UNROLL
+                        for (int v = 0; v < NV; v++) acc[v] += x * w[v];
+                    }
+                    ET_UNROLL
+                    for (int v = 0; v < NV; v++) vptr(zr)[v] = acc[v];
                 }
             }
-        }
-        float* zd = A.ztile + (o - o0) * L.KpAll + g * Kp + kb;
-        ET_UNROLL
-        for (int i = 0; i < NV; i++) vptr(zd)[i] = acc[i];
-    }
     ent += e;
     req += rq;
 }
@@ -149,7 +174,7 @@ static const FpFn fp_table[9] = {nullptr, fp_block<1>, fp_block<2>, fp_block<3>,
                                  fp_block<5>, fp_block<6>, fp_block<7>, fp_block<8>};
 
 void ConvLayer::fp_general(const InfoPtr& x, Epi& E) {
-    RowView V = x->view_a(groups);
+    RowView V = x->view_a(C / cwF);
     const float* vals = x->vals.data();
     const i32* reqc = x->group_counts(0, groups);
     const i64 Pout = (i64)N * OH * OW;
@@ -245,7 +270,11 @@ InfoPtr ConvLayer::forward(const InfoPtr& x0, bool dense_, float* a_out) {
     N = x->N; H = x->H; W = x->W;
     out_shape(H, W, OH, OW);
     in = x;
-    if (trainable && !depthwise) x->transposed(pointwise, tile_px());
+    if (trainable && !depthwise) {
+        TGeo G;
+        const bool hg = wg_geo(G);
+        x->transposed(pointwise, tile_px(), hg ? &G : nullptr);
+    }
     InfoPtr o = make_info(N, OH, OW, K, act, alpha, lo, hi, dense_);
     Epi E;
     E.begin(o.get(), a_out, max_threads());
@@ -270,55 +299,64 @@ struct BpArgs {
 };
 }  // namespace
 
+// BP register block: g_in[p, cb..cb+8NV) for a tile of input pixels; taps
+// outer (W^T slice in L1), the error d plays the sparse broadcast role.
 template <int NV>
 static void bp_block(const BpArgs& A, const i64* px, int np, int g, int cb, i64& ent, i64* tapreq) {
     const ConvLayer& L = *A.L;
     const RowView& GV = *A.GV;
     const int R = L.R, S = L.S, Kg = L.Kg, Cp = L.Cp, groups = L.groups;
+    const int kw = L.cwB, nch = Kg / kw;
     const int H = A.H, W = A.W, OH = A.OH, OW = A.OW, HW = H * W;
-    const float* Wg = L.Wb.data() + (size_t)g * R * S * Kg * Cp + cb;
-    const int kbase = g * Kg;
     const int CpAll = groups * Cp;
-    i64 e = 0;
-    for (int ii = 0; ii < np; ii++) {
-        const i64 p = px[ii];
+    int nn[TPIX], ihh[TPIX], iww[TPIX];
+    for (int i = 0; i < np; i++) {
+        const i64 p = px[i];
         const int n = int(p / HW), rem = int(p - (i64)n * HW);
-        const int ih = rem / W, iw = rem - (rem / W) * W;
-        vf acc[NV];
+        nn[i] = n;
+        ihh[i] = rem / W + L.pt;
+        iww[i] = rem % W + L.pl;
+        if (tapreq) tapreq[i] = 0;
+    }
+    float* bt = A.btile + (size_t)g * Cp + cb;
+    for (int i = 0; i < np; i++) {
         ET_UNROLL
-        for (int i = 0; i < NV; i++) acc[i] = vzero();
-        i64 rq = 0;
-        for (int r = 0; r < R; r++) {
-            int th = ih + L.pt - r * L.dh;
-            if (th < 0) continue;
-            if (L.sh != 1) { if (th % L.sh) continue; th /= L.sh; }
-            if (th >= OH) continue;
-            for (int s = 0; s < S; s++) {
-                int tw = iw + L.pl - s * L.dw;
-                if (tw < 0) continue;
-                if (L.sw != 1) { if (tw % L.sw) continue; tw /= L.sw; }
-                if (tw >= OW) continue;
-                const i64 o = ((i64)n * OH + th) * OW + tw;
-                const i32* ix;
-                i64 off;
-                const int cnt = GV.row(o, g, ix, off);
-                const float* ET_RESTRICT dv = A.dvals + off;
-                const float* wrs = Wg + (size_t)(r * S + s) * Kg * Cp;
-                e += cnt;
-                rq += A.gc[o * groups + g];
-                for (int j = 0; j < cnt; j++) {
-                    const float x = dv[j];
-                    const vf* w = vptr(wrs + (size_t)(ix[j] - kbase) * Cp);
+        for (int v = 0; v < NV; v++) vptr(bt + (size_t)i * CpAll)[v] = vzero();
+    }
+    i64 e = 0;
+    for (int r = 0; r < R; r++)
+        for (int s = 0; s < S; s++)
+            for (int j = 0; j < nch; j++) {
+                const int ki = g * nch + j, kbase = g * Kg + j * kw;
+                const float* wrs = L.Wb.data() + ((size_t)(g * R * S + r * S + s) * Kg + (size_t)j * kw) * Cp + cb;
+                for (int i = 0; i < np; i++) {
+                    int th = ihh[i] - r * L.dh, tw = iww[i] - s * L.dw;
+                    if (th < 0 || tw < 0) continue;
+                    if (L.sh != 1) { if (th % L.sh) continue; th /= L.sh; }
+                    if (L.sw != 1) { if (tw % L.sw) continue; tw /= L.sw; }
+                    if (th >= OH || tw >= OW) continue;
+                    const i64 o = ((i64)nn[i] * OH + th) * OW + tw;
+                    if (j == 0 && tapreq) tapreq[i] += A.gc[o * groups + g];
+                    const i32* ix;
+                    i64 off;
+                    const int cnt = GV.row(o, ki, ix, off);
+                    if (!cnt) continue;
+                    e += cnt;
+                    const float* ET_RESTRICT dv = A.dvals + off;
+                    float* br = bt + (size_t)i * CpAll;
+                    vf acc[NV];
                     ET_UNROLL
-                    for (int i = 0; i < NV; i++) acc[i] += x * w[i];
+                    for (int v = 0; v < NV; v++) acc[v] = vptr(br)[v];
+                    for (int jj = 0; jj < cnt; jj++) {
+                        const float x = dv[jj];
+                        const vf* w = vptr(wrs + (size_t)(ix[jj] - kbase) * Cp);
+                        ET_UNROLL
+                        for (int v = 0; v < NV; v++) acc[v] += x * w[v];
+                    }
+                    ET_UNROLL
+                    for (int v = 0; v < NV; v++) vptr(br)[v] = acc[v];
                 }
             }
-        }
-        if (tapreq) tapreq[ii] = rq;
-        float* bd = A.btile + (size_t)ii * CpAll + g * Cp + cb;
-        ET_UNROLL
-        for (int i = 0; i < NV; i++) vptr(bd)[i] = acc[i];
-    }
     ent += e;
 }
 
@@ -335,6 +373,7 @@ struct WgArgs {
     float* dWp;      // [g][RS][Cg][Kp]
     int OH, OW;
     bool a_constrained;
+    bool checkg;  // skip output pixels whose G (in this group) is empty
 };
 }  // namespace
 
@@ -353,11 +392,10 @@ static void wg_block(const WgArgs& A, i64 tile, int c, int rs, int kb, i64& ent,
     const i32* pix = T.pix.data();
     const float* val = T.val.data();
     const i32* gc = A.gc;
-    const bool acon = A.a_constrained;
     vf acc[NV];
     ET_UNROLL
     for (int i = 0; i < NV; i++) acc[i] = vzero();
-    i64 en = 0, rq = 0;
+    i64 en = 0;
     for (i64 e = e0; e < e1; e++) {
         i64 o;
         const int code = pix[e];
@@ -375,11 +413,9 @@ static void wg_block(const WgArgs& A, i64 tile, int c, int rs, int kb, i64& ent,
             }
             o = obase + (i64)th * OW + tw;
         }
-        const int gcount = gc[o * groups + g];
-        if (gcount == 0) continue;  // d row entirely outside G
+        if (A.checkg && gc[o * groups + g] == 0) continue;  // d row entirely outside G
         const float v = val[e];
         en++;
-        rq += (!acon || v != 0.f) ? gcount : 0;
         const vf* dr = vptr(Dg + o * L.KpAll);
         ET_UNROLL
         for (int i = 0; i < NV; i++) acc[i] += v * dr[i];
@@ -388,14 +424,62 @@ static void wg_block(const WgArgs& A, i64 tile, int c, int rs, int kb, i64& ent,
     ET_UNROLL
     for (int i = 0; i < NV; i++) vptr(row)[i] += acc[i];
     ent += en;
-    req += rq;
+    (void)req;
+}
+
+// Stride-1 variant on geometry-aware lists: validity is one bit test and the
+// output pixel is q + a per-tap constant.
+template <int NV, bool CHECKG>
+static void wg_block_geo(const WgArgs& A, i64 tile, int c, int rs, int kb, i64& ent, i64& req) {
+    const ConvLayer& L = *A.L;
+    const Transposed& T = *A.T;
+    const int C = L.C, Cg = L.Cg, Kp = L.Kp, KpAll = L.KpAll, groups = L.groups, RS = L.R * L.S;
+    const int g = c / Cg, cl = c - g * Cg;
+    const int r = rs / L.S, s = rs - r * L.S;
+    const i64 e0 = T.ptr[tile * C + c], e1 = T.ptr[tile * C + c + 1];
+    const i64 delta = (i64)T.tn[tile] * A.OH * A.OW + (i64)(L.pt - r * L.dh) * A.OW + (L.pl - s * L.dw);
+    const float* Dg = A.D + g * Kp + kb;
+    const i32* ET_RESTRICT pix = T.pix.data();
+    const float* ET_RESTRICT val = T.val.data();
+    const u32* ET_RESTRICT vm = T.vmask.data();
+    const i32* gc = A.gc;
+    const u32 bit = 1u << rs;
+    vf acc[NV];
+    ET_UNROLL
+    for (int i = 0; i < NV; i++) acc[i] = vzero();
+    i64 en = 0;
+    for (i64 e = e0; e < e1; e++) {
+        if (!(vm[e] & bit)) continue;
+        const i64 o = delta + pix[e];
+        if (CHECKG && gc[o * groups + g] == 0) continue;  // d row entirely outside G
+        const float v = val[e];
+        en++;
+        const vf* dr = vptr(Dg + o * KpAll);
+        ET_UNROLL
+        for (int i = 0; i < NV; i++) acc[i] += v * dr[i];
+    }
+    float* row = A.dWp + (((size_t)g * RS + rs) * Cg + cl) * Kp + kb;
+    ET_UNROLL
+    for (int i = 0; i < NV; i++) vptr(row)[i] += acc[i];
+    ent += en;
+    (void)req;
 }
 
 using WgFn = void (*)(const WgArgs&, i64, int, int, int, i64&, i64&);
 #define ET_WG_ROW(PW, S1)                                                                              \
     {nullptr, wg_block<1, PW, S1>, wg_block<2, PW, S1>, wg_block<3, PW, S1>, wg_block<4, PW, S1>,    \
      wg_block<5, PW, S1>, wg_block<6, PW, S1>, wg_block<7, PW, S1>, wg_block<8, PW, S1>}
-static const WgFn wg_table[3][9] = {ET_WG_ROW(false, false), ET_WG_ROW(false, true), ET_WG_ROW(true, true)};
+#define ET_WG_GEO(CG)                                                                                 \
+    {nullptr, wg_block_geo<1, CG>, wg_block_geo<2, CG>, wg_block_geo<3, CG>, wg_block_geo<4, CG>,        \
+     wg_block_geo<5, CG>, wg_block_geo<6, CG>, wg_block_geo<7, CG>, wg_block_geo<8, CG>}
+static const WgFn wg_table[5][9] = {ET_WG_ROW(false, false), ET_WG_ROW(false, true), ET_WG_ROW(true, true),
+                                    ET_WG_GEO(false), ET_WG_GEO(true)};
+
+bool ConvLayer::wg_geo(TGeo& G) const {
+    if (pointwise || sh != 1 || sw != 1 || R * S > 32) return false;
+    G.R = R; G.S = S; G.pt = pt; G.pl = pl; G.dh = dh; G.dw = dw; G.OH = OH; G.OW = OW;
+    return true;
+}
 
 void ConvLayer::backward(const float* grad_a, float* g_in, const ActInfo* prevG, float* dW, float* db) {
     if (!out || !in) throw std::runtime_error("conv: backward called before forward");
@@ -413,11 +497,14 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
     const int T = max_threads();
     const bool need_wg = dW != nullptr;
     const bool need_bp = g_in != nullptr;
-    RowView GV = O.view_g(groups);
+    RowView GV = O.view_g(K / cwB);
     const i64 nd = GV.all ? Pout * K : (O.g_same ? O.nnz_a : O.nnz_g);
     // ---- prologue: d = grad_a * f'(z) -> dense padded rows (WG) and values along G lists (BP)
     ABuf<float> D, dvals;
-    if (need_wg) D.reset((size_t)Pout * KpAll);
+    if (need_wg) {
+        D.reset((size_t)(Pout + 1) * KpAll);
+        std::memset(D.data() + (size_t)Pout * KpAll, 0, sizeof(float) * KpAll);
+    }
     if (need_bp) dvals.reset((size_t)std::max<i64>(nd, 1));
     std::vector<std::vector<double>> dbp(T);
     const i64* gptr = GV.all ? nullptr : GV.ptr;
@@ -538,7 +625,9 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
     // ---- WG
     if (need_wg) {
         cwg.dense = dmacs;
-        const Transposed& TT = in->transposed(pointwise, tile_px());
+        TGeo Gg;
+        const bool hg = wg_geo(Gg);
+        const Transposed& TT = in->transposed(pointwise, tile_px(), hg ? &Gg : nullptr);
         const int RS = R * S;
         const i64 items = (i64)C * RS;
         std::vector<i64> pre(items + 1, 0);
@@ -546,15 +635,18 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
             pre[it + 1] = pre[it] + (in->a_all ? 1 : in->chan_nnz[it / RS] + 1);
         ABuf<float> dWp;
         dWp.reset((size_t)groups * RS * Cg * Kp, true);
-        WgArgs A{this, &TT, D.data(), gc, dWp.data(), OH, OW, in->a_constrained};
-        const int var = pointwise ? 2 : ((sh == 1 && sw == 1) ? 1 : 0);
+        bool any_empty = false;
+        if (!dense)
+            for (i64 i = 0; i < Pout * groups && !any_empty; i++) any_empty = gc[i] == 0;
+        WgArgs A{this, &TT, D.data(), gc, dWp.data(), OH, OW, in->a_constrained, any_empty};
+        const int var = hg ? (any_empty ? 4 : 3) : pointwise ? 2 : ((sh == 1 && sw == 1) ? 1 : 0);
         std::vector<Counts> cnt(T);
 #pragma omp parallel num_threads(T)
         {
             const int t = thread_id(), nt = team_size();
             std::vector<i64> b = balanced_split(pre.data(), items, nt);
             const i64 i0 = b[t], i1 = b[t + 1];
-            i64 ex = 0, rq = 0;
+            i64 ex = 0;
             for (i64 tile = 0; tile < TT.ntiles; tile++)
                 for (i64 it = i0; it < i1; it++) {
                     const int c = int(it / RS), rs = int(it % RS);
@@ -563,14 +655,14 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
                         const int nv = std::min(KB, Kp - kb) / VW;
                         i64 ent = 0, req = 0;
                         wg_table[var][nv](A, tile, c, rs, kb, ent, req);
+                        (void)req;
                         ex += ent * nv * VW;
-                        if (kb == 0) rq += req;
                     }
                 }
             cnt[t].executed = ex;
-            cnt[t].required = rq;
         }
-        for (auto& c : cnt) { cwg.executed += c.executed; cwg.required += c.required; }
+        for (auto& c : cnt) cwg.executed += c.executed;
+        cwg.required = wg_required(gc);
         // packed [g][rs][cl][kk] -> OIHW
         for (int g = 0; g < groups; g++)
             for (int rs = 0; rs < RS; rs++)
@@ -580,6 +672,30 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
                         dW[(((size_t)(g * Kg + kk)) * Cg + cl) * RS + rs] = row[kk];
                 }
     }
+}
+
+// Pair-level WG requirement, counted from the constraint counts:
+// sum over (o, valid tap, group) of |A(p) ∩ g| * |G(o) ∩ g|.
+i64 ConvLayer::wg_required(const i32* gc) {
+    const i32* ac = in->group_counts(0, groups);
+    const i64 Pout = (i64)N * OH * OW;
+    const int OHW = OH * OW;
+    i64 req = 0;
+#pragma omp parallel for schedule(static) reduction(+ : req)
+    for (i64 o = 0; o < Pout; o++) {
+        const int n = int(o / OHW), rem = int(o % OHW), oh = rem / OW, ow = rem % OW;
+        for (int r = 0; r < R; r++) {
+            const int ih = oh * sh - pt + r * dh;
+            if ((unsigned)ih >= (unsigned)H) continue;
+            for (int s = 0; s < S; s++) {
+                const int iw = ow * sw - pl + s * dw;
+                if ((unsigned)iw >= (unsigned)W) continue;
+                const i64 p = ((i64)n * H + ih) * W + iw;
+                for (int g = 0; g < groups; g++) req += (i64)ac[p * groups + g] * gc[o * groups + g];
+            }
+        }
+    }
+    return req;
 }
 
 // ------------------------------------------------------------------ depthwise BP/WG

@@ -10,6 +10,7 @@ struct ConvLayer {
     // geometry
     int C, K, R, S, sh, sw, pt, pl, pb, pr, dh, dw, groups;
     int Cg, Kg, Kp, Cp, KpAll;
+    int cwF, cwB;  // list chunk widths (FP over C, BP over K) keeping weight slices in L1
     bool depthwise, pointwise;
     int act;
     float alpha, lo, hi;
@@ -43,6 +44,8 @@ struct ConvLayer {
     void bwd_general(const float* grad_a, float* g_in, const ActInfo* prevG, float* dW, float* db);
     void bwd_depthwise(const float* grad_a, float* g_in, const ActInfo* prevG, float* dW, float* db);
     i64 dense_macs() const;
+    bool wg_geo(TGeo& G) const;
+    i64 wg_required(const i32* gc);
 };
 
 }  // namespace et

@@ -40,42 +40,15 @@ const i32* iota_ptr(int n) {
 }
 
 // ---------------------------------------------------------------- bits
-// Write K codes of b bits for elements e0..e0+K-1. Words fully inside the row
-// are stored; words shared with a neighbouring row are OR-ed atomically, so
-// threads may own arbitrary pixel ranges (array must start zeroed).
-static inline void pack_bits(u64* bits, i64 e0, const u8* st, int K, int b) {
-    const i64 bit0 = e0 * b, bit1 = bit0 + (i64)K * b;
-    const i64 w0 = bit0 >> 6, w1 = (bit1 - 1) >> 6;
-    i64 w = w0;
-    u64 acc = 0;
-    auto flush = [&](i64 wi, u64 v) {
-        bool partial = (wi == w0 && (bit0 & 63)) || (wi == w1 && (bit1 & 63));
-        if (partial) {
-#if defined(__GNUC__) || defined(__clang__)
-            __atomic_fetch_or(&bits[wi], v, __ATOMIC_RELAXED);
-#else
-#pragma omp atomic
-            bits[wi] |= v;
-#endif
-        } else {
-            bits[wi] = v;
-        }
-    };
-    i64 bb = bit0;
-    for (int k = 0; k < K; k++, bb += b) {
-        i64 wi = bb >> 6;
-        if (wi != w) { flush(w, acc); w = wi; acc = 0; }
-        acc |= (u64)st[k] << (bb & 63);
-    }
-    flush(w, acc);
-}
-
 // ---------------------------------------------------------------- scratch
 namespace {
 struct Scratch {
     ABuf<i32> ai, gi;
     ABuf<float> av, zc;
-    ABuf<u8> st;
+    ABuf<u8> st, st2;  // state bit planes (s & 1, s >> 1)
+    ABuf<float> arow;
+    int stride = -1;
+    ABuf<u8> nzb, gb;  // padded to a multiple of 64 with zeros
     i64 na = 0, ng = 0, nz = 0;
     std::vector<i64> chan;
     i64 p0 = 0, p1 = 0;
@@ -86,18 +59,19 @@ std::vector<std::unique_ptr<Scratch>>& pool() {
 }
 }  // namespace
 
+// Branch-free element functions (vectorisable; random signs must not cost
+// branch mispredictions). s is the state code stored in the bits.
 template <int ACT>
 static inline float actf(float z, float alpha, float lo, float hi, int& s) {
     if constexpr (ACT == ACT_RELU) {
         s = z > 0.f;
-        return z > 0.f ? z : 0.f;
+        return std::max(z, 0.f);
     } else if constexpr (ACT == ACT_CLIP) {
-        s = z <= lo ? 0 : (z < hi ? 1 : 2);
-        return z < lo ? lo : (z > hi ? hi : z);
+        s = int(z > lo) + int(z >= hi);
+        return std::min(std::max(z, lo), hi);
     } else if constexpr (ACT == ACT_HSWISH) {
-        s = z <= -3.f ? 0 : (z < 3.f ? 1 : 2);  // torch: f'(-3) = 0, f'(3) = 1
-        float t = z + 3.f;
-        t = t < 0.f ? 0.f : (t > 6.f ? 6.f : t);
+        s = int(z > -3.f) + int(z >= 3.f);  // torch: f'(-3) = 0, f'(3) = 1
+        const float t = std::min(std::max(z + 3.f, 0.f), 6.f);
         return z * t / 6.f;
     } else if constexpr (ACT == ACT_LEAKY) {
         s = z > 0.f;
@@ -112,50 +86,178 @@ static inline float actf(float z, float alpha, float lo, float hi, int& s) {
     }
 }
 
+template <int ACT>
+static inline int in_g(int s, bool clip0) {
+    if constexpr (ACT == ACT_RELU) return s;
+    else if constexpr (ACT == ACT_CLIP) return clip0 ? int(s == 1) : 1;
+    else if constexpr (ACT == ACT_HSWISH) return int(s != 0);
+    else { (void)s; (void)clip0; return 1; }
+}
+
+static inline int ctz64(u64 m) {
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_ctzll(m);
+#else
+    int n = 0;
+    while (!(m & 1)) { m >>= 1; n++; }
+    return n;
+#endif
+}
+static inline int popc64(u64 m) {
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_popcountll(m);
+#else
+    int n = 0;
+    while (m) { m &= m - 1; n++; }
+    return n;
+#endif
+}
+
+// OR nb bits of v into the bit array at bit position pos; the first/last word
+// of a row may be shared with another thread's row (atomic), others are not.
+static inline void or_bits(u64* bits, i64 pos, u64 v, int nb, i64 wfirst, i64 wlast) {
+    if (!nb) return;
+    if (nb < 64) v &= (~0ull >> (64 - nb));
+    const i64 wi = pos >> 6;
+    const int sh = int(pos & 63);
+    auto put = [&](i64 w, u64 x) {
+        if (!x) return;
+        if (w == wfirst || w == wlast) {
+#if defined(__GNUC__) || defined(__clang__)
+            __atomic_fetch_or(&bits[w], x, __ATOMIC_RELAXED);
+#else
+#pragma omp atomic
+            bits[w] |= x;
+#endif
+        } else {
+            bits[w] |= x;
+        }
+    };
+    put(wi, v << sh);
+    if (sh && sh + nb > 64) put(wi + 1, v >> (64 - sh));
+}
+
+// 32 bits -> 64 bits with a zero between each (bit i -> bit 2i).
+static inline u64 spread32(u64 x) {
+    x &= 0xffffffffull;
+    x = (x | (x << 16)) & 0x0000FFFF0000FFFFull;
+    x = (x | (x << 8)) & 0x00FF00FF00FF00FFull;
+    x = (x | (x << 4)) & 0x0F0F0F0F0F0F0F0Full;
+    x = (x | (x << 2)) & 0x3333333333333333ull;
+    x = (x | (x << 1)) & 0x5555555555555555ull;
+    return x;
+}
+
+// 64 bytes (each 0 or 1) -> 64-bit mask (bit j = byte j); multiply trick.
+static inline u64 pack_bytes64(const u8* b) {
+    u64 m = 0;
+    for (int i = 0; i < 8; i++) {
+        u64 x;
+        std::memcpy(&x, b + 8 * i, 8);
+        m |= ((x * 0x0102040810204080ull) >> 56) << (8 * i);
+    }
+    return m;
+}
+
 template <int ACT, bool LA, bool LG>
 static void row_t(Epi& E, Scratch& S, i64 p, const float* ET_RESTRICT z) {
     ActInfo& I = *E.I;
     const int K = E.K;
-    float* ao = E.aout ? E.aout + p * K : nullptr;
-    float* dv = LA ? nullptr : I.vals.data() + p * K;
-    u8* st = S.st.data();
-    i64 na = S.na, ng = S.ng, nz = S.nz;
-    i32* ai = S.ai.data();
-    float* av = S.av.data();
-    i32* gi = S.gi.data();
-    float* zcb = S.zc.data();
-    i64* ch = S.chan.data();
+    float* ET_RESTRICT arow = S.arow.data();
+    u8* ET_RESTRICT s1 = S.st.data();
+    u8* ET_RESTRICT s2 = S.st2.data();
+    u8* ET_RESTRICT nzb = S.nzb.data();
+    u8* ET_RESTRICT gb = S.gb.data();
+    i64* ET_RESTRICT ch = S.chan.data();
     const float alpha = I.alpha, lo = I.lo, hi = I.hi;
     const bool clip0 = I.kind == KD_CLIP0;
-    int acount = 0, gcount = 0;
+    const bool dense_kind = I.kind == KD_DENSE;
+    // pass 1: simple loops the compiler vectorises: a, state planes, A/G bytes, counts
     for (int k = 0; k < K; k++) {
-        const float zk = z[k];
-        int s;
-        const float a = actf<ACT>(zk, alpha, lo, hi, s);
-        st[k] = (u8)s;
-        if (ao) ao[k] = a;
-        if (!LA) dv[k] = a;
-        const int nzf = (a != 0.f);
-        ch[k] += nzf;
-        acount += nzf;
-        if (LA) { ai[na] = k; av[na] = a; na += nzf; }
-        int ing = 1;
-        if constexpr (ACT == ACT_RELU) ing = s;
-        else if constexpr (ACT == ACT_CLIP) ing = clip0 ? (s == 1) : 1;
-        else if constexpr (ACT == ACT_HSWISH) ing = (s != 0);
-        gcount += ing;
-        if (LG) { gi[ng] = k; ng += ing; }
-        if constexpr (ACT == ACT_HSWISH) { zcb[nz] = zk; nz += (s == 1); }
+        int sd;
+        arow[k] = actf<ACT>(z[k], alpha, lo, hi, sd);
     }
-    if (I.bpe) pack_bits(I.bits.data(), p * K, st, K, I.bpe);
+    if constexpr (ACT == ACT_CLIP || ACT == ACT_HSWISH) {
+        const float t0 = ACT == ACT_CLIP ? lo : -3.f, t1 = ACT == ACT_CLIP ? hi : 3.f;
+        for (int k = 0; k < K; k++) {
+            const float zk = z[k];
+            s1[k] = (u8)((zk > t0) & (zk < t1));
+            s2[k] = (u8)(zk >= t1);
+        }
+    } else if constexpr (ACT == ACT_LEAKY) {
+        for (int k = 0; k < K; k++) s1[k] = (u8)(z[k] > 0.f);
+    }
+    for (int k = 0; k < K; k++) nzb[k] = (u8)(arow[k] != 0.f);
+    int acount = 0, gcount = 0;
+    for (int k = 0; k < K; k++) acount += nzb[k];
+    for (int k = 0; k < K; k++) ch[k] += nzb[k];
+    const u8* gsrc = nullptr;  // G bytes
+    if constexpr (ACT == ACT_RELU) gsrc = nzb;
+    else if constexpr (ACT == ACT_CLIP || ACT == ACT_HSWISH) {
+        if (ACT == ACT_HSWISH || clip0) {
+            for (int k = 0; k < K; k++) gb[k] = (u8)(s1[k] | s2[k]);
+            if (ACT == ACT_CLIP) gsrc = s1;  // Clip(0,hi): G = linear region
+            else gsrc = gb;                  // hard-swish: G = curved | identity
+        }
+    }
+    if (gsrc) for (int k = 0; k < K; k++) gcount += gsrc[k];
+    else gcount = K;
+    if (E.aout) std::memcpy(E.aout + p * K, arow, sizeof(float) * K);
+    if (!LA) std::memcpy(I.vals.data() + p * K, arow, sizeof(float) * K);
+    const int nw = (K + 63) >> 6;
+    if (I.bpe == 1) {
+        // state bit: ReLU a > 0 (= nzb), LeakyReLU z > 0 (= st)
+        const u8* sb = ACT == ACT_RELU ? nzb : s1;
+        const i64 bit0 = p * K;
+        const i64 wfirst = bit0 >> 6, wlast = (bit0 + K - 1) >> 6;
+        for (int w = 0; w < nw; w++) {
+            const int base = w << 6;
+            or_bits(I.bits.data(), bit0 + base, pack_bytes64(sb + base), std::min(64, K - base), wfirst, wlast);
+        }
+    } else if (I.bpe == 2) {
+        const i64 bit0 = p * K * 2;
+        const i64 wfirst = bit0 >> 6, wlast = (bit0 + 2 * (i64)K - 1) >> 6;
+        for (int w = 0; w < nw; w++) {
+            const int base = w << 6;
+            const u64 a = pack_bytes64(s1 + base), b = pack_bytes64(s2 + base);
+            const u64 lo = spread32(a) | (spread32(b) << 1), hi = spread32(a >> 32) | (spread32(b >> 32) << 1);
+            or_bits(I.bits.data(), bit0 + 2 * base, lo, std::min(64, 2 * (K - base)), wfirst, wlast);
+            if (K - base > 32) or_bits(I.bits.data(), bit0 + 2 * (base + 32), hi, std::min(64, 2 * (K - base - 32)), wfirst, wlast);
+        }
+    }
+    // compaction by iterating set bits (cost ~ nnz, no mispredicted branches)
+    i64 na = S.na, ng = S.ng, nzc = S.nz;
+    if (LA) {
+        i32* ET_RESTRICT ai = S.ai.data();
+        float* ET_RESTRICT av = S.av.data();
+        for (int w = 0; w < nw; w++)
+            for (u64 m = pack_bytes64(nzb + (w << 6)); m; m &= m - 1) {
+                const int k = (w << 6) + ctz64(m);
+                ai[na] = k;
+                av[na] = arow[k];
+                na++;
+            }
+    }
+    if (LG) {
+        i32* ET_RESTRICT gi = S.gi.data();
+        for (int w = 0; w < nw; w++)
+            for (u64 m = pack_bytes64(gsrc + (w << 6)); m; m &= m - 1) gi[ng++] = (w << 6) + ctz64(m);
+    }
+    if constexpr (ACT == ACT_HSWISH) {
+        float* ET_RESTRICT zcb = S.zc.data();
+        for (int w = 0; w < nw; w++) {
+            // curved = state 1
+            for (u64 m = pack_bytes64(s1 + (w << 6)); m; m &= m - 1) zcb[nzc++] = z[(w << 6) + ctz64(m)];
+        }
+    }
     if (!I.a_constrained) acount = K;
-    if (I.kind == KD_DENSE) gcount = K;
+    if (dense_kind) gcount = K;
     I.acnt[p] = acount;
     I.gcnt[p] = gcount;
     if (LA) I.a_ptr[p + 1] = na - S.na;
     if (LG) I.g_ptr[p + 1] = ng - S.ng;
-    if constexpr (ACT == ACT_HSWISH) I.zc_ptr[p + 1] = nz - S.nz;
-    S.na = na; S.ng = ng; S.nz = nz;
+    if constexpr (ACT == ACT_HSWISH) I.zc_ptr[p + 1] = nzc - S.nz;
+    S.na = na; S.ng = ng; S.nz = nzc;
 }
 
 template <int ACT>
@@ -204,7 +306,15 @@ void Epi::start(int tid, i64 p0, i64 p1) {
     if (listA) { S.ai.ensure(n); S.av.ensure(n); }
     if (listG) S.gi.ensure(n);
     if (I->act == ACT_HSWISH) S.zc.ensure(n);
-    S.st.ensure(K);
+    S.arow.ensure(K);
+    const size_t K64 = (size_t)(K + 63) / 64 * 64;
+    if (S.nzb.size() < K64 || S.stride != K) {
+        S.nzb.reset(K64, true);
+        S.gb.reset(K64, true);
+        S.st.reset(K64, true);
+        S.st2.reset(K64, true);
+        S.stride = K;
+    }
 }
 
 void Epi::row(int tid, i64 p, const float* z) {
@@ -421,13 +531,17 @@ const float* ActInfo::dense_values() {
     return dense_cache->data();
 }
 
-const Transposed& ActInfo::transposed(bool pointwise, int tile_px) {
+const Transposed& ActInfo::transposed(bool pointwise, int tile_px, const TGeo* geo) {
     std::lock_guard<std::mutex> lk(mu);
+    if (pointwise) geo = nullptr;
     for (auto& t : tcache)
-        if (t->pointwise == pointwise && t->tile_px == tile_px) return *t;
+        if (t->pointwise == pointwise && t->tile_px == tile_px && t->has_geo == (geo != nullptr) &&
+            (!geo || t->geo == *geo))
+            return *t;
     auto T = std::make_unique<Transposed>();
     T->pointwise = pointwise;
     T->tile_px = tile_px;
+    if (geo) { T->has_geo = true; T->geo = *geo; }
     if (pointwise) {
         for (i64 p = 0; p < P; p += tile_px) {
             T->tp0.push_back(p);
@@ -450,6 +564,8 @@ const Transposed& ActInfo::transposed(bool pointwise, int tile_px) {
     T->ptr.reset(nt * C + 1);
     T->pix.reset(total);
     T->val.reset(total);
+    if (geo) T->vmask.reset(total);
+    const TGeo G = geo ? *geo : TGeo();
     T->ptr[nt * C] = total;
     const bool all_ = a_all;
     const int HW = H * W;
@@ -478,10 +594,20 @@ const Transposed& ActInfo::transposed(bool pointwise, int tile_px) {
             const int n = Tp->tn[t];
             for (i64 p = p0; p < p1; p++) {
                 i32 code;
+                u32 vm = 0;
                 if (pointwise) code = (i32)p;
                 else {
-                    const int q = int(p - (i64)n * HW);
-                    code = ((q / W) << 16) | (q % W);
+                    const int q = int(p - (i64)n * HW), ih = q / W, iw = q % W;
+                    if (geo) {
+                        code = ih * G.OW + iw;
+                        for (int r = 0; r < G.R; r++)
+                            for (int s = 0; s < G.S; s++) {
+                                const int oh = ih + G.pt - r * G.dh, ow = iw + G.pl - s * G.dw;
+                                if (oh >= 0 && oh < G.OH && ow >= 0 && ow < G.OW) vm |= 1u << (r * G.S + s);
+                            }
+                    } else {
+                        code = (ih << 16) | iw;
+                    }
                 }
                 if (all_) {
                     const float* v = self->vals.data() + p * C;
@@ -489,12 +615,14 @@ const Transposed& ActInfo::transposed(bool pointwise, int tile_px) {
                         i64 pos = cnt[c]++;
                         Tp->pix[pos] = code;
                         Tp->val[pos] = v[c];
+                        if (geo) Tp->vmask[pos] = vm;
                     }
                 } else {
                     for (i64 j = self->a_ptr[p]; j < self->a_ptr[p + 1]; j++) {
                         i64 pos = cnt[self->a_idx[j]]++;
                         Tp->pix[pos] = code;
                         Tp->val[pos] = self->vals[j];
+                        if (geo) Tp->vmask[pos] = vm;
                     }
                 }
             }
@@ -514,7 +642,8 @@ i64 ActInfo::plan_bytes() const {
     b += (i64)g_ptr.size() * 8 + (i64)g_idx.size() * 4;
     b += (i64)zc_ptr.size() * 8 + (i64)acnt.size() * 4 + (i64)gcnt.size() * 4;
     b += (i64)chan_nnz.size() * 8;
-    for (auto& t : tcache) b += (i64)t->ptr.size() * 8 + (i64)t->pix.size() * 4 + (i64)t->val.size() * 4;
+    for (auto& t : tcache)
+        b += (i64)t->ptr.size() * 8 + (i64)t->pix.size() * 4 + (i64)t->val.size() * 4 + (i64)t->vmask.size() * 4;
     for (auto& kv : gofs_cache) b += (i64)kv.second.size() * 4;
     for (auto& kv : gcount_cache) b += (i64)kv.second.size() * 4;
     return b;

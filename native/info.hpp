@@ -56,9 +56,22 @@ struct RowView {
     }
 };
 
+// Geometry of the consumer of a Transposed (stride-1 convs): entries then hold
+// q = ih*OW + iw and a bitmask of the taps (r*S+s) whose output is in range,
+// so WG computes o = n*OH*OW + q + (pt - r*dh)*OW + (pl - s*dw) branch-light.
+struct TGeo {
+    int R = 0, S = 0, pt = 0, pl = 0, dh = 1, dw = 1, OH = 0, OW = 0;
+    bool operator==(const TGeo& o) const {
+        return R == o.R && S == o.S && pt == o.pt && pl == o.pl && dh == o.dh && dw == o.dw && OH == o.OH && OW == o.OW;
+    }
+};
+
 // Per-tile, per-channel pixel lists of a (the transpose of the CSR), for WG.
 struct Transposed {
     bool pointwise = false;  // entries hold global pixel index (1x1/stride1/pad0 consumers)
+    bool has_geo = false;    // entries hold q and vmask (see TGeo)
+    TGeo geo;
+    ABuf<u32> vmask;
     int tile_px = 0;
     i64 ntiles = 0;
     std::vector<i64> tp0, tp1;
@@ -123,7 +136,7 @@ struct ActInfo {
     RowView view_g(int groups);
     const i32* gofs(int which, int groups);          // which: 0 = A lists, 1 = G lists
     const i32* group_counts(int which, int groups);  // [P][groups] constraint counts
-    const Transposed& transposed(bool pointwise, int tile_px);
+    const Transposed& transposed(bool pointwise, int tile_px, const TGeo* geo = nullptr);
     const float* dense_values();  // dense a (materialised once if sparse)
 
     i64 stored_bytes() const;
