@@ -17,7 +17,11 @@ import statistics
 import sys
 import time
 
-import numpy as np
+# numpy's own BLAS threads would otherwise spin on the cores the kernels use
+for _v in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+import numpy as np  # noqa: E402
 
 
 def load_native(path):

@@ -500,15 +500,15 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
     RowView GV = O.view_g(K / cwB);
     const i64 nd = GV.all ? Pout * K : (O.g_same ? O.nnz_a : O.nnz_g);
     // ---- prologue: d = grad_a * f'(z) -> dense padded rows (WG) and values along G lists (BP)
-    ABuf<float> D, dvals;
-    if (need_wg) {
-        D.reset((size_t)(Pout + 1) * KpAll);
-        std::memset(D.data() + (size_t)Pout * KpAll, 0, sizeof(float) * KpAll);
-    }
-    if (need_bp) dvals.reset((size_t)std::max<i64>(nd, 1));
+    // scratch reused across calls (no page faults per step)
+    if (need_wg) Dbuf.ensure((size_t)Pout * KpAll);
+    if (need_bp) dvbuf.ensure((size_t)std::max<i64>(nd, 1));
+    float* D = Dbuf.data();
+    float* dvals = dvbuf.data();
     std::vector<std::vector<double>> dbp(T);
     const i64* gptr = GV.all ? nullptr : GV.ptr;
     const i32* gidx = GV.all ? nullptr : GV.idx;
+    const bool hs = O.act == ACT_HSWISH;
 #pragma omp parallel num_threads(T)
     {
         const int t = thread_id();
@@ -517,24 +517,36 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
         dbl.assign(K, 0.0);
 #pragma omp for schedule(static)
         for (i64 o = 0; o < Pout; o++) {
-            fprime_row(O, o, fp.data());
             const float* ga = grad_a + o * K;
-            for (int k = 0; k < K; k++) {
-                float d = fp[k] != 0.f ? ga[k] * fp[k] : 0.f;
-                drow[k] = d;
-                dbl[k] += d;
-            }
-            if (need_wg) {
-                float* Dr = D.data() + o * KpAll;
-                for (int g = 0; g < groups; g++) {
-                    std::memcpy(Dr + g * Kp, drow.data() + g * Kg, sizeof(float) * Kg);
-                    for (int kk = Kg; kk < Kp; kk++) Dr[g * Kp + kk] = 0.f;
+            float* Dr = need_wg ? D + o * KpAll : nullptr;
+            if (gptr) {
+                // sparse: d is computed only along the G list (f' = 1 there except the curved hard-swish part)
+                if (Dr) std::memset(Dr, 0, sizeof(float) * KpAll);
+                i64 zi = hs ? O.zc_ptr[o] : 0;
+                for (i64 j = gptr[o]; j < gptr[o + 1]; j++) {
+                    const int k = gidx[j];
+                    float d = ga[k];
+                    if (hs && O.state(o * K + k) == 1) {
+                        const float f = O.zc[zi++] / 3.f + 0.5f;
+                        d = f != 0.f ? d * f : 0.f;
+                    }
+                    if (need_bp) dvals[j] = d;
+                    if (Dr) Dr[(k / Kg) * Kp + k % Kg] = d;
+                    dbl[k] += d;
                 }
-            }
-            if (need_bp) {
-                if (!gptr) std::memcpy(dvals.data() + o * K, drow.data(), sizeof(float) * K);
-                else
-                    for (i64 j = gptr[o]; j < gptr[o + 1]; j++) dvals[j] = drow[gidx[j]];
+            } else {
+                fprime_row(O, o, fp.data());
+                for (int k = 0; k < K; k++) {
+                    const float d = fp[k] != 0.f ? ga[k] * fp[k] : 0.f;
+                    drow[k] = d;
+                    dbl[k] += d;
+                }
+                if (Dr)
+                    for (int g = 0; g < groups; g++) {
+                        std::memcpy(Dr + g * Kp, drow.data() + g * Kg, sizeof(float) * Kg);
+                        for (int kk = Kg; kk < Kp; kk++) Dr[g * Kp + kk] = 0.f;
+                    }
+                if (need_bp) std::memcpy(dvals + o * K, drow.data(), sizeof(float) * K);
             }
         }
     }
@@ -562,7 +574,7 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
             pgc = pg->group_counts(1, groups);
         }
         const bool skip_px = mmode == 1 && !dense;
-        BpArgs A{this, &GV, dvals.data(), gc, nullptr, H, W, OH, OW};
+        BpArgs A{this, &GV, dvals, gc, nullptr, H, W, OH, OW};
         const int CpAll = groups * Cp;
         std::vector<Counts> cnt(T);
 #pragma omp parallel num_threads(T)
@@ -638,7 +650,7 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
         bool any_empty = false;
         if (!dense)
             for (i64 i = 0; i < Pout * groups && !any_empty; i++) any_empty = gc[i] == 0;
-        WgArgs A{this, &TT, D.data(), gc, dWp.data(), OH, OW, in->a_constrained, any_empty};
+        WgArgs A{this, &TT, D, gc, dWp.data(), OH, OW, in->a_constrained, any_empty};
         const int var = hg ? (any_empty ? 4 : 3) : pointwise ? 2 : ((sh == 1 && sw == 1) ? 1 : 0);
         std::vector<Counts> cnt(T);
 #pragma omp parallel num_threads(T)

@@ -20,6 +20,7 @@ struct ConvLayer {
     ABuf<float> Wf;    // [g][R][S][Cg][Kp]   FP
     ABuf<float> Wb;    // [g][R][S][Kg][Cp]   BP
     ABuf<float> bias;  // [g][Kp]
+    ABuf<float> Dbuf, dvbuf;  // backward scratch (d dense rows for WG, d along G lists for BP)
     // state of the last forward
     InfoPtr in, out;
     bool dense = false;
