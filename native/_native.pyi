@@ -28,6 +28,8 @@ def set_num_threads(n: int) -> None:
     """Set the number of OpenMP threads (no-op without OpenMP)."""
 def has_openmp() -> bool:
     """Whether the module was built with OpenMP."""
+def release_cached_memory() -> int:
+    """Free the idle large buffers kept for reuse between steps (at most 256 MiB); returns the bytes freed."""
 
 class SparseInfo:
     """What FP keeps for BP/WG: compressed activation (mask/state bits + packed non-zeros) and the plan (lists, counts, partition)."""

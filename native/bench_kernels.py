@@ -33,17 +33,6 @@ def load_native(path):
     return _native
 
 
-def median_ms(fn, reps, warmup=3):
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts) * 1e3
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
@@ -74,7 +63,7 @@ def main(argv=None):
     print(f"layer: conv3x3 {C}->{K}, {H}x{H}, batch {N}, NHWC, ReLU, threads={args.threads} "
           f"(openmp={nt.has_openmp()}), medians of {args.reps}")
     hdr = (f"{'target':>6} {'s_in':>5} {'s_out':>5} | {'phase':5} | {'sparse ms':>9} {'dense ms':>9} {'torch ms':>9} |"
-           f" {'speedup':>7} {'ideal':>6} {'frac':>5} | {'executed/dense':>14}")
+           f" {'speedup':>7} {'ideal':>6} {'frac':>5} | {'exec/dense':>10} {'eff':>5}")
     print(hdr)
     print("-" * len(hdr))
     for s in args.sparsity:
@@ -95,15 +84,17 @@ def main(argv=None):
         L.set_weights(Wt, b)
         ga = rng.standard_normal((N, H, H, K)).astype(np.float32)
 
-        res = {}
-        for mode, info in (("sparse", xinfo), ("dense", xinfo_d)):
-            dense = mode == "dense"
-            fp = median_ms(lambda: L.forward(info, dense=dense, want_a=False), args.reps)
-            _, oinfo = L.forward(info, dense=dense, want_a=False)
-            bp = median_ms(lambda: L.backward(ga, need_input_grad=True, need_weight_grad=False), args.reps)
-            wg = median_ms(lambda: L.backward(ga, need_input_grad=False, need_weight_grad=True), args.reps)
-            L.backward(ga, need_input_grad=True, need_weight_grad=True)
-            res[mode] = dict(fp=fp, bp=bp, wg=wg, counters=L.counters(), s_out=oinfo.sparsity)
+        # two layers with the same weights (one per mode) so that the three
+        # implementations can be timed round-robin and share the machine's noise
+        Ls = {"sparse": L, "dense": nt.ConvLayer(C, K, kernel=(3, 3), pads=(1, 1, 1, 1), act="relu")}
+        Ls["dense"].set_weights(Wt, b)
+        infos = {"sparse": xinfo, "dense": xinfo_d}
+        fns = {}
+        for mode in ("sparse", "dense"):
+            lay, inf, dn = Ls[mode], infos[mode], mode == "dense"
+            fns[(mode, "fp")] = (lambda lay=lay, inf=inf, dn=dn: lay.forward(inf, dense=dn, want_a=False))
+            fns[(mode, "bp")] = (lambda lay=lay: lay.backward(ga, need_input_grad=True, need_weight_grad=False))
+            fns[(mode, "wg")] = (lambda lay=lay: lay.backward(ga, need_input_grad=False, need_weight_grad=True))
         tt = {}
         if torch is not None:
             xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).contiguous(memory_format=torch.channels_last)
@@ -112,21 +103,48 @@ def main(argv=None):
             gt = torch.from_numpy(np.ascontiguousarray(ga.transpose(0, 3, 1, 2))).contiguous(memory_format=torch.channels_last)
             conv = torch.nn.functional.conv2d
             cb = torch.ops.aten.convolution_backward
-            with torch.no_grad():
-                tt["fp"] = median_ms(lambda: conv(xt, wt, bt, 1, 1), args.reps)
-                tt["bp"] = median_ms(lambda: cb(gt, xt, wt, [K], [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
-                                                [True, False, False]), args.reps)
-                tt["wg"] = median_ms(lambda: cb(gt, xt, wt, [K], [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
-                                                [False, True, True]), args.reps)
+            fns[("torch", "fp")] = lambda: conv(xt, wt, bt, 1, 1)
+            fns[("torch", "bp")] = lambda: cb(gt, xt, wt, [K], [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+                                              [True, False, False])
+            fns[("torch", "wg")] = lambda: cb(gt, xt, wt, [K], [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+                                              [False, True, True])
+        res = {"sparse": {}, "dense": {}}
+        for mode in ("sparse", "dense"):
+            _, oinfo = Ls[mode].forward(infos[mode], dense=mode == "dense", want_a=False)
+            res[mode]["s_out"] = oinfo.sparsity
+        times = {k: [] for k in fns}
+        ctx = torch.no_grad() if torch is not None else None
+        if ctx is not None:
+            ctx.__enter__()
+        for rep in range(args.reps + 3):
+            for k, f in fns.items():
+                t0 = time.perf_counter()
+                f()
+                if rep >= 3:
+                    times[k].append(time.perf_counter() - t0)
+        if ctx is not None:
+            ctx.__exit__(None, None, None)
+        for (mode, ph), ts in times.items():
+            med = statistics.median(ts) * 1e3
+            if mode == "torch":
+                tt[ph] = med
+            else:
+                res[mode][ph] = med
+        L.forward(xinfo, dense=False, want_a=False)
+        L.backward(ga)
+        res["sparse"]["counters"] = L.counters()
         c = res["sparse"]["counters"]
         for ph in ("fp", "bp", "wg"):
             sp, de = res["sparse"][ph], res["dense"][ph]
             ideal = c[ph]["dense"] / max(1, c[ph]["required"])
             spd = de / sp
+            ex = c[ph]["executed"] / c[ph]["dense"]
             tstr = f"{tt[ph]:9.2f}" if ph in tt else f"{'-':>9}"
             print(f"{s:6.2f} {xinfo.sparsity:5.2f} {res['sparse']['s_out']:5.2f} | {ph:5} | {sp:9.2f} {de:9.2f} {tstr} |"
-                  f" {spd:6.2f}x {ideal:5.2f}x {spd / ideal:5.2f} | {c[ph]['executed'] / c[ph]['dense']:14.3f}")
-    print("speedup = dense-switch ms / sparse ms; ideal = dense MACs / required MACs; frac = speedup / ideal")
+                  f" {spd:6.2f}x {ideal:5.2f}x {spd / ideal:5.2f} | {ex:10.3f} {spd * ex:5.2f}")
+    print("speedup = dense-switch ms / sparse ms; ideal = dense MACs / required MACs (pair level); frac = speedup / ideal;\n"
+          "exec/dense = executed / dense MACs of the sparse run; eff = speedup * exec/dense (1.0: the skipped MACs\n"
+          "are saved in full). All timings are medians of round-robin runs (sparse, dense switch, torch).")
 
 
 if __name__ == "__main__":

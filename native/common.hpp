@@ -54,25 +54,33 @@ static inline vf* vptr(float* p) { return reinterpret_cast<vf*>(p); }
 
 static inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
+// Large-block recycler: buffers of >= 64 KiB are kept (by power-of-two size
+// class, up to a cap) when freed and handed out again, so that a training
+// step does not mmap/munmap (page faults, TLB shootdowns) its activations.
+void* big_alloc(size_t bytes, size_t& cap);
+void big_free(void* p, size_t cap);
+size_t release_cached();  // free every idle block, returns bytes released
+
 // Uninitialised, 64-byte aligned buffer (no zero-fill cost unless asked).
 template <class T>
 struct ABuf {
     T* p = nullptr;
     size_t n = 0;
+    size_t cap = 0;  // bytes actually held
     ABuf() = default;
     ABuf(const ABuf&) = delete;
     ABuf& operator=(const ABuf&) = delete;
-    ABuf(ABuf&& o) noexcept : p(o.p), n(o.n) { o.p = nullptr; o.n = 0; }
-    ABuf& operator=(ABuf&& o) noexcept { std::swap(p, o.p); std::swap(n, o.n); return *this; }
-    ~ABuf() { std::free(p); }
+    ABuf(ABuf&& o) noexcept : p(o.p), n(o.n), cap(o.cap) { o.p = nullptr; o.n = 0; o.cap = 0; }
+    ABuf& operator=(ABuf&& o) noexcept { std::swap(p, o.p); std::swap(n, o.n); std::swap(cap, o.cap); return *this; }
+    ~ABuf() { big_free(p, cap); }
     void reset(size_t count, bool zero = false) {
-        std::free(p);
+        big_free(p, cap);
         p = nullptr;
+        cap = 0;
         n = count;
         if (count) {
             size_t bytes = (count * sizeof(T) + 63) / 64 * 64;
-            p = static_cast<T*>(std::aligned_alloc(64, bytes));
-            if (!p) throw std::bad_alloc();
+            p = static_cast<T*>(big_alloc(bytes, cap));
             if (zero) std::memset(static_cast<void*>(p), 0, bytes);
         }
     }

@@ -81,9 +81,13 @@ void ConvLayer::out_shape(int H_, int W_, int& OH_, int& OW_) const {
 
 // WG pixel tile: the d rows a tile touches (~16 KB) stay in L1 while every
 // (c, r, s) row of dW is accumulated over it.
+// The tile grows as the input gets sparser so that each (c, r, s) row still
+// sees enough entries per tile to amortise its dW row update.
 int ConvLayer::tile_px() const {
-    int t = ET_TILE_BYTES / (4 * std::max(KpAll, 8));
-    return std::max(8, std::min(t, 1024));
+    double dens = 1.0;
+    if (in && !in->a_all && in->P * in->C > 0) dens = std::max(0.05, double(in->nnz_a) / double(in->P * in->C));
+    int t = int(ET_TILE_BYTES / (4 * std::max(KpAll, 8)) / dens);
+    return std::max(8, std::min(t, 4096));
 }
 
 i64 ConvLayer::dense_macs() const {
