@@ -120,3 +120,21 @@ def test_counters_required_equals_layer_stats_definition():
     executed = dense.measure_step(x, y)["macs_executed"]
     for phase in ("fp", "bp", "wg"):   # dense iteration executes everything, plus vector-tail lanes
         assert step["macs_dense"][phase] <= executed[phase] <= 1.01 * step["macs_dense"][phase], phase
+
+
+@pytest.mark.parametrize("name", ["bench_vgg_relu", "bench_resnet_relu", "digits_cnn"])
+def test_relu_layers_store_compressed_activations(name):
+    model, x, y = _batch(name, 16)
+    eng = make_engine("native")
+    eng.load(model)
+    eng.loss_and_grads(x, y)
+    checked = 0
+    for lay in eng.layers.values():
+        info = lay.k.output_info
+        if lay.act is None or lay.act.op != "relu":
+            continue
+        dense, sparsity = info.dense_bytes(), info.sparsity
+        assert 0 < sparsity < 1
+        assert info.stored_bytes() <= (1 - sparsity) * dense + dense / 32 + 256, lay.node.name
+        checked += 1
+    assert checked >= 2
