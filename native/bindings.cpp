@@ -141,7 +141,10 @@ struct PyConv {
 
     py::tuple forward(py::object x, bool dense, bool want_a) {
         InfoPtr xi = to_info(x, dense);
-        if (gemm && (xi->H != 1 || xi->W != 1)) xi = flatten_info(xi);
+        if (gemm && (xi->H != 1 || xi->W != 1)) {
+            Guard g;
+            xi = flatten_info(xi);
+        }
         int OH, OW;
         L->out_shape(xi->H, xi->W, OH, OW);
         py::object a = py::none();
@@ -212,7 +215,9 @@ struct PyConv {
             if (!bb || bb.ndim() != 1 || bb.shape(0) != L->K) throw std::invalid_argument("set_weights: bias must have shape (out_channels,)");
             bp = bb.data();
         }
-        L->set_weights(w.data(), bp);
+        const float* wp = w.data();
+        Guard g;
+        L->set_weights(wp, bp);
     }
 
     py::dict counters(bool total) const {

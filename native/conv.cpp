@@ -49,17 +49,33 @@ void ConvLayer::set_weights(const float* w, const float* b) {
             for (int rs = 0; rs < RS; rs++) Wf[(size_t)rs * Cpad + c] = w[(size_t)c * RS + rs];
         bias.reset(Cpad, true);
     } else {
-        Wf.reset((size_t)groups * RS * Cg * Kp, true);
-        Wb.reset((size_t)groups * RS * Kg * Cp, true);
-        for (int g = 0; g < groups; g++)
-            for (int kk = 0; kk < Kg; kk++)
-                for (int cl = 0; cl < Cg; cl++)
-                    for (int rs = 0; rs < RS; rs++) {
-                        float v = w[(((size_t)(g * Kg + kk)) * Cg + cl) * RS + rs];
-                        Wf[(((size_t)g * RS + rs) * Cg + cl) * Kp + kk] = v;
-                        Wb[(((size_t)g * RS + rs) * Kg + kk) * Cp + cl] = v;
-                    }
-        bias.reset((size_t)KpAll, true);
+        // sizes never change for a layer: allocate (zeroed padding) once, then overwrite
+        if (Wf.size() != (size_t)groups * RS * Cg * Kp) Wf.reset((size_t)groups * RS * Cg * Kp, true);
+        if (Wb.size() != (size_t)groups * RS * Kg * Cp) Wb.reset((size_t)groups * RS * Kg * Cp, true);
+        if (bias.size() != (size_t)KpAll) bias.reset((size_t)KpAll, true);
+        std::memset(bias.data(), 0, sizeof(float) * KpAll);
+        // blocked transposes, parallel over (g, r, s, 64x64 blocks)
+        constexpr int TB = 64;
+        const int nkb = (Kg + TB - 1) / TB, ncb = (Cg + TB - 1) / TB;
+        const i64 nblk = (i64)groups * RS * nkb * ncb;
+        float* wf = Wf.data();
+        float* wb = Wb.data();
+#pragma omp parallel for schedule(static)
+        for (i64 bi = 0; bi < nblk; bi++) {
+            const int cbk = int(bi % ncb), kbk = int((bi / ncb) % nkb), rs = int((bi / ncb / nkb) % RS),
+                      g = int(bi / ncb / nkb / RS);
+            const int k0 = kbk * TB, k1 = std::min(Kg, k0 + TB), c0 = cbk * TB, c1 = std::min(Cg, c0 + TB);
+            for (int kk = k0; kk < k1; kk++) {
+                const float* src = w + (((size_t)(g * Kg + kk)) * Cg) * RS + rs;
+                float* db = wb + (((size_t)g * RS + rs) * Kg + kk) * Cp;
+                for (int cl = c0; cl < c1; cl++) db[cl] = src[(size_t)cl * RS];
+            }
+            for (int cl = c0; cl < c1; cl++) {
+                float* df = wf + (((size_t)g * RS + rs) * Cg + cl) * Kp;
+                const float* src = w + ((size_t)g * Kg * Cg + cl) * RS + rs;
+                for (int kk = k0; kk < k1; kk++) df[kk] = src[(size_t)kk * Cg * RS];
+            }
+        }
     }
     has_bias = b != nullptr;
     if (b) {
@@ -86,7 +102,8 @@ void ConvLayer::out_shape(int H_, int W_, int& OH_, int& OW_) const {
 int ConvLayer::tile_px() const {
     double dens = 1.0;
     if (in && !in->a_all && in->P * in->C > 0) dens = std::max(0.05, double(in->nnz_a) / double(in->P * in->C));
-    int t = int(ET_TILE_BYTES / (4 * std::max(KpAll, 8)) / dens);
+    // WG walks one 64-channel slice of K at a time: footprint = tile * slice
+    int t = int(ET_TILE_BYTES / (4 * std::min(std::max(Kp, 8), KB)) / dens);
     return std::max(8, std::min(t, 4096));
 }
 
@@ -650,7 +667,13 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
         for (i64 it = 0; it < items; it++)
             pre[it + 1] = pre[it] + (in->a_all ? 1 : in->chan_nnz[it / RS] + 1);
         ABuf<float> dWp;
-        dWp.reset((size_t)groups * RS * Cg * Kp, true);
+        dWp.reset((size_t)groups * RS * Cg * Kp);
+        {
+            float* z = dWp.data();
+            const i64 nz = (i64)groups * RS * Cg * Kp;
+#pragma omp parallel for schedule(static)
+            for (i64 i = 0; i < nz; i += 4096) std::memset(z + i, 0, sizeof(float) * std::min<i64>(4096, nz - i));
+        }
         bool any_empty = false;
         if (!dense)
             for (i64 i = 0; i < Pout * groups && !any_empty; i++) any_empty = gc[i] == 0;
@@ -664,11 +687,11 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
             const i64 i0 = b[t], i1 = b[t + 1];
             i64 ex = 0;
             for (i64 tile = 0; tile < TT.ntiles; tile++)
-                for (i64 it = i0; it < i1; it++) {
-                    const int c = int(it / RS), rs = int(it % RS);
-                    if (TT.ptr[tile * C + c] == TT.ptr[tile * C + c + 1]) continue;
-                    for (int kb = 0; kb < Kp; kb += KB) {
-                        const int nv = std::min(KB, Kp - kb) / VW;
+                for (int kb = 0; kb < Kp; kb += KB) {  // one K slice of the tile's d rows stays in L1
+                    const int nv = std::min(KB, Kp - kb) / VW;
+                    for (i64 it = i0; it < i1; it++) {
+                        const int c = int(it / RS), rs = int(it % RS);
+                        if (TT.ptr[tile * C + c] == TT.ptr[tile * C + c + 1]) continue;
                         i64 ent = 0, req = 0;
                         wg_table[var][nv](A, tile, c, rs, kb, ent, req);
                         (void)req;
@@ -679,14 +702,23 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
         }
         for (auto& c : cnt) cwg.executed += c.executed;
         cwg.required = wg_required(gc);
-        // packed [g][rs][cl][kk] -> OIHW
-        for (int g = 0; g < groups; g++)
-            for (int rs = 0; rs < RS; rs++)
-                for (int cl = 0; cl < Cg; cl++) {
-                    const float* row = dWp.data() + (((size_t)g * RS + rs) * Cg + cl) * Kp;
-                    for (int kk = 0; kk < Kg; kk++)
-                        dW[(((size_t)(g * Kg + kk)) * Cg + cl) * RS + rs] = row[kk];
-                }
+        // packed [g][rs][cl][kk] -> OIHW, blocked transpose in parallel
+        {
+            constexpr int TB = 64;
+            const int nkb = (Kg + TB - 1) / TB, ncb = (Cg + TB - 1) / TB;
+            const i64 nblk = (i64)groups * nkb * ncb;
+            const float* src = dWp.data();
+#pragma omp parallel for schedule(static)
+            for (i64 bi = 0; bi < nblk; bi++) {
+                const int cbk = int(bi % ncb), kbk = int((bi / ncb) % nkb), g = int(bi / ncb / nkb);
+                const int k0 = kbk * TB, k1 = std::min(Kg, k0 + TB), c0 = cbk * TB, c1 = std::min(Cg, c0 + TB);
+                for (int kk = k0; kk < k1; kk++)
+                    for (int cl = c0; cl < c1; cl++)
+                        for (int rs = 0; rs < RS; rs++)
+                            dW[(((size_t)(g * Kg + kk)) * Cg + cl) * RS + rs] =
+                                src[(((size_t)g * RS + rs) * Cg + cl) * Kp + kk];
+            }
+        }
     }
 }
 
