@@ -51,6 +51,7 @@ class _Layer:
             fin, fout = (W.shape[1], W.shape[0]) if node.attrs["transB"] else W.shape
             self.k = nat.GemmLayer(fin, fout, **kw)
         self.perm = None   # gemm after an NHWC flatten: weight columns reordered CHW -> HWC
+        self.inv_perm = None
 
 
 class NativeEngine(Engine):
@@ -120,6 +121,7 @@ class NativeEngine(Engine):
         perm = None if h * w == 1 else np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
         if (perm is None) != (lay.perm is None) or (perm is not None and not np.array_equal(perm, lay.perm)):
             lay.perm = perm
+            lay.inv_perm = None if perm is None else np.argsort(perm)
             self._load_weights(lay)
 
     # -- forward -------------------------------------------------------------------------
@@ -273,9 +275,7 @@ class NativeEngine(Engine):
         if node.op == "gemm":
             at = node.attrs
             if lay.perm is not None:
-                inv = np.empty_like(lay.perm)
-                inv[lay.perm] = np.arange(len(lay.perm))
-                dW = dW[:, inv]
+                dW = dW[:, lay.inv_perm]
             if at["alpha"] != 1.0:
                 dW = dW * F32(at["alpha"])
             if at["beta"] != 1.0:
