@@ -117,6 +117,63 @@ i64 ConvLayer::dense_macs() const {
 }
 
 // ------------------------------------------------------------------ FP
+
+// acc[0..NV) (in memory at z) += sum_j x[j] * w[(ix[j]-base)*ld .. +8NV).
+// U independent accumulator sets hide the FMA latency when NV is small (the
+// partial sums are added at the end). A full list (cnt == width: the chunk is
+// dense) walks the weight rows directly, without the index loads.
+template <int NV>
+static inline void list_fma(float* z, const float* ET_RESTRICT wrs, int ld, const float* ET_RESTRICT xv,
+                            const i32* ET_RESTRICT ix, int base, int cnt, int width) {
+    constexpr int U = NV >= 8 ? 1 : NV >= 4 ? 2 : NV >= 2 ? 4 : 8;
+    vf acc[U][NV];
+    ET_UNROLL
+    for (int v = 0; v < NV; v++) acc[0][v] = vptr(z)[v];
+    ET_UNROLL
+    for (int u = 1; u < U; u++)
+        ET_UNROLL
+        for (int v = 0; v < NV; v++) acc[u][v] = vzero();
+    int jj = 0;
+    if (cnt == width) {
+        for (; jj + U <= cnt; jj += U) {
+            ET_UNROLL
+            for (int u = 0; u < U; u++) {
+                const float x = xv[jj + u];
+                const vf* w = vptr(wrs + (size_t)(jj + u) * ld);
+                ET_UNROLL
+                for (int v = 0; v < NV; v++) acc[u][v] += x * w[v];
+            }
+        }
+        for (; jj < cnt; jj++) {
+            const float x = xv[jj];
+            const vf* w = vptr(wrs + (size_t)jj * ld);
+            ET_UNROLL
+            for (int v = 0; v < NV; v++) acc[0][v] += x * w[v];
+        }
+    } else {
+        for (; jj + U <= cnt; jj += U) {
+            ET_UNROLL
+            for (int u = 0; u < U; u++) {
+                const float x = xv[jj + u];
+                const vf* w = vptr(wrs + (size_t)(ix[jj + u] - base) * ld);
+                ET_UNROLL
+                for (int v = 0; v < NV; v++) acc[u][v] += x * w[v];
+            }
+        }
+        for (; jj < cnt; jj++) {
+            const float x = xv[jj];
+            const vf* w = vptr(wrs + (size_t)(ix[jj] - base) * ld);
+            ET_UNROLL
+            for (int v = 0; v < NV; v++) acc[0][v] += x * w[v];
+        }
+    }
+    ET_UNROLL
+    for (int u = 1; u < U; u++)
+        ET_UNROLL
+        for (int v = 0; v < NV; v++) acc[0][v] += acc[u][v];
+    ET_UNROLL
+    for (int v = 0; v < NV; v++) vptr(z)[v] = acc[0][v];
+}
 namespace {
 struct FpArgs {
     const ConvLayer* L;
@@ -173,17 +230,7 @@ static void fp_block(const FpArgs& A, i64 o0, i64 o1, int g, int kb, i64& ent, i
                     e += cnt;
                     const float* ET_RESTRICT xv = vals + off;
                     float* zr = zt + (size_t)i * KpAll;
-                    vf acc[NV];
-                    ET_UNROLL
-                    for (int v = 0; v < NV; v++) acc[v] = vptr(zr)[v];
-                    for (int jj = 0; jj < cnt; jj++) {
-                        const float x = xv[jj];
-                        const vf* w = vptr(wrs + (size_t)(ix[jj] - cbase) * Kp);
-                        ET_UNROLL
-                        for (int v = 0; v < NV; v++) acc[v] += x * w[v];
-                    }
-                    ET_UNROLL
-                    for (int v = 0; v < NV; v++) vptr(zr)[v] = acc[v];
+                    list_fma<NV>(zr, wrs, Kp, xv, ix, cbase, cnt, cw);
                 }
             }
     ent += e;
@@ -365,17 +412,7 @@ static void bp_block(const BpArgs& A, const i64* px, int np, int g, int cb, i64&
                     e += cnt;
                     const float* ET_RESTRICT dv = A.dvals + off;
                     float* br = bt + (size_t)i * CpAll;
-                    vf acc[NV];
-                    ET_UNROLL
-                    for (int v = 0; v < NV; v++) acc[v] = vptr(br)[v];
-                    for (int jj = 0; jj < cnt; jj++) {
-                        const float x = dv[jj];
-                        const vf* w = vptr(wrs + (size_t)(ix[jj] - kbase) * Cp);
-                        ET_UNROLL
-                        for (int v = 0; v < NV; v++) acc[v] += x * w[v];
-                    }
-                    ET_UNROLL
-                    for (int v = 0; v < NV; v++) vptr(br)[v] = acc[v];
+                    list_fma<NV>(br, wrs, Cp, dv, ix, kbase, cnt, kw);
                 }
             }
     ent += e;

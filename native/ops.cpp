@@ -108,15 +108,24 @@ static farr maxpool_backward(farr gy, py::array_t<int32_t, py::array::c_style | 
     {
         py::gil_scoped_release rel;
         std::lock_guard<std::mutex> lk(kernel_mutex());
-        std::memset(GX, 0, sizeof(float) * (size_t)N * H * W * C);
+        // zeroing fused into the parallel per-image loop (first touch of the
+        // fresh output happens on both cores, right before the scatter)
+        const i64 img = (i64)H * W * C;
 #pragma omp parallel for schedule(static)
-        for (int n = 0; n < N; n++)
-            for (int o = 0; o < OHW; o++)
+        for (int n = 0; n < N; n++) {
+            float* ET_RESTRICT gx = GX + (i64)n * img;
+            std::memset(gx, 0, sizeof(float) * (size_t)img);
+            const float* ET_RESTRICT gy = GY + (i64)n * OHW * C;
+            const int32_t* ET_RESTRICT an = A + (i64)n * OHW * C;
+            for (int o = 0; o < OHW; o++) {
+                const float* gyr = gy + (i64)o * C;
+                const int32_t* ar = an + (i64)o * C;
                 for (int c = 0; c < C; c++) {
-                    const i64 e = ((i64)n * OHW + o) * C + c;
-                    const int32_t a = A[e];
-                    if (a >= 0) GX[((i64)n * H * W + a) * C + c] += GY[e];
+                    const int32_t a = ar[c];
+                    if (a >= 0) gx[(i64)a * C + c] += gyr[c];
                 }
+            }
+        }
     }
     return gx;
 }
