@@ -784,12 +784,54 @@ i64 ConvLayer::wg_required(const i32* gc) {
 }
 
 // ------------------------------------------------------------------ depthwise BP/WG
+// 0/1 byte mask of G, decoded a whole state word (64 or 32 elements) at a time.
 static void g_mask(ActInfo& I, u8* m) {
-    const int C = I.C;
+    const i64 ne = I.P * (i64)I.C;
     const bool con = I.kind == KD_RELU || I.kind == KD_CLIP0 || I.kind == KD_HSWISH;
+    if (!con || I.bpe == 0) {
+        std::memset(m, 1, (size_t)ne);
+        return;
+    }
+    const u64* bits = I.bits.data();
+    if (I.bpe == 1) {  // ReLU-like: G is the state bit itself
+        const i64 nw = (ne + 63) / 64;
 #pragma omp parallel for schedule(static)
-    for (i64 p = 0; p < I.P; p++)
-        for (int c = 0; c < C; c++) m[p * C + c] = con ? (u8)I.in_g_state(I.state(p * C + c)) : (u8)1;
+        for (i64 w = 0; w < nw; w++) {
+            const u64 b = bits[w];
+            const int n = int(std::min<i64>(64, ne - w * 64));
+            u8* ET_RESTRICT mr = m + w * 64;
+            if (I.kind == KD_RELU || I.kind == KD_CLIP0)
+                for (int j = 0; j < n; j++) mr[j] = u8((b >> j) & 1);
+            else
+                for (int j = 0; j < n; j++) mr[j] = u8(I.in_g_state(int((b >> j) & 1)));
+        }
+        return;
+    }
+    const i64 nw = (ne + 31) / 32;
+    const int kind = I.kind;
+#pragma omp parallel for schedule(static)
+    for (i64 w = 0; w < nw; w++) {
+        const u64 b = bits[w];
+        const int n = int(std::min<i64>(32, ne - w * 32));
+        u8* ET_RESTRICT mr = m + w * 32;
+        if (kind == KD_HSWISH)
+            for (int j = 0; j < n; j++) mr[j] = u8(((b >> (2 * j)) & 3) != 0);
+        else  // ReLU6 / Clip(0, hi): linear state only
+            for (int j = 0; j < n; j++) mr[j] = u8(((b >> (2 * j)) & 3) == 1);
+    }
+}
+
+// number of positions where both 0/1 byte masks are set (8 bytes per popcount)
+static inline int and_count(const u8* a, const u8* b, int n) {
+    int q = 0, c = 0;
+    for (; c + 8 <= n; c += 8) {
+        u64 x, y;
+        std::memcpy(&x, a + c, 8);
+        std::memcpy(&y, b + c, 8);
+        q += __builtin_popcountll(x & y);
+    }
+    for (; c < n; c++) q += a[c] & b[c];
+    return q;
 }
 
 void ConvLayer::bwd_depthwise(const float* grad_a, float* g_in, const ActInfo* prevG, float* dW, float* db) {
@@ -865,9 +907,7 @@ void ConvLayer::bwd_depthwise(const float* grad_a, float* g_in, const ActInfo* p
                         if (tw >= OW) continue;
                         const i64 o = (i64)n * OHW + (i64)th * OW + tw;
                         const u8* mgr = mg.data() + o * C;
-                        int q = 0;
-                        for (int c = 0; c < C; c++) q += mgr[c] & mpr[c];
-                        rq += q;
+                        rq += and_count(mgr, mpr, C);
                         if (skip && gc[o] == 0) continue;
                         ex += C;
                         const float* ET_RESTRICT d = D.data() + o * C;
@@ -917,9 +957,7 @@ void ConvLayer::bwd_depthwise(const float* grad_a, float* g_in, const ActInfo* p
                         if ((unsigned)iw >= (unsigned)W) continue;
                         const i64 p = ((i64)n * H + ih) * W + iw;
                         const u8* mar = ma.data() + p * C;
-                        int q = 0;
-                        for (int c = 0; c < C; c++) q += mgr[c] & mar[c];
-                        rq += q;
+                        rq += and_count(mgr, mar, C);
                         if (skip && ac[p] == 0) continue;
                         ex += C;
                         const float* ET_RESTRICT x = X + p * C;
