@@ -180,6 +180,8 @@ struct FpArgs {
     const RowView* V;
     const float* vals;
     const i32* reqc;  // constraint |A(p) ∩ group| [P][groups]
+    const float* xd;  // dense input rows (nearly dense inputs only), else null
+    int full_min;     // list length from which a chunk is walked densely over xd
     float* ztile;
     int H, W, OH, OW;
 };
@@ -227,9 +229,15 @@ static void fp_block(const FpArgs& A, i64 o0, i64 o1, int g, int kb, i64& ent, i
                     i64 off;
                     const int cnt = V.row(p, ci, ix, off);
                     if (!cnt) continue;
+                    float* zr = zt + (size_t)i * KpAll;
+                    if (A.xd && cnt >= A.full_min) {
+                        // (nearly) full list: dense walk of the chunk, zeros included (and counted)
+                        e += cw;
+                        list_fma<NV>(zr, wrs, Kp, A.xd + p * L.C + cbase, nullptr, 0, cw, cw);
+                        continue;
+                    }
                     e += cnt;
                     const float* ET_RESTRICT xv = vals + off;
-                    float* zr = zt + (size_t)i * KpAll;
                     list_fma<NV>(zr, wrs, Kp, xv, ix, cbase, cnt, cw);
                 }
             }
@@ -245,6 +253,11 @@ void ConvLayer::fp_general(const InfoPtr& x, Epi& E) {
     RowView V = x->view_a(C / cwF);
     const float* vals = x->vals.data();
     const i32* reqc = x->group_counts(0, groups);
+    // nearly dense sparse-mode input (hard-swish, images): rows whose list
+    // covers >= 80% of a chunk take the index-free dense loop over a dense copy
+    const float* xd = nullptr;
+    if (!V.all && x->P * (i64)C > 0 && double(x->nnz_a) >= 0.7 * double(x->P * (i64)C)) xd = x->dense_values();
+    const int full_min = std::max(1, (cwF * 4 + 4) / 5);
     const i64 Pout = (i64)N * OH * OW;
     const int T = max_threads();
     std::vector<Counts> cnt(T);
@@ -256,7 +269,7 @@ void ConvLayer::fp_general(const InfoPtr& x, Epi& E) {
         ABuf<float> ztile, zrow;
         ztile.reset((size_t)TPIX * KpAll);
         zrow.reset((size_t)K + VW);
-        FpArgs A{this, &V, vals, reqc, ztile.data(), H, W, OH, OW};
+        FpArgs A{this, &V, vals, reqc, xd, full_min, ztile.data(), H, W, OH, OW};
         i64 ex = 0, rq = 0;
         for (i64 tp = p0; tp < p1; tp += TPIX) {
             const i64 te = std::min(p1, tp + TPIX);
