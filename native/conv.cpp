@@ -377,6 +377,8 @@ struct BpArgs {
     const i32* gc;  // [Pout][groups] constraint |G|
     float* btile;   // [TPIX][groups*Cp]
     int H, W, OH, OW;
+    const float* dd = nullptr;  // dense d rows [Pout][KpAll] (nearly dense G only), else null
+    int full_min = 1 << 30;     // list length from which a chunk is walked densely over dd
 };
 }  // namespace
 
@@ -422,9 +424,16 @@ static void bp_block(const BpArgs& A, const i64* px, int np, int g, int cb, i64&
                     i64 off;
                     const int cnt = GV.row(o, ki, ix, off);
                     if (!cnt) continue;
+                    float* br = bt + (size_t)i * CpAll;
+                    if (A.dd && cnt >= A.full_min) {
+                        // (nearly) full G list: dense walk of the chunk, zeros included (and counted)
+                        e += kw;
+                        list_fma<NV>(br, wrs, Cp, A.dd + o * L.KpAll + (size_t)g * L.Kp + (size_t)j * kw, nullptr, 0,
+                                     kw, kw);
+                        continue;
+                    }
                     e += cnt;
                     const float* ET_RESTRICT dv = A.dvals + off;
-                    float* br = bt + (size_t)i * CpAll;
                     list_fma<NV>(br, wrs, Cp, dv, ix, kbase, cnt, kw);
                 }
             }
@@ -646,6 +655,11 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
         }
         const bool skip_px = mmode == 1 && !dense;
         BpArgs A{this, &GV, dvals, gc, nullptr, H, W, OH, OW};
+        // nearly dense G (hard-swish): full-ish list chunks use the dense d rows of WG
+        if (need_wg && !GV.all && Pout * (i64)K > 0 && double(nd) >= 0.7 * double(Pout * (i64)K)) {
+            A.dd = D;
+            A.full_min = std::max(1, (cwB * 4 + 4) / 5);
+        }
         const int CpAll = groups * Cp;
         std::vector<Counts> cnt(T);
 #pragma omp parallel num_threads(T)
