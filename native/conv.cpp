@@ -457,7 +457,7 @@ struct WgArgs {
 };
 }  // namespace
 
-template <int NV, bool PW, bool S1>
+template <int NV, bool PW, bool S1, bool S2 = false>
 static void wg_block(const WgArgs& A, i64 tile, int c, int rs, int kb, i64& ent, i64& req) {
     const ConvLayer& L = *A.L;
     const Transposed& T = *A.T;
@@ -485,6 +485,11 @@ static void wg_block(const WgArgs& A, i64 tile, int c, int rs, int kb, i64& ent,
             int th = (code >> 16) + offh, tw = (code & 0xffff) + offw;
             if (S1) {
                 if ((unsigned)th >= (unsigned)OH || (unsigned)tw >= (unsigned)OW) continue;
+            } else if (S2) {  // stride 2: parity test and shift instead of % and /
+                if (((th | tw) & 1) || th < 0 || tw < 0) continue;
+                th >>= 1;
+                tw >>= 1;
+                if (th >= OH || tw >= OW) continue;
             } else {
                 if (th < 0 || tw < 0 || th % L.sh || tw % L.sw) continue;
                 th /= L.sh;
@@ -552,8 +557,12 @@ using WgFn = void (*)(const WgArgs&, i64, int, int, int, i64&, i64&);
 #define ET_WG_GEO(CG)                                                                                 \
     {nullptr, wg_block_geo<1, CG>, wg_block_geo<2, CG>, wg_block_geo<3, CG>, wg_block_geo<4, CG>,        \
      wg_block_geo<5, CG>, wg_block_geo<6, CG>, wg_block_geo<7, CG>, wg_block_geo<8, CG>}
-static const WgFn wg_table[5][9] = {ET_WG_ROW(false, false), ET_WG_ROW(false, true), ET_WG_ROW(true, true),
-                                    ET_WG_GEO(false), ET_WG_GEO(true)};
+#define ET_WG_S2                                                                                        \
+    {nullptr, wg_block<1, false, false, true>, wg_block<2, false, false, true>, wg_block<3, false, false, true>, \
+     wg_block<4, false, false, true>, wg_block<5, false, false, true>, wg_block<6, false, false, true>,         \
+     wg_block<7, false, false, true>, wg_block<8, false, false, true>}
+static const WgFn wg_table[6][9] = {ET_WG_ROW(false, false), ET_WG_ROW(false, true), ET_WG_ROW(true, true),
+                                    ET_WG_GEO(false), ET_WG_GEO(true), ET_WG_S2};
 
 bool ConvLayer::wg_geo(TGeo& G) const {
     if (pointwise || sh != 1 || sw != 1 || R * S > 32) return false;
@@ -742,7 +751,10 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
         if (!dense)
             for (i64 i = 0; i < Pout * groups && !any_empty; i++) any_empty = gc[i] == 0;
         WgArgs A{this, &TT, D, gc, dWp.data(), OH, OW, in->a_constrained, any_empty};
-        const int var = hg ? (any_empty ? 4 : 3) : pointwise ? 2 : ((sh == 1 && sw == 1) ? 1 : 0);
+        const int var = hg ? (any_empty ? 4 : 3)
+                        : pointwise ? 2
+                        : (sh == 1 && sw == 1) ? 1
+                        : (sh == 2 && sw == 2) ? 5 : 0;
         std::vector<Counts> cnt(T);
 #pragma omp parallel num_threads(T)
         {
