@@ -415,8 +415,10 @@ static void bp_block(const BpArgs& A, const i64* px, int np, int g, int cb, i64&
                 for (int i = 0; i < np; i++) {
                     int th = ihh[i] - r * L.dh, tw = iww[i] - s * L.dw;
                     if (th < 0 || tw < 0) continue;
-                    if (L.sh != 1) { if (th % L.sh) continue; th /= L.sh; }
-                    if (L.sw != 1) { if (tw % L.sw) continue; tw /= L.sw; }
+                    if (L.sh == 2) { if (th & 1) continue; th >>= 1; }  // common stride: no division
+                    else if (L.sh != 1) { if (th % L.sh) continue; th /= L.sh; }
+                    if (L.sw == 2) { if (tw & 1) continue; tw >>= 1; }
+                    else if (L.sw != 1) { if (tw % L.sw) continue; tw /= L.sw; }
                     if (th >= OH || tw >= OW) continue;
                     const i64 o = ((i64)nn[i] * OH + th) * OW + tw;
                     if (j == 0 && tapreq) tapreq[i] += A.gc[o * groups + g];
@@ -936,13 +938,15 @@ void ConvLayer::bwd_depthwise(const float* grad_a, float* g_in, const ActInfo* p
                 const u8* mpr = mp.data() + p * C;
                 for (int r = 0; r < R; r++) {
                     int th = ih + pt - r * dh;
-                    if (th < 0 || th % sh) continue;
-                    th /= sh;
+                    if (th < 0) continue;
+                    if (sh == 2) { if (th & 1) continue; th >>= 1; }
+                    else { if (th % sh) continue; th /= sh; }
                     if (th >= OH) continue;
                     for (int s = 0; s < S; s++) {
                         int tw = iw + pl - s * dw;
-                        if (tw < 0 || tw % sw) continue;
-                        tw /= sw;
+                        if (tw < 0) continue;
+                        if (sw == 2) { if (tw & 1) continue; tw >>= 1; }
+                        else { if (tw % sw) continue; tw /= sw; }
                         if (tw >= OW) continue;
                         const i64 o = (i64)n * OHW + (i64)th * OW + tw;
                         const u8* mgr = mg.data() + o * C;
