@@ -45,18 +45,8 @@ def layer_table(model: Model, vals: Dict[str, np.ndarray], dvals: Dict[str, np.n
     rows = []
     for node in model.weight_layers():
         act = model.activation_after(node)
-        z, x = vals[node.output], vals[node.inputs[0]]
-        a = vals[act.output] if act else z
-        d = dvals.get(node.output, np.zeros_like(z))
-        g_out = g_mask(act.op if act else None, z, act.attrs if act else {})
-        prev = producers.get(node.inputs[0])
-        while prev is not None and prev.op in ("flatten", "reshape"):   # masks survive reshaping
-            prev = producers.get(prev.inputs[0])
-        if prev is not None and prev.op in ("relu", "clip", "hardswish", "hardsigmoid", "leakyrelu", "sigmoid"):
-            g_in = g_mask(prev.op, vals[prev.inputs[0]], prev.attrs).reshape(x.shape)
-        else:
-            g_in = np.ones(x.shape, bool)
-        a_in = x != 0
+        m = layer_masks(model, node, vals, dvals, producers)
+        a, d, a_in, g_in, g_out = m["a"], m["d"], m["a_in"], m["g_in"], m["g_out"]
         dense, req = _macs(node, a_in, g_in, g_out, model.params[node.params["W"]].shape)
         if not needs[node.name]:
             dense["bp"] = req["bp"] = 0
@@ -68,6 +58,24 @@ def layer_table(model: Model, vals: Dict[str, np.ndarray], dvals: Dict[str, np.n
                      "grad_sparsity": float((d == 0).mean()),
                      "macs_dense": dense, "macs_required": req})
     return rows
+
+
+def layer_masks(model, node, vals, dvals, producers) -> dict:
+    """The operand masks of one Conv/Gemm layer on a recorded step: input x and its non-zeros
+    a_in, the G of the input (from the producing activation, through reshapes) and of the
+    output, the output activation a, the error d = dL/dz, and the producer of x (prev)."""
+    act = model.activation_after(node)
+    z, x = vals[node.output], vals[node.inputs[0]]
+    prev = producers.get(node.inputs[0])
+    while prev is not None and prev.op in ("flatten", "reshape"):   # masks survive reshaping
+        prev = producers.get(prev.inputs[0])
+    if prev is not None and prev.op in ("relu", "clip", "hardswish", "hardsigmoid", "leakyrelu", "sigmoid"):
+        g_in = g_mask(prev.op, vals[prev.inputs[0]], prev.attrs).reshape(x.shape)
+    else:
+        g_in = np.ones(x.shape, bool)
+    return {"act": act, "prev": prev, "z": z, "x": x, "a": vals[act.output] if act else z,
+            "d": dvals.get(node.output, np.zeros_like(z)), "a_in": x != 0, "g_in": g_in,
+            "g_out": g_mask(act.op if act else None, z, act.attrs if act else {})}
 
 
 def _needs_input_grad(model, want):

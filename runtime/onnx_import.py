@@ -3,7 +3,7 @@ for CNNs and MLPs; everything else is a clear error naming the op and node."""
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 

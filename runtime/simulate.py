@@ -246,7 +246,7 @@ def _stored_bytes(arr_nonzero: int, size: int, bits: int, eb: int) -> float:
 def simulate_step(model, vals, dvals, trainable, cfg) -> List[dict]:
     """Model one recorded training step: one row per Conv/Gemm layer with, per design and phase,
     macs, cycles, utilisation and energy parts (pJ)."""
-    from .layer_stats import g_mask, layer_table
+    from .layer_stats import layer_masks, layer_table
 
     table = {r["name"]: r for r in layer_table(model, vals, dvals, trainable)}
     rows_, cols = cfg["pe_rows"], cfg["pe_cols"]
@@ -264,20 +264,10 @@ def simulate_step(model, vals, dvals, trainable, cfg) -> List[dict]:
     out_rows = []
     for node in model.weight_layers():
         t = table[node.name]
-        act = model.activation_after(node)
         W = model.params[node.params["W"]]
-        x, z = vals[node.inputs[0]], vals[node.output]
-        a_out = vals[act.output] if act else z
-        d = dvals.get(node.output, np.zeros_like(z))
-        g_out = g_mask(act.op if act else None, z, act.attrs if act else {})
-        prev = producers.get(node.inputs[0])
-        while prev is not None and prev.op in ("flatten", "reshape"):
-            prev = producers.get(prev.inputs[0])
-        if prev is not None and prev.op in ("relu", "clip", "hardswish", "hardsigmoid", "leakyrelu", "sigmoid"):
-            g_in = g_mask(prev.op, vals[prev.inputs[0]], prev.attrs).reshape(x.shape)
-        else:
-            g_in = np.ones(x.shape, bool)
-        a_in = x != 0
+        m = layer_masks(model, node, vals, dvals, producers)
+        act, x, z, a_out, d = m["act"], m["x"], m["z"], m["a"], m["d"]
+        a_in, g_in, g_out, prev = m["a_in"], m["g_in"], m["g_out"], m["prev"]
         ones_in, ones_out = np.ones(x.shape, bool), np.ones(z.shape, bool)
         d_nz = d != 0
         need = {"fp": True, "bp": t["macs_dense"]["bp"] > 0, "wg": t["macs_dense"]["wg"] > 0}

@@ -10,7 +10,7 @@ from .engines.dense_ops import reshape_target
 def available() -> bool:
     """Whether torch can be imported."""
     try:
-        import torch  # noqa: F401
+        import torch  # noqa: F401  (probe only)
     except ImportError:
         return False
     return True

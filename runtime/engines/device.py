@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from typing import Dict, List, Optional
 
 import numpy as np

@@ -227,7 +227,7 @@ class NativeEngine(Engine):
         return loss, grads, logits, {"fp": t_fp, "bp": t_bp, "wg": t_wg}
 
     def _backward(self, vals, infos, ctx, flat, dlogits):
-        want, p = set(self.trainable), self.params
+        want = set(self.trainable)
         out = self.model.output_name
         d = {out: dlogits if vals[out].ndim == 2 else np.ascontiguousarray(dlogits.transpose(0, 2, 3, 1))}
         grads: Dict[str, np.ndarray] = {}
