@@ -600,6 +600,7 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
     const i64* gptr = GV.all ? nullptr : GV.ptr;
     const i32* gidx = GV.all ? nullptr : GV.idx;
     const bool hs = O.act == ACT_HSWISH;
+    const bool g1 = groups == 1;
 #pragma omp parallel num_threads(T)
     {
         const int t = thread_id();
@@ -622,7 +623,7 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
                         d = f != 0.f ? d * f : 0.f;
                     }
                     if (need_bp) dvals[j] = d;
-                    if (Dr) Dr[(k / Kg) * Kp + k % Kg] = d;
+                    if (Dr) Dr[g1 ? k : (k / Kg) * Kp + k % Kg] = d;  // no division when ungrouped
                     dbl[k] += d;
                 }
             } else {
