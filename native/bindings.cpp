@@ -31,7 +31,20 @@ struct Guard {  // release the GIL, take the kernel lock
 };
 
 template <class T>
-py::array_t<T> make_arr(std::vector<py::ssize_t> shape) { return py::array_t<T>(shape); }
+py::array_t<T> make_arr(std::vector<py::ssize_t> shape) {
+    // recycled storage (see common.hpp big_alloc): no page faults per step
+    size_t n = 1;
+    for (auto d : shape) n *= (size_t)std::max<py::ssize_t>(d, 0);
+    const size_t bytes = std::max<size_t>(64, (n * sizeof(T) + 63) / 64 * 64);
+    auto* blk = new PooledBlock();
+    blk->p = big_alloc(bytes, blk->cap);
+    py::capsule owner(blk, [](void* q) {
+        auto* b = static_cast<PooledBlock*>(q);
+        big_free(b->p, b->cap);
+        delete b;
+    });
+    return py::array_t<T>(shape, static_cast<T*>(blk->p), owner);
+}
 
 InfoPtr analyze(farr x, bool dense) {
     if (x.ndim() != 4 && x.ndim() != 2) throw std::invalid_argument("analyze_input: x must be NHWC (4-D) or (N, F) (2-D)");

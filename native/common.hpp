@@ -61,6 +61,14 @@ void* big_alloc(size_t bytes, size_t& cap);
 void big_free(void* p, size_t cap);
 size_t release_cached();  // free every idle block, returns bytes released
 
+// Owner of a recycled block handed to Python (numpy base object): returns the
+// block to the recycler when the array dies, so per-step output arrays do not
+// page-fault fresh memory every call.
+struct PooledBlock {
+    void* p = nullptr;
+    size_t cap = 0;
+};
+
 // Uninitialised, 64-byte aligned buffer (no zero-fill cost unless asked).
 template <class T>
 struct ABuf {
