@@ -22,7 +22,6 @@ from edgetune.runtime.optim import OptimizerConfig
 
 from test_emulator import Host
 
-pytest.importorskip("edgetune.runtime.engines.native")
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models")
 CFG = OptimizerConfig(name="sgd", lr=0.05)

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+import onnx  # noqa: E402  (runtime dependencies: never skipped)
+import onnxruntime as ort  # noqa: E402
 
 from edgetune import models  # noqa: E402
 
