@@ -61,7 +61,7 @@ class SparseInfo:
     def g_sparsity(self) -> float:
         """1 - g_count/size."""
     def stored_bytes(self) -> int:
-        """Bytes of the compressed storage kept for backward (bits + packed values + curved z)."""
+        """Bytes of the compressed storage kept for backward (state bits + one float per stored value)."""
     def dense_bytes(self) -> int:
         """Bytes of the same activation stored densely (size * 4)."""
     def plan_bytes(self) -> int:
@@ -79,7 +79,11 @@ class SparseInfo:
     def g_lists(self) -> Tuple[npt.NDArray[np.int64], npt.NDArray[np.int32]]:
         """CSR (ptr[P+1], channel idx) of G per pixel."""
     def packed_values(self) -> F32:
-        """The stored values, aligned with pixel_lists (dense a when dense/unconstrained)."""
+        """The stored values, aligned with pixel_lists (dense when dense/unconstrained).
+
+        These are the values of a, except for hard-swish, where an element in the
+        curved region (state 1) holds z (a = z*(z+3)/6 is recomputed from it) and
+        one in the identity region (state 2) holds a (= z). decompress() returns a."""
     def channel_counts(self) -> npt.NDArray[np.int64]:
         """|A| per channel."""
     def pixel_counts(self) -> Tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:

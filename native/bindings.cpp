@@ -117,6 +117,8 @@ py::tuple lists(ActInfo& I, bool g) {
     return py::make_tuple(ptr, idx);
 }
 
+// The stored values (what FP keeps), aligned with the A lists: a, except
+// hard-swish where curved elements hold z and identity elements hold a (= z).
 py::array_t<float> packed_values(ActInfo& I) {
     auto a = make_arr<float>({I.nvals});
     std::memcpy(a.mutable_data(), I.vals.data(), sizeof(float) * I.nvals);

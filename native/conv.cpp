@@ -251,7 +251,7 @@ static const FpFn fp_table[9] = {nullptr, fp_block<1>, fp_block<2>, fp_block<3>,
 
 void ConvLayer::fp_general(const InfoPtr& x, Epi& E) {
     RowView V = x->view_a(C / cwF);
-    const float* vals = x->vals.data();
+    const float* vals = x->a_values();  // a along the A lists (recomputed for hard-swish)
     const i32* reqc = x->group_counts(0, groups);
     // nearly dense sparse-mode input (hard-swish, images): rows whose list
     // covers >= 80% of a chunk take the index-free dense loop over a dense copy
@@ -614,13 +614,20 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
             if (gptr) {
                 // sparse: d is computed only along the G list (f' = 1 there except the curved hard-swish part)
                 if (Dr) std::memset(Dr, 0, sizeof(float) * KpAll);
-                i64 zi = hs ? O.zc_ptr[o] : 0;
+                // hard-swish: G ⊇ A; the stored value of a curved element is z,
+                // a curved element outside A has z == 0 (up to underflow): f' = 1/2
+                i64 ja = hs ? O.a_ptr[o] : 0;
+                const i64 jae = hs ? O.a_ptr[o + 1] : 0;
                 for (i64 j = gptr[o]; j < gptr[o + 1]; j++) {
                     const int k = gidx[j];
                     float d = ga[k];
-                    if (hs && O.state(o * K + k) == 1) {
-                        const float f = O.zc[zi++] / 3.f + 0.5f;
-                        d = f != 0.f ? d * f : 0.f;
+                    if (hs) {
+                        const bool inA = ja < jae && O.a_idx[ja] == k;
+                        if (O.state(o * K + k) == 1) {
+                            const float f = (inA ? O.vals[ja] : 0.f) / 3.f + 0.5f;
+                            d = f != 0.f ? d * f : 0.f;
+                        }
+                        if (inA) ja++;
                     }
                     if (need_bp) dvals[j] = d;
                     if (Dr) Dr[g1 ? k : (k / Kg) * Kp + k % Kg] = d;  // no division when ungrouped

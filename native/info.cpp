@@ -44,12 +44,12 @@ const i32* iota_ptr(int n) {
 namespace {
 struct Scratch {
     ABuf<i32> ai, gi;
-    ABuf<float> av, zc;
+    ABuf<float> av;
     ABuf<u8> st, st2;  // state bit planes (s & 1, s >> 1)
-    ABuf<float> arow;
+    ABuf<float> arow, vrow;  // vrow: stored values (hard-swish)
     int stride = -1;
     ABuf<u8> nzb, gb;  // padded to a multiple of 64 with zeros
-    i64 na = 0, ng = 0, nz = 0;
+    i64 na = 0, ng = 0;
     std::vector<i64> chan;
     i64 p0 = 0, p1 = 0;
 };
@@ -71,8 +71,7 @@ static inline float actf(float z, float alpha, float lo, float hi, int& s) {
         return std::min(std::max(z, lo), hi);
     } else if constexpr (ACT == ACT_HSWISH) {
         s = int(z > -3.f) + int(z >= 3.f);  // torch: f'(-3) = 0, f'(3) = 1
-        const float t = std::min(std::max(z + 3.f, 0.f), 6.f);
-        return z * t / 6.f;
+        return hswish_a(z);
     } else if constexpr (ACT == ACT_LEAKY) {
         s = z > 0.f;
         return z > 0.f ? z : z * alpha;
@@ -184,6 +183,11 @@ static void row_t(Epi& E, Scratch& S, i64 p, const float* ET_RESTRICT z) {
             s1[k] = (u8)((zk > t0) & (zk < t1));
             s2[k] = (u8)(zk >= t1);
         }
+        if constexpr (ACT == ACT_HSWISH) {
+            // stored value: z where curved (a is recomputed from it), a elsewhere
+            float* ET_RESTRICT vrow = S.vrow.data();
+            for (int k = 0; k < K; k++) vrow[k] = s1[k] ? z[k] : arow[k];
+        }
     } else if constexpr (ACT == ACT_LEAKY) {
         for (int k = 0; k < K; k++) s1[k] = (u8)(z[k] > 0.f);
     }
@@ -203,7 +207,8 @@ static void row_t(Epi& E, Scratch& S, i64 p, const float* ET_RESTRICT z) {
     if (gsrc) for (int k = 0; k < K; k++) gcount += gsrc[k];
     else gcount = K;
     if (E.aout) std::memcpy(E.aout + p * K, arow, sizeof(float) * K);
-    if (!LA) std::memcpy(I.vals.data() + p * K, arow, sizeof(float) * K);
+    const float* ET_RESTRICT srow = ACT == ACT_HSWISH ? S.vrow.data() : arow;  // stored values
+    if (!LA) std::memcpy(I.vals.data() + p * K, srow, sizeof(float) * K);
     const int nw = (K + 63) >> 6;
     if (I.bpe == 1) {
         // state bit: ReLU a > 0 (= nzb), LeakyReLU z > 0 (= st)
@@ -226,7 +231,7 @@ static void row_t(Epi& E, Scratch& S, i64 p, const float* ET_RESTRICT z) {
         }
     }
     // compaction by iterating set bits (cost ~ nnz, no mispredicted branches)
-    i64 na = S.na, ng = S.ng, nzc = S.nz;
+    i64 na = S.na, ng = S.ng;
     if (LA) {
         i32* ET_RESTRICT ai = S.ai.data();
         float* ET_RESTRICT av = S.av.data();
@@ -234,7 +239,7 @@ static void row_t(Epi& E, Scratch& S, i64 p, const float* ET_RESTRICT z) {
             for (u64 m = pack_bytes64(nzb + (w << 6)); m; m &= m - 1) {
                 const int k = (w << 6) + ctz64(m);
                 ai[na] = k;
-                av[na] = arow[k];
+                av[na] = srow[k];
                 na++;
             }
     }
@@ -243,21 +248,13 @@ static void row_t(Epi& E, Scratch& S, i64 p, const float* ET_RESTRICT z) {
         for (int w = 0; w < nw; w++)
             for (u64 m = pack_bytes64(gsrc + (w << 6)); m; m &= m - 1) gi[ng++] = (w << 6) + ctz64(m);
     }
-    if constexpr (ACT == ACT_HSWISH) {
-        float* ET_RESTRICT zcb = S.zc.data();
-        for (int w = 0; w < nw; w++) {
-            // curved = state 1
-            for (u64 m = pack_bytes64(s1 + (w << 6)); m; m &= m - 1) zcb[nzc++] = z[(w << 6) + ctz64(m)];
-        }
-    }
     if (!I.a_constrained) acount = K;
     if (dense_kind) gcount = K;
     I.acnt[p] = acount;
     I.gcnt[p] = gcount;
     if (LA) I.a_ptr[p + 1] = na - S.na;
     if (LG) I.g_ptr[p + 1] = ng - S.ng;
-    if constexpr (ACT == ACT_HSWISH) I.zc_ptr[p + 1] = nzc - S.nz;
-    S.na = na; S.ng = ng; S.nz = nzc;
+    S.na = na; S.ng = ng;
 }
 
 template <int ACT>
@@ -279,7 +276,6 @@ void Epi::begin(ActInfo* info, float* a_out, int maxthreads) {
     const i64 P = I->P;
     if (listA) { I->a_ptr.reset(P + 1); I->a_ptr[0] = 0; }
     if (listG) { I->g_ptr.reset(P + 1); I->g_ptr[0] = 0; }
-    if (I->act == ACT_HSWISH) { I->zc_ptr.reset(P + 1); I->zc_ptr[0] = 0; }
     if (I->bpe) {
         I->nwords = (P * K * I->bpe + 63) / 64;
         I->bits.reset(I->nwords, true);
@@ -293,7 +289,7 @@ void Epi::begin(ActInfo* info, float* a_out, int maxthreads) {
     for (int t = 0; t < maxthreads; t++) {
         Scratch& S = *pl[t];
         S.chan.assign(K, 0);
-        S.na = S.ng = S.nz = 0;
+        S.na = S.ng = 0;
         S.p0 = S.p1 = 0;
     }
 }
@@ -305,8 +301,8 @@ void Epi::start(int tid, i64 p0, i64 p1) {
     size_t n = (size_t)std::max<i64>(p1 - p0, 0) * K;
     if (listA) { S.ai.ensure(n); S.av.ensure(n); }
     if (listG) S.gi.ensure(n);
-    if (I->act == ACT_HSWISH) S.zc.ensure(n);
     S.arow.ensure(K);
+    S.vrow.ensure(K);
     const size_t K64 = (size_t)(K + 63) / 64 * 64;
     if (S.nzb.size() < K64 || S.stride != K) {
         S.nzb.reset(K64, true);
@@ -342,34 +338,29 @@ void Epi::finish() {
     }
     if (cover != I->P) throw std::logic_error("epilogue ranges do not cover the pixels");
     const int nr = (int)rs.size();
-    std::vector<i64> oa(nr + 1, 0), og(nr + 1, 0), oz(nr + 1, 0);
+    std::vector<i64> oa(nr + 1, 0), og(nr + 1, 0);
     for (int i = 0; i < nr; i++) {
         oa[i + 1] = oa[i] + rs[i]->na;
         og[i + 1] = og[i] + rs[i]->ng;
-        oz[i + 1] = oz[i] + rs[i]->nz;
     }
-    const bool hs = I->act == ACT_HSWISH;
     if (listA) { I->a_idx.reset(oa[nr]); I->vals.reset(oa[nr]); I->nvals = oa[nr]; }
     if (listG) { I->g_idx.reset(og[nr]); I->nnz_g = og[nr]; }
-    if (hs) { I->zc.reset(oz[nr]); I->nzc = oz[nr]; }
     const int K = this->K;
     ActInfo* In = I;
     const bool lA = listA, lG = listG;
 #pragma omp parallel for schedule(static, 1)
     for (int i = 0; i < nr; i++) {
         Scratch& S = *rs[i];
-        i64 ca = oa[i], cg = og[i], cz = oz[i];
+        i64 ca = oa[i], cg = og[i];
         for (i64 p = S.p0; p < S.p1; p++) {
             if (lA) { ca += In->a_ptr[p + 1]; In->a_ptr[p + 1] = ca; }
             if (lG) { cg += In->g_ptr[p + 1]; In->g_ptr[p + 1] = cg; }
-            if (hs) { cz += In->zc_ptr[p + 1]; In->zc_ptr[p + 1] = cz; }
         }
         if (lA && S.na) {
             std::memcpy(In->a_idx.data() + oa[i], S.ai.data(), S.na * sizeof(i32));
             std::memcpy(In->vals.data() + oa[i], S.av.data(), S.na * sizeof(float));
         }
         if (lG && S.ng) std::memcpy(In->g_idx.data() + og[i], S.gi.data(), S.ng * sizeof(i32));
-        if (hs && S.nz) std::memcpy(In->zc.data() + oz[i], S.zc.data(), S.nz * sizeof(float));
     }
     I->chan_nnz.assign(K, 0);
     for (Scratch* s : rs)
@@ -514,8 +505,33 @@ const i32* ActInfo::group_counts(int which, int groups) {
     return res.first->second.data();
 }
 
+const float* ActInfo::a_values() {
+    if (act != ACT_HSWISH) return vals.data();
+    std::lock_guard<std::mutex> lk(mu);
+    if (a_cache) return a_cache->data();
+    auto d = std::make_unique<ABuf<float>>();
+    d->reset(std::max<i64>(nvals, 1));
+    float* o = d->data();
+    const ActInfo& I = *this;
+#pragma omp parallel for schedule(static)
+    for (i64 p = 0; p < P; p++) {
+        if (I.a_all) {
+            for (int k = 0; k < C; k++) {
+                const i64 e = p * C + k;
+                o[e] = hswish_from_stored(I.vals[e], I.state(e));
+            }
+        } else {
+            for (i64 j = I.a_ptr[p]; j < I.a_ptr[p + 1]; j++)
+                o[j] = hswish_from_stored(I.vals[j], I.state(p * C + I.a_idx[j]));
+        }
+    }
+    a_cache = std::move(d);
+    return a_cache->data();
+}
+
 const float* ActInfo::dense_values() {
-    if (a_all) return vals.data();
+    const float* av = a_values();
+    if (a_all) return av;
     std::lock_guard<std::mutex> lk(mu);
     if (dense_cache) return dense_cache->data();
     auto d = std::make_unique<ABuf<float>>();
@@ -525,13 +541,14 @@ const float* ActInfo::dense_values() {
     for (i64 p = 0; p < P; p++) {
         float* r = o + p * C;
         std::fill(r, r + C, 0.f);
-        for (i64 j = a_ptr[p]; j < a_ptr[p + 1]; j++) r[a_idx[j]] = vals[j];
+        for (i64 j = a_ptr[p]; j < a_ptr[p + 1]; j++) r[a_idx[j]] = av[j];
     }
     dense_cache = std::move(d);
     return dense_cache->data();
 }
 
 const Transposed& ActInfo::transposed(bool pointwise, int tile_px, const TGeo* geo) {
+    const float* av = a_values();
     std::lock_guard<std::mutex> lk(mu);
     if (pointwise) geo = nullptr;
     for (auto& t : tcache)
@@ -610,7 +627,7 @@ const Transposed& ActInfo::transposed(bool pointwise, int tile_px, const TGeo* g
                     }
                 }
                 if (all_) {
-                    const float* v = self->vals.data() + p * C;
+                    const float* v = av + p * C;
                     for (int c = 0; c < C; c++) {
                         i64 pos = cnt[c]++;
                         Tp->pix[pos] = code;
@@ -621,7 +638,7 @@ const Transposed& ActInfo::transposed(bool pointwise, int tile_px, const TGeo* g
                     for (i64 j = self->a_ptr[p]; j < self->a_ptr[p + 1]; j++) {
                         i64 pos = cnt[self->a_idx[j]]++;
                         Tp->pix[pos] = code;
-                        Tp->val[pos] = self->vals[j];
+                        Tp->val[pos] = av[j];
                         if (geo) Tp->vmask[pos] = vm;
                     }
                 }
@@ -633,14 +650,16 @@ const Transposed& ActInfo::transposed(bool pointwise, int tile_px, const TGeo* g
 }
 
 i64 ActInfo::stored_bytes() const {
-    return nwords * 8 + nvals * 4 + nzc * 4;
+    // state bits + one float per stored value (a_cache/dense_cache are
+    // recomputable scratch of the kernels, not kept by FP)
+    return nwords * 8 + nvals * 4;
 }
 
 i64 ActInfo::plan_bytes() const {
     i64 b = 0;
     b += (i64)a_ptr.size() * 8 + (i64)a_idx.size() * 4;
     b += (i64)g_ptr.size() * 8 + (i64)g_idx.size() * 4;
-    b += (i64)zc_ptr.size() * 8 + (i64)acnt.size() * 4 + (i64)gcnt.size() * 4;
+    b += (i64)acnt.size() * 4 + (i64)gcnt.size() * 4;
     b += (i64)chan_nnz.size() * 8;
     for (auto& t : tcache)
         b += (i64)t->ptr.size() * 8 + (i64)t->pix.size() * 4 + (i64)t->val.size() * 4 + (i64)t->vmask.size() * 4;
@@ -663,10 +682,15 @@ void fprime_row(ActInfo& I, i64 p, float* fp) {
             for (int k = 0; k < K; k++) fp[k] = I.state(e0 + k) == 1 ? 1.f : 0.f;
             break;
         case ACT_HSWISH: {
-            i64 zi = I.zc_ptr[p];
+            // curved: z is the stored value; curved but outside A (a == 0): z == 0 up to underflow, f' = 1/2
+            i64 j = I.a_all ? e0 : I.a_ptr[p];
+            const i64 je = I.a_all ? e0 + K : I.a_ptr[p + 1];
             for (int k = 0; k < K; k++) {
-                int s = I.state(e0 + k);
-                fp[k] = s == 1 ? (I.zc[zi++] / 3.f + 0.5f) : (s == 2 ? 1.f : 0.f);
+                const int s = I.state(e0 + k);
+                const bool inA = I.a_all || (j < je && I.a_idx[j] == k);
+                const float zv = inA ? I.vals[j] : 0.f;
+                if (inA) j++;
+                fp[k] = s == 1 ? (zv / 3.f + 0.5f) : (s == 2 ? 1.f : 0.f);
             }
             break;
         }
@@ -700,21 +724,27 @@ void grad_z_dense(ActInfo& I, const float* grad_a, float* d) {
 
 // Rebuild a z that reproduces the stored states (exact for the stored data).
 static void reconstruct_z(ActInfo& I, float* z) {
-    const float* a = I.dense_values();
     const int K = I.C;
+    if (I.act == ACT_HSWISH) {
+        // stored values: z where curved, a (= z) in the identity region
 #pragma omp parallel for schedule(static)
-    for (i64 p = 0; p < I.P; p++) {
-        i64 zi = I.act == ACT_HSWISH ? I.zc_ptr[p] : 0;
-        for (int k = 0; k < K; k++) {
-            const i64 e = p * K + k;
-            if (I.act == ACT_HSWISH) {
-                int s = I.state(e);
-                z[e] = s == 0 ? -4.f : (s == 1 ? I.zc[zi++] : a[e]);
-            } else {
-                z[e] = a[e];
+        for (i64 p = 0; p < I.P; p++) {
+            i64 j = I.a_all ? p * K : I.a_ptr[p];
+            const i64 je = I.a_all ? (p + 1) * K : I.a_ptr[p + 1];
+            for (int k = 0; k < K; k++) {
+                const i64 e = p * K + k;
+                const int s = I.state(e);
+                const bool inA = I.a_all || (j < je && I.a_idx[j] == k);
+                const float v = inA ? I.vals[j] : 0.f;
+                if (inA) j++;
+                z[e] = s == 0 ? -4.f : v;
             }
         }
+        return;
     }
+    const float* a = I.dense_values();
+#pragma omp parallel for schedule(static)
+    for (i64 e = 0; e < I.P * K; e++) z[e] = a[e];
 }
 
 static InfoPtr copy_dense_kind(const InfoPtr& in, bool dense, int N, int H, int W, int C) {

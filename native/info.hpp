@@ -3,8 +3,12 @@
 //  * compressed storage (counted by stored_bytes):
 //      ReLU      1-bit mask + packed non-zeros of a
 //      ReLU6/Clip(0,hi)  2-bit state (0 zero, 1 linear, 2 saturated) + packed a
-//      hard-swish 2-bit region (0: z<=-3, 1: curved, 2: z>=3) + packed a
-//                 + z only where curved
+//      hard-swish 2-bit region (0: z<=-3, 1: curved, 2: z>=3) + one float
+//                 per non-zero of a, packed along the A lists: z where the
+//                 function is curved (a = z*(z+3)/6 is recomputed from it,
+//                 bit-exactly, see hswish_a), a (= z) in the identity region.
+//                 Curved elements with a == 0 (z == 0 up to underflow) keep
+//                 nothing: f' = 1/2 there.
 //      others    dense a (+1-bit sign mask for LeakyReLU, 2-bit state for Clip(lo!=0))
 //  * plan (counted by plan_bytes, built during FP, never by searching for
 //    zeros except in analyze_input): per-pixel lists of non-zero channels of a
@@ -81,6 +85,12 @@ struct Transposed {
     ABuf<float> val;
 };
 
+// hard-swish value (the one expression used both by FP and by reconstruction)
+static inline float hswish_a(float z) {
+    const float t = std::min(std::max(z + 3.f, 0.f), 6.f);
+    return z * t / 6.f;
+}
+
 struct ActInfo {
     int N = 0, H = 0, W = 0, C = 0;
     i64 P = 0;
@@ -95,16 +105,16 @@ struct ActInfo {
     int bpe = 0;
     ABuf<u64> bits;
     i64 nwords = 0;
-    ABuf<float> vals;  // packed a (sparse) or dense a
+    // stored values, packed along the A lists (sparse) or dense (a_all):
+    // a, except hard-swish (z where curved, a elsewhere). Kernels that need a
+    // read a_values() / dense_values().
+    ABuf<float> vals;
     i64 nvals = 0;
     ABuf<i64> a_ptr;
     ABuf<i32> a_idx;
     ABuf<i64> g_ptr;
     ABuf<i32> g_idx;
     i64 nnz_g = 0;
-    ABuf<float> zc;  // hswish: z in curved region, element order
-    ABuf<i64> zc_ptr;
-    i64 nzc = 0;
     ABuf<i32> acnt, gcnt;  // constraint counts per pixel (|A(p)|, |G(p)|)
     i64 nnz_a = 0, cnt_g = 0;
     std::vector<i64> chan_nnz;  // |A| per channel
@@ -114,7 +124,10 @@ struct ActInfo {
     std::vector<std::unique_ptr<Transposed>> tcache;
     std::map<std::pair<int, int>, ABuf<i32>> gofs_cache;    // (which, groups)
     std::map<std::pair<int, int>, ABuf<i32>> gcount_cache;  // (which, groups) -> [P][groups]
+    // Recomputable scratch materialised on demand by the kernels (not what FP
+    // keeps, hence not counted by stored_bytes/plan_bytes).
     std::unique_ptr<ABuf<float>> dense_cache;
+    std::unique_ptr<ABuf<float>> a_cache;  // hard-swish: a aligned with vals
 
     // state code of element e (0 when bpe == 0)
     inline int state(i64 e) const {
@@ -137,7 +150,10 @@ struct ActInfo {
     const i32* gofs(int which, int groups);          // which: 0 = A lists, 1 = G lists
     const i32* group_counts(int which, int groups);  // [P][groups] constraint counts
     const Transposed& transposed(bool pointwise, int tile_px, const TGeo* geo = nullptr);
-    const float* dense_values();  // dense a (materialised once if sparse)
+    const float* dense_values();  // dense a (materialised once if sparse or hard-swish)
+    const float* a_values();      // a aligned with vals (== vals except hard-swish)
+    // stored value of an element (state s) of a hard-swish activation -> a
+    static inline float hswish_from_stored(float v, int s) { return s == 1 ? hswish_a(v) : v; }
 
     i64 stored_bytes() const;
     i64 plan_bytes() const;

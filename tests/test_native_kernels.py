@@ -202,6 +202,38 @@ def test_stored_bytes_other_acts():
     assert il.stored_bytes() <= dense + dense / 32 + 64
 
 
+def test_stored_bytes_hardswish_one_float_per_nonzero():
+    """hard-swish keeps 2-bit regions plus one float per non-zero (z where curved,
+    a where identity): at most dense + dense/16 even when almost everything is curved."""
+    rng = np.random.default_rng(11)
+    z = rng.uniform(-2.9, 2.9, (3, 8, 8, 24)).astype(np.float32)
+    z.reshape(-1)[::17] = 4.0    # identity region
+    z.reshape(-1)[5::23] = -5.0  # zero region
+    z.reshape(-1)[7::31] = 0.0   # curved with a == 0
+    dense = z.size * 4
+    for dense_mode in (False, True):
+        a, info = _native.activate(z, "hardswish", dense=dense_mode)
+        assert info.stored_bytes() <= dense + dense / 16 + 64
+        if not dense_mode:
+            assert info.stored_bytes() <= np.count_nonzero(a) * 4 + dense / 16 + 64
+        # a is reconstructed exactly from the stored z / a
+        assert np.array_equal(info.decompress(), a)
+        ptr, idx = info.pixel_lists()
+        pv = info.packed_values()
+        if not dense_mode:
+            flat_z = z.reshape(-1, z.shape[-1])
+            flat_a = a.reshape(-1, a.shape[-1])
+            rows = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
+            zz, aa = flat_z[rows, idx], flat_a[rows, idx]
+            curved = (zz > -3) & (zz < 3)
+            assert np.array_equal(pv[curved], zz[curved])
+            assert np.array_equal(pv[~curved], aa[~curved])
+        g = rng.standard_normal(z.shape).astype(np.float32)
+        close(info.grad_z(g), g * act_df(z, 3))
+        f32 = np.float32
+        fp = np.where(z <= -3, f32(0), np.where(z < 3, z / f32(3) + f32(0.5), f32(1))).astype(f32)
+        assert np.array_equal(info.grad_z(g), np.where(fp != 0, g * fp, f32(0)))
+
 # ----------------------------------------------------------------------------- conv
 # (N, H, W, C, K, (R, S), stride, pads(t,l,b,r), dilation, groups)
 CONV_CASES = [
