@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-_native = pytest.importorskip("edgetune._native")
+from edgetune import _native  # required: a broken build must fail, not skip
 
 ACTS = {"none": 0, "relu": 1, "relu6": 2, "hardswish": 3, "leaky": 4, "sigmoid": 5}
 ALPHA = 0.1
