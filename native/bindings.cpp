@@ -6,6 +6,7 @@
 #include <mutex>
 
 #include "conv.hpp"
+#include "pooled_array.hpp"
 
 namespace py = pybind11;
 using namespace et;
@@ -30,21 +31,6 @@ struct Guard {  // release the GIL, take the kernel lock
     std::lock_guard<std::mutex> lk{kernel_mutex()};
 };
 
-template <class T>
-py::array_t<T> make_arr(std::vector<py::ssize_t> shape) {
-    // recycled storage (see common.hpp big_alloc): no page faults per step
-    size_t n = 1;
-    for (auto d : shape) n *= (size_t)std::max<py::ssize_t>(d, 0);
-    const size_t bytes = std::max<size_t>(64, (n * sizeof(T) + 63) / 64 * 64);
-    auto* blk = new PooledBlock();
-    blk->p = big_alloc(bytes, blk->cap);
-    py::capsule owner(blk, [](void* q) {
-        auto* b = static_cast<PooledBlock*>(q);
-        big_free(b->p, b->cap);
-        delete b;
-    });
-    return py::array_t<T>(shape, static_cast<T*>(blk->p), owner);
-}
 
 InfoPtr analyze(farr x, bool dense) {
     if (x.ndim() != 4 && x.ndim() != 2) throw std::invalid_argument("analyze_input: x must be NHWC (4-D) or (N, F) (2-D)");
@@ -66,7 +52,7 @@ py::dict counts_dict(const Counts& c) {
 }
 
 py::array_t<float> decompress(ActInfo& I) {
-    auto a = make_arr<float>({I.N, I.H, I.W, I.C});
+    auto a = pooled_array<float>({I.N, I.H, I.W, I.C});
     float* o = a.mutable_data();
     Guard g;
     const float* d = I.dense_values();
@@ -75,7 +61,7 @@ py::array_t<float> decompress(ActInfo& I) {
 }
 
 py::array_t<bool> mask_a(ActInfo& I) {
-    auto a = make_arr<bool>({I.N, I.H, I.W, I.C});
+    auto a = pooled_array<bool>({I.N, I.H, I.W, I.C});
     bool* o = a.mutable_data();
     Guard g;
     const float* d = I.dense_values();
@@ -84,14 +70,14 @@ py::array_t<bool> mask_a(ActInfo& I) {
 }
 
 py::array_t<bool> mask_g(ActInfo& I) {
-    auto a = make_arr<bool>({I.N, I.H, I.W, I.C});
+    auto a = pooled_array<bool>({I.N, I.H, I.W, I.C});
     bool* o = a.mutable_data();
     for (i64 e = 0; e < I.P * I.C; e++) o[e] = I.in_g_state(I.state(e));
     return a;
 }
 
 py::array_t<uint8_t> states(ActInfo& I) {
-    auto a = make_arr<uint8_t>({I.N, I.H, I.W, I.C});
+    auto a = pooled_array<uint8_t>({I.N, I.H, I.W, I.C});
     uint8_t* o = a.mutable_data();
     for (i64 e = 0; e < I.P * I.C; e++) o[e] = (uint8_t)I.state(e);
     return a;
@@ -101,10 +87,10 @@ py::tuple lists(ActInfo& I, bool g) {
     const bool all = g ? I.g_all : I.a_all;
     const i64 P = I.P;
     const int C = I.C;
-    auto ptr = make_arr<int64_t>({P + 1});
+    auto ptr = pooled_array<int64_t>({P + 1});
     int64_t* pp = ptr.mutable_data();
     if (all) {
-        auto idx = make_arr<int32_t>({P * C});
+        auto idx = pooled_array<int32_t>({P * C});
         for (i64 p = 0; p <= P; p++) pp[p] = p * C;
         for (i64 e = 0; e < P * C; e++) idx.mutable_data()[e] = int32_t(e % C);
         return py::make_tuple(ptr, idx);
@@ -112,7 +98,7 @@ py::tuple lists(ActInfo& I, bool g) {
     const i64* sp = (g && !I.g_same) ? I.g_ptr.data() : I.a_ptr.data();
     const i32* si = (g && !I.g_same) ? I.g_idx.data() : I.a_idx.data();
     std::memcpy(pp, sp, sizeof(int64_t) * (P + 1));
-    auto idx = make_arr<int32_t>({sp[P]});
+    auto idx = pooled_array<int32_t>({sp[P]});
     std::memcpy(idx.mutable_data(), si, sizeof(int32_t) * sp[P]);
     return py::make_tuple(ptr, idx);
 }
@@ -120,14 +106,14 @@ py::tuple lists(ActInfo& I, bool g) {
 // The stored values (what FP keeps), aligned with the A lists: a, except
 // hard-swish where curved elements hold z and identity elements hold a (= z).
 py::array_t<float> packed_values(ActInfo& I) {
-    auto a = make_arr<float>({I.nvals});
+    auto a = pooled_array<float>({I.nvals});
     std::memcpy(a.mutable_data(), I.vals.data(), sizeof(float) * I.nvals);
     return a;
 }
 
 py::array_t<float> grad_z(ActInfo& I, farr grad_a) {
     if (grad_a.size() != I.P * I.C) throw std::invalid_argument("grad_z: grad_a size does not match the activation");
-    auto d = make_arr<float>({I.N, I.H, I.W, I.C});
+    auto d = pooled_array<float>({I.N, I.H, I.W, I.C});
     float* o = d.mutable_data();
     const float* ga = grad_a.data();
     Guard g;
@@ -165,7 +151,7 @@ struct PyConv {
         py::object a = py::none();
         float* ap = nullptr;
         if (want_a) {
-            py::array_t<float> arr = gemm ? make_arr<float>({xi->N, L->K}) : make_arr<float>({xi->N, OH, OW, L->K});
+            py::array_t<float> arr = gemm ? pooled_array<float>({xi->N, L->K}) : pooled_array<float>({xi->N, OH, OW, L->K});
             ap = arr.mutable_data();
             a = arr;
         }
@@ -195,13 +181,13 @@ struct PyConv {
         float *gp = nullptr, *wp = nullptr, *bp = nullptr;
         const ActInfo& I = *L->in;
         if (need_input_grad) {
-            auto a = gemm ? make_arr<float>({I.N, I.C}) : make_arr<float>({I.N, I.H, I.W, I.C});
+            auto a = gemm ? pooled_array<float>({I.N, I.C}) : pooled_array<float>({I.N, I.H, I.W, I.C});
             gp = a.mutable_data();
             gin = a;
         }
         if (need_weight_grad) {
-            auto w = gemm ? make_arr<float>({L->K, L->C}) : make_arr<float>({L->K, L->Cg, L->R, L->S});
-            auto b = make_arr<float>({L->K});
+            auto w = gemm ? pooled_array<float>({L->K, L->C}) : pooled_array<float>({L->K, L->Cg, L->R, L->S});
+            auto b = pooled_array<float>({L->K});
             wp = w.mutable_data();
             bp = b.mutable_data();
             dW = w;

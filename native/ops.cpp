@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include "common.hpp"
+#include "pooled_array.hpp"
 
 namespace py = pybind11;
 using namespace et;
@@ -19,23 +20,6 @@ std::mutex& kernel_mutex();
 
 using farr = py::array_t<float, py::array::c_style | py::array::forcecast>;
 
-// Output array on recycled storage (see common.hpp big_alloc): a fresh numpy
-// array of a few MB would page-fault every call (this was most of
-// maxpool_backward's time).
-template <class T>
-static py::array_t<T> pooled_arr(std::vector<py::ssize_t> shape) {
-    size_t n = 1;
-    for (auto d : shape) n *= (size_t)std::max<py::ssize_t>(d, 0);
-    const size_t bytes = std::max<size_t>(64, (n * sizeof(T) + 63) / 64 * 64);
-    auto* blk = new PooledBlock();
-    blk->p = big_alloc(bytes, blk->cap);
-    py::capsule owner(blk, [](void* q) {
-        auto* b = static_cast<PooledBlock*>(q);
-        big_free(b->p, b->cap);
-        delete b;
-    });
-    return py::array_t<T>(shape, static_cast<T*>(blk->p), owner);
-}
 
 static void need_ndim(const py::buffer_info& b, int nd, const char* what) {
     if (b.ndim != nd) throw std::invalid_argument(std::string(what) + ": expected a " + std::to_string(nd) + "-D array, got " + std::to_string(b.ndim) + "-D");
@@ -67,8 +51,8 @@ static PoolGeo pool_geo(const py::buffer_info& b, std::vector<int> k, std::vecto
 static py::tuple maxpool_forward(farr x, std::vector<int> k, std::vector<int> s, std::vector<int> pads, bool ceil_mode) {
     auto b = x.request();
     PoolGeo g = pool_geo(b, k, s, pads, ceil_mode);
-    farr y = pooled_arr<float>({g.N, g.OH, g.OW, g.C});
-    py::array_t<int32_t> arg = pooled_arr<int32_t>({g.N, g.OH, g.OW, g.C});
+    farr y = pooled_array<float>({g.N, g.OH, g.OW, g.C});
+    py::array_t<int32_t> arg = pooled_array<int32_t>({g.N, g.OH, g.OW, g.C});
     const float* X = x.data();
     float* Y = y.mutable_data();
     int32_t* A = arg.mutable_data();
@@ -119,7 +103,7 @@ static farr maxpool_backward(farr gy, py::array_t<int32_t, py::array::c_style | 
     const int N = (int)in_shape[0], H = (int)in_shape[1], W = (int)in_shape[2], C = (int)in_shape[3];
     const int OHW = int(b.shape[1] * b.shape[2]);
     if (b.shape[0] != N || b.shape[3] != C) throw std::invalid_argument("maxpool_backward: shape mismatch");
-    farr gx = pooled_arr<float>({N, H, W, C});
+    farr gx = pooled_array<float>({N, H, W, C});
     float* GX = gx.mutable_data();
     const float* GY = gy.data();
     const int32_t* A = arg.data();
@@ -151,7 +135,7 @@ static farr maxpool_backward(farr gy, py::array_t<int32_t, py::array::c_style | 
 static farr avgpool_forward(farr x, std::vector<int> k, std::vector<int> s, std::vector<int> pads, bool ceil_mode, bool count_include_pad) {
     auto b = x.request();
     PoolGeo g = pool_geo(b, k, s, pads, ceil_mode);
-    farr y = pooled_arr<float>({g.N, g.OH, g.OW, g.C});
+    farr y = pooled_array<float>({g.N, g.OH, g.OW, g.C});
     const float* X = x.data();
     float* Y = y.mutable_data();
     {
@@ -194,7 +178,7 @@ static farr avgpool_backward(farr gy, std::vector<int64_t> in_shape, std::vector
     g.OW = pool_out(W, g.kw, g.sw, g.pl, g.pr, ceil_mode);
     if (b.shape[0] != N || b.shape[1] != g.OH || b.shape[2] != g.OW || b.shape[3] != C)
         throw std::invalid_argument("avgpool_backward: grad shape does not match the pooling geometry");
-    farr gx = pooled_arr<float>({N, H, W, C});
+    farr gx = pooled_array<float>({N, H, W, C});
     float* GX = gx.mutable_data();
     const float* GY = gy.data();
     {
@@ -260,7 +244,7 @@ static farr global_avgpool_backward(farr gy, std::vector<int64_t> in_shape) {
     if (in_shape.size() != 4) throw std::invalid_argument("global_avgpool_backward: in_shape needs 4 values");
     const int N = (int)in_shape[0], H = (int)in_shape[1], W = (int)in_shape[2], C = (int)in_shape[3];
     if (gy.ndim() != 2 || gy.shape(0) != N || gy.shape(1) != C) throw std::invalid_argument("global_avgpool_backward: grad must be (N, C)");
-    farr gx = pooled_arr<float>({N, H, W, C});
+    farr gx = pooled_array<float>({N, H, W, C});
     float* GX = gx.mutable_data();
     const float* GY = gy.data();
     const float inv = 1.f / float(H * W);
@@ -297,7 +281,7 @@ static farr bn_forward(farr x, farr gamma, farr beta, farr mean, farr var, float
     std::vector<float> sc, sh, is;
     bn_coeffs(C, gamma.data(), beta.data(), mean.data(), var.data(), eps, sc, sh, is);
     std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
-    farr y = pooled_arr<float>(shape);
+    farr y = pooled_array<float>(shape);
     const float* X = x.data();
     float* Y = y.mutable_data();
     const i64 P = x.size() / C;
@@ -318,7 +302,7 @@ static py::tuple bn_backward(farr gy, farr x, farr gamma, farr mean, farr var, f
     std::vector<float> beta0(C, 0.f), sc, sh, is;
     bn_coeffs(C, gamma.data(), beta0.data(), mean.data(), var.data(), eps, sc, sh, is);
     std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
-    farr gx = pooled_arr<float>(shape), dg(std::vector<py::ssize_t>{C}), dbt(std::vector<py::ssize_t>{C});
+    farr gx = pooled_array<float>(shape), dg(std::vector<py::ssize_t>{C}), dbt(std::vector<py::ssize_t>{C});
     const float *GY = gy.data(), *X = x.data(), *M = mean.data();
     float* GX = gx.mutable_data();
     const i64 P = x.size() / C;
@@ -349,7 +333,7 @@ static farr add_forward(farr a, farr b) {
     if (a.ndim() != b.ndim() || !std::equal(a.shape(), a.shape() + a.ndim(), b.shape()))
         throw std::invalid_argument("add: shapes differ (no broadcasting)");
     std::vector<py::ssize_t> shape(a.shape(), a.shape() + a.ndim());
-    farr y = pooled_arr<float>(shape);
+    farr y = pooled_array<float>(shape);
     const float *A = a.data(), *B = b.data();
     float* Y = y.mutable_data();
     const i64 n = a.size();
