@@ -22,6 +22,7 @@ using i32 = std::int32_t;
 using u64 = std::uint64_t;
 using u32 = std::uint32_t;
 using u8 = std::uint8_t;
+using u16 = std::uint16_t;
 
 constexpr int VW = 8;  // floats per vector
 

@@ -51,6 +51,7 @@ struct Scratch {
     ABuf<u8> nzb, gb;  // padded to a multiple of 64 with zeros
     i64 na = 0, ng = 0;
     std::vector<i64> chan;
+    ABuf<i32> ch32;  // per-channel non-zero counts of the fast rows (K padded to 8)
     i64 p0 = 0, p1 = 0;
 };
 std::vector<std::unique_ptr<Scratch>>& pool() {
@@ -257,8 +258,121 @@ static void row_t(Epi& E, Scratch& S, i64 p, const float* ET_RESTRICT z) {
     S.na = na; S.ng = ng;
 }
 
+// ---------------------------------------------------------------- fast ReLU / ReLU6 rows
+// One pass over 8-lane vectors when K % 8 == 0 (every row then starts on a byte
+// of the state bits): a, the state bits written as whole bytes, the counts, and
+// the lists compacted branch-free with a permutation table (GCC vector
+// extension; lowered to vpermps on AVX2, tbl on NEON).
+#if defined(__GNUC__) && !defined(__clang__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define ET_FAST_EPI 1
+typedef i32 vi __attribute__((vector_size(32)));
+
+struct Compact8 {
+    vi perm[256];  // lanes of the set bits of m first, in order
+    u16 spread[256];  // bit i -> bit 2i
+    Compact8() {
+        for (int m = 0; m < 256; m++) {
+            int n = 0;
+            vi v = {0, 0, 0, 0, 0, 0, 0, 0};
+            for (int i = 0; i < 8; i++)
+                if (m >> i & 1) v[n++] = i;
+            perm[m] = v;
+            u16 sp = 0;
+            for (int i = 0; i < 8; i++) sp |= u16((m >> i & 1) << (2 * i));
+            spread[m] = sp;
+        }
+    }
+};
+static const Compact8 kC8;
+
+static inline unsigned mask8(vi c) {  // lane i of c is -1 or 0 -> bit i
+#if defined(__AVX__)
+    return (unsigned)__builtin_ia32_movmskps256((__attribute__((vector_size(32))) float)c);
+#else
+    unsigned m = 0;
+    for (int i = 0; i < 8; i++) m |= unsigned(c[i] & 1) << i;
+    return m;
+#endif
+}
+
+template <int ACT, bool LA, bool LG>
+static void row_fast(Epi& E, Scratch& S, i64 p, const float* ET_RESTRICT z) {
+    ActInfo& I = *E.I;
+    const int K = E.K;
+    const float lo = I.lo, hi = I.hi;
+    const vf vlo = vzero() + lo, vhi = vzero() + hi, v0 = vzero();
+    u8* bytes = reinterpret_cast<u8*>(I.bits.data());
+    float* aout = E.aout ? E.aout + p * K : nullptr;
+    float* vout = LA ? nullptr : I.vals.data() + p * K;
+    i32* ET_RESTRICT ai = S.ai.data();
+    float* ET_RESTRICT av = S.av.data();
+    i32* ET_RESTRICT gi = S.gi.data();
+    vi* ch = reinterpret_cast<vi*>(S.ch32.data());
+    i64 na = S.na, ng = S.ng;
+    int acount = 0, gcount = 0;
+    for (int j = 0; j < K; j += 8) {
+        const vf zv = loadu(z + j);
+        vf a;
+        unsigned mnz, mg, m2 = 0;
+        if constexpr (ACT == ACT_RELU) {
+            const vi c = zv > v0;
+            a = c ? zv : v0;
+            mnz = mg = mask8(c);
+            ch[j >> 3] -= c;
+            bytes[(p * K + j) >> 3] = (u8)mnz;
+        } else {  // Clip(0, hi): state 1 linear (G), 2 saturated
+            const vi c1 = (zv > vlo) & (zv < vhi), c2 = zv >= vhi;
+            a = zv < vlo ? vlo : zv;
+            a = a > vhi ? vhi : a;
+            const vi cn = a != v0;
+            mnz = mask8(cn);
+            mg = mask8(c1);
+            m2 = mask8(c2);
+            ch[j >> 3] -= cn;
+            const u16 st = u16(kC8.spread[mg] | (kC8.spread[m2] << 1));
+            std::memcpy(bytes + ((p * K + j) >> 2), &st, 2);
+        }
+        if (aout) storeu(aout + j, a);
+        if (!LA) storeu(vout + j, a);
+        acount += __builtin_popcount(mnz);
+        gcount += __builtin_popcount(mg);
+        if (LA) {
+            const vi pm = kC8.perm[mnz];
+            storeu(av + na, __builtin_shuffle(a, pm));
+            const vi ix = pm + j;
+            std::memcpy(ai + na, &ix, sizeof ix);
+            na += __builtin_popcount(mnz);
+        }
+        if (LG) {
+            const vi ix = kC8.perm[mg] + j;
+            std::memcpy(gi + ng, &ix, sizeof ix);
+            ng += __builtin_popcount(mg);
+        }
+    }
+    I.acnt[p] = acount;
+    I.gcnt[p] = gcount;
+    if (LA) I.a_ptr[p + 1] = na - S.na;
+    if (LG) I.g_ptr[p + 1] = ng - S.ng;
+    S.na = na;
+    S.ng = ng;
+}
+#endif
+
 template <int ACT>
 static inline void row_dispatch(Epi& E, Scratch& S, i64 p, const float* z) {
+#ifdef ET_FAST_EPI
+    if constexpr (ACT == ACT_RELU || ACT == ACT_CLIP) {
+        if (E.K % 8 == 0 && (ACT == ACT_RELU || E.I->kind == KD_CLIP0)) {
+            if (E.listA) {
+                if (E.listG) row_fast<ACT, true, true>(E, S, p, z);
+                else row_fast<ACT, true, false>(E, S, p, z);
+            } else {
+                row_fast<ACT, false, false>(E, S, p, z);
+            }
+            return;
+        }
+    }
+#endif
     if (E.listA) {
         if (E.listG) row_t<ACT, true, true>(E, S, p, z);
         else row_t<ACT, true, false>(E, S, p, z);
@@ -289,6 +403,7 @@ void Epi::begin(ActInfo* info, float* a_out, int maxthreads) {
     for (int t = 0; t < maxthreads; t++) {
         Scratch& S = *pl[t];
         S.chan.assign(K, 0);
+        S.ch32.reset((size_t)round_up(std::max(K, 1), VW), true);
         S.na = S.ng = 0;
         S.p0 = S.p1 = 0;
     }
@@ -299,8 +414,9 @@ void Epi::start(int tid, i64 p0, i64 p1) {
     S.p0 = p0;
     S.p1 = p1;
     size_t n = (size_t)std::max<i64>(p1 - p0, 0) * K;
-    if (listA) { S.ai.ensure(n); S.av.ensure(n); }
-    if (listG) S.gi.ensure(n);
+    // + one vector of slack: the fast rows store whole vectors past the list end
+    if (listA) { S.ai.ensure(n + VW); S.av.ensure(n + VW); }
+    if (listG) S.gi.ensure(n + VW);
     S.arow.ensure(K);
     S.vrow.ensure(K);
     const size_t K64 = (size_t)(K + 63) / 64 * 64;
@@ -364,7 +480,7 @@ void Epi::finish() {
     }
     I->chan_nnz.assign(K, 0);
     for (Scratch* s : rs)
-        for (int k = 0; k < K; k++) I->chan_nnz[k] += s->chan[k];
+        for (int k = 0; k < K; k++) I->chan_nnz[k] += s->chan[k] + s->ch32[k];
     if (!I->a_constrained) std::fill(I->chan_nnz.begin(), I->chan_nnz.end(), I->P);
     i64 na = 0, ng = 0;
     for (i64 p = 0; p < I->P; p++) { na += I->acnt[p]; ng += I->gcnt[p]; }

@@ -122,7 +122,7 @@ def sparse_input(rng, shape, sparsity):
 # ----------------------------------------------------------------------------- activation
 @pytest.mark.parametrize("act", list(ACTS.values()))
 @pytest.mark.parametrize("dense", [False, True])
-@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (13, 9)])
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (13, 9), (3, 4, 5, 24), (37, 16)])   # C % 8 == 0: vector rows
 def test_activate_forward_and_grad(act, dense, shape):
     rng = np.random.default_rng(act * 7 + len(shape))
     z = (rng.standard_normal(shape) * 4).astype(np.float32)
@@ -143,8 +143,18 @@ def test_activate_forward_and_grad(act, dense, shape):
         m = np.zeros((ptr.size - 1, C), bool)
         for p in range(ptr.size - 1):
             m[p, idx[ptr[p]:ptr[p + 1]]] = True
+        if act == 2:   # ReLU6 state codes: 0 zero, 1 linear, 2 saturated
+            want = ((z > 0) & (z < 6)).astype(np.int64) + 2 * (z >= 6)
+            assert np.array_equal(np.asarray(info.state()).reshape(shape), want)
+        C = shape[-1]
+        a2 = act_f(z, act).reshape(-1, C)
+        assert np.array_equal(info.channel_counts(), np.count_nonzero(a2, axis=0))
+        assert np.array_equal(info.pixel_counts()[0], np.count_nonzero(a2, axis=1))
+        assert np.array_equal(info.pixel_counts()[1], np.count_nonzero(act_df(z, act).reshape(-1, C), axis=1))
         if not dense:
             assert np.array_equal(m.reshape(shape), act_f(z, act) != 0)
+            if act in (1, 2):   # hard-swish keeps z where curved (test_stored_bytes_hardswish_...)
+                assert np.array_equal(info.packed_values(), a2[a2 != 0])
             gp, gi = info.g_lists()
             mg = np.zeros_like(m)
             for p in range(gp.size - 1):
