@@ -113,12 +113,17 @@ class ConvLayer:
     def set_weights(self, W: F32, b: Optional[F32] = None) -> None:
         """Copy and pack W (K, C/groups, R, S) and bias (K,); call again after every optimizer update."""
     def forward(self, x: Union[F32, SparseInfo], dense: bool = False,
-                want_a: bool = True) -> Tuple[Optional[F32], SparseInfo]:
-        """FP: x is the previous SparseInfo (or an NHWC array, analysed on the fly) -> (a NHWC or None, output info)."""
+                want_a: bool = True, out_dense: bool = False) -> Tuple[Optional[F32], SparseInfo]:
+        """FP: x is the previous SparseInfo (or an NHWC array, analysed on the fly) -> (a NHWC or None, output info).
+
+        out_dense builds the output info in dense mode (no lists) even in sparse mode; a dense-mode input
+        info is iterated densely in sparse mode too."""
     def backward(self, grad_a: F32, need_input_grad: bool = True, prev_info: Optional[SparseInfo] = None,
                  mask_input_grad: bool = True,
                  need_weight_grad: bool = True) -> Tuple[Optional[F32], Optional[F32], Optional[F32]]:
         """BP+WG of the last forward -> (dL/da_in or None, dW OIHW or None, db or None); g_in masked by G of prev_info (default: the input info)."""
+    def phase_ms(self) -> dict:
+        """{'fp', 'bp', 'wg'}: wall ms of the last forward and backward (the d prologue is booked to bp when it runs)."""
     def counters(self, total: bool = False) -> dict:
         """{'fp'|'bp'|'wg': {'dense', 'required', 'executed'}} MACs of the last call (or cumulative)."""
     def reset_counters(self) -> None:
@@ -145,12 +150,14 @@ class GemmLayer:
     def set_weights(self, W: F32, b: Optional[F32] = None) -> None:
         """Copy and pack W (out, in) and bias (out,)."""
     def forward(self, x: Union[F32, SparseInfo], dense: bool = False,
-                want_a: bool = True) -> Tuple[Optional[F32], SparseInfo]:
+                want_a: bool = True, out_dense: bool = False) -> Tuple[Optional[F32], SparseInfo]:
         """FP; a conv SparseInfo (N,H,W,C) is flattened in NHWC order -> (a (N, out) or None, info (N,1,1,out))."""
     def backward(self, grad_a: F32, need_input_grad: bool = True, prev_info: Optional[SparseInfo] = None,
                  mask_input_grad: bool = True,
                  need_weight_grad: bool = True) -> Tuple[Optional[F32], Optional[F32], Optional[F32]]:
         """-> (dL/dx (N, in) or None, dW (out, in) or None, db (out,) or None)."""
+    def phase_ms(self) -> dict:
+        """As ConvLayer.phase_ms."""
     def counters(self, total: bool = False) -> dict:
         """MAC counters, as ConvLayer.counters."""
     def reset_counters(self) -> None:

@@ -140,7 +140,7 @@ struct PyConv {
         return analyze(a, dense);
     }
 
-    py::tuple forward(py::object x, bool dense, bool want_a) {
+    py::tuple forward(py::object x, bool dense, bool want_a, bool out_dense) {
         InfoPtr xi = to_info(x, dense);
         if (gemm && (xi->H != 1 || xi->W != 1)) {
             Guard g;
@@ -158,7 +158,7 @@ struct PyConv {
         InfoPtr o;
         {
             Guard g;
-            o = L->forward(xi, dense, ap);
+            o = L->forward(xi, dense, ap, out_dense);
         }
         return py::make_tuple(a, o);
     }
@@ -219,6 +219,14 @@ struct PyConv {
         const float* wp = w.data();
         Guard g;
         L->set_weights(wp, bp);
+    }
+
+    py::dict phase_ms() const {
+        py::dict d;
+        d["fp"] = L->ms_fp;
+        d["bp"] = L->ms_bp;
+        d["wg"] = L->ms_wg;
+        return d;
     }
 
     py::dict counters(bool total) const {
@@ -348,10 +356,12 @@ PYBIND11_MODULE(_native, m) {
              py::arg("dilation") = std::vector<int>{1, 1}, py::arg("groups") = 1, py::arg("act") = 0, py::arg("alpha") = 0.01f,
              py::arg("lo") = 0.f, py::arg("hi") = 6.f)
         .def("set_weights", &PyConv::set_weights, py::arg("W"), py::arg("b") = py::none())
-        .def("forward", &PyConv::forward, py::arg("x"), py::arg("dense") = false, py::arg("want_a") = true)
+        .def("forward", &PyConv::forward, py::arg("x"), py::arg("dense") = false, py::arg("want_a") = true,
+             py::arg("out_dense") = false)
         .def("backward", &PyConv::backward, py::arg("grad_a"), py::arg("need_input_grad") = true, py::arg("prev_info") = py::none(),
              py::arg("mask_input_grad") = true, py::arg("need_weight_grad") = true)
         .def("counters", &PyConv::counters, py::arg("total") = false)
+        .def("phase_ms", &PyConv::phase_ms, "Wall ms of the last forward ('fp') and backward ('bp', 'wg'; the d prologue is booked to bp when it runs).")
         .def("reset_counters", [](PyConv& p) { p.L->cfp = p.L->cbp = p.L->cwg = p.L->tfp = p.L->tbp = p.L->twg = Counts(); })
         .def("out_shape", [](PyConv& p, int H, int W) { int a, b; p.L->out_shape(H, W, a, b); return py::make_tuple(a, b); })
         .def_property("trainable", [](PyConv& p) { return p.L->trainable; }, [](PyConv& p, bool v) { p.L->trainable = v; })
@@ -369,10 +379,12 @@ PYBIND11_MODULE(_native, m) {
              py::arg("in_features"), py::arg("out_features"), py::arg("act") = 0, py::arg("alpha") = 0.01f, py::arg("lo") = 0.f,
              py::arg("hi") = 6.f)
         .def("set_weights", &PyConv::set_weights, py::arg("W"), py::arg("b") = py::none())
-        .def("forward", &PyConv::forward, py::arg("x"), py::arg("dense") = false, py::arg("want_a") = true)
+        .def("forward", &PyConv::forward, py::arg("x"), py::arg("dense") = false, py::arg("want_a") = true,
+             py::arg("out_dense") = false)
         .def("backward", &PyConv::backward, py::arg("grad_a"), py::arg("need_input_grad") = true, py::arg("prev_info") = py::none(),
              py::arg("mask_input_grad") = true, py::arg("need_weight_grad") = true)
         .def("counters", &PyConv::counters, py::arg("total") = false)
+        .def("phase_ms", &PyConv::phase_ms, "Wall ms of the last forward ('fp') and backward ('bp', 'wg'; the d prologue is booked to bp when it runs).")
         .def("reset_counters", [](PyGemm& p) { p.L->cfp = p.L->cbp = p.L->cwg = p.L->tfp = p.L->tbp = p.L->twg = Counts(); })
         .def_property("trainable", [](PyGemm& p) { return p.L->trainable; }, [](PyGemm& p, bool v) { p.L->trainable = v; })
         .def_property_readonly("input_info", [](PyGemm& p) { return p.L->in; })

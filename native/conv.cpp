@@ -3,9 +3,15 @@
 // non-zero list of the sparse operand as the scalar broadcast operand.
 #include "conv.hpp"
 
+#include <chrono>
+
 namespace et {
 
 void fprime_row(ActInfo& I, i64 p, float* fp);
+
+static double now_ms() {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
 
 static constexpr int KB = 8 * VW;  // channels per register block
 static constexpr int TPIX = 32;
@@ -343,10 +349,13 @@ void ConvLayer::fp_depthwise(const InfoPtr& x, Epi& E) {
     for (auto& c : cnt) cfp += c;
 }
 
-InfoPtr ConvLayer::forward(const InfoPtr& x0, bool dense_, float* a_out) {
+InfoPtr ConvLayer::forward(const InfoPtr& x0, bool dense_, float* a_out, bool out_dense) {
     if (!has_w) throw std::runtime_error("conv: set_weights must be called before forward");
+    const double t0 = now_ms();
     if (x0->C != C) throw std::invalid_argument("conv: input has " + std::to_string(x0->C) + " channels, layer expects " + std::to_string(C));
-    InfoPtr x = to_mode(x0, dense_);
+    // sparse mode takes a dense-mode input as it is (its producer found too
+    // few zeros to be worth listing): the kernels then iterate it densely
+    InfoPtr x = dense_ ? to_mode(x0, true) : x0;
     dense = dense_;
     N = x->N; H = x->H; W = x->W;
     out_shape(H, W, OH, OW);
@@ -356,7 +365,7 @@ InfoPtr ConvLayer::forward(const InfoPtr& x0, bool dense_, float* a_out) {
         const bool hg = wg_geo(G);
         x->transposed(pointwise, tile_px(), hg ? &G : nullptr);
     }
-    InfoPtr o = make_info(N, OH, OW, K, act, alpha, lo, hi, dense_);
+    InfoPtr o = make_info(N, OH, OW, K, act, alpha, lo, hi, dense_ || out_dense);
     Epi E;
     E.begin(o.get(), a_out, max_threads());
     if (depthwise) fp_depthwise(x, E);
@@ -365,6 +374,7 @@ InfoPtr ConvLayer::forward(const InfoPtr& x0, bool dense_, float* a_out) {
     cfp.dense = dense_macs();
     tfp += cfp;
     out = o;
+    ms_fp = now_ms() - t0;
     return o;
 }
 
@@ -583,6 +593,7 @@ void ConvLayer::backward(const float* grad_a, float* g_in, const ActInfo* prevG,
 }
 
 void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* prevG, float* dW, float* db) {
+    const double t0 = now_ms();
     ActInfo& O = *out;
     const i64 Pout = O.P, Pin = in->P;
     const int T = max_threads();
@@ -659,6 +670,7 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
     const i64 dmacs = dense_macs();
     cbp = Counts();
     cwg = Counts();
+    const double t1 = now_ms();
     // ---- BP
     if (need_bp) {
         cbp.dense = dmacs;
@@ -738,6 +750,7 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
         }
         for (auto& c : cnt) { cbp.executed += c.executed; cbp.required += c.required; }
     }
+    const double t2 = now_ms();
     // ---- WG
     if (need_wg) {
         cwg.dense = dmacs;
@@ -806,6 +819,7 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
             }
         }
     }
+    phase_times(t0, t1, t2, now_ms(), need_bp);
 }
 
 // Pair-level WG requirement, counted from the constraint counts:
@@ -884,6 +898,7 @@ static inline int and_count(const u8* a, const u8* b, int n) {
 }
 
 void ConvLayer::bwd_depthwise(const float* grad_a, float* g_in, const ActInfo* prevG, float* dW, float* db) {
+    const double t0 = now_ms();
     ActInfo& O = *out;
     const i64 Pout = O.P, Pin = in->P;
     const int T = max_threads();
@@ -923,6 +938,7 @@ void ConvLayer::bwd_depthwise(const float* grad_a, float* g_in, const ActInfo* p
     const int OHW = OH * OW;
     cbp = Counts();
     cwg = Counts();
+    const double t1 = now_ms();
     if (g_in) {
         cbp.dense = dmacs;
         ActInfo* pg = const_cast<ActInfo*>(prevG);
@@ -974,6 +990,7 @@ void ConvLayer::bwd_depthwise(const float* grad_a, float* g_in, const ActInfo* p
         }
         for (auto& c : cnt) { cbp.executed += c.executed; cbp.required += c.required; }
     }
+    const double t2 = now_ms();
     if (dW) {
         cwg.dense = dmacs;
         const float* X = in->dense_values();
@@ -1030,6 +1047,14 @@ void ConvLayer::bwd_depthwise(const float* grad_a, float* g_in, const ActInfo* p
                 dW[(size_t)c * RS + rs] = (float)s;
             }
     }
+    phase_times(t0, t1, t2, now_ms(), g_in != nullptr);
+}
+
+// The d = grad_a * f'(z) prologue serves both phases; it is booked to BP (the
+// error propagation) when BP runs, else to WG.
+void ConvLayer::phase_times(double t0, double t1, double t2, double t3, bool bp) {
+    ms_bp = (t2 - t1) + (bp ? t1 - t0 : 0.0);
+    ms_wg = (t3 - t2) + (bp ? 0.0 : t1 - t0);
 }
 
 }  // namespace et

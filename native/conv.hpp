@@ -27,13 +27,15 @@ struct ConvLayer {
     int N = 0, H = 0, W = 0, OH = 0, OW = 0;
     Counts cfp, cbp, cwg;  // last call
     Counts tfp, tbp, twg;  // cumulative
+    double ms_fp = 0, ms_bp = 0, ms_wg = 0;  // wall time of the last forward / backward phases
 
     ConvLayer(int C, int K, int R, int S, int sh, int sw, int pt, int pl, int pb, int pr, int dh, int dw,
               int groups, int act, float alpha, float lo, float hi);
     void set_weights(const float* w_oihw, const float* b);
     void out_shape(int H, int W, int& OH, int& OW) const;
-    // Runs FP. a_out (N,OH,OW,K) may be null. Returns the output info.
-    InfoPtr forward(const InfoPtr& x, bool dense, float* a_out);
+    // Runs FP. a_out (N,OH,OW,K) may be null. Returns the output info, built
+    // in dense mode (no lists) when dense or out_dense.
+    InfoPtr forward(const InfoPtr& x, bool dense, float* a_out, bool out_dense = false);
     // BP/WG. grad_a: (N,OH,OW,K). g_in (N,H,W,C) written when non-null.
     // prevG: info whose G masks g_in (null: no mask). dW: OIHW, db: K.
     void backward(const float* grad_a, float* g_in, const ActInfo* prevG, float* dW, float* db);
@@ -47,6 +49,7 @@ struct ConvLayer {
     i64 dense_macs() const;
     bool wg_geo(TGeo& G) const;
     i64 wg_required(const i32* gc);
+    void phase_times(double t0, double t1, double t2, double t3, bool bp);
 };
 
 }  // namespace et

@@ -19,6 +19,9 @@ from ..errors import ModelError
 from ..ir import ACTIVATION_OPS
 
 F32 = np.float32
+# An activation with fewer zeros than this (in A and in G) is planned densely on the next step:
+# listing 5% zeros costs more than skipping them saves (bench_cnn_hardswish is 99.5% non-zero).
+MIN_SPARSITY = 0.2
 # IR activation -> (native code, needs alpha/lo/hi). HardSigmoid has no fused kernel.
 FUSABLE = {"relu": "relu", "clip": "clip", "hardswish": "hardswish", "leakyrelu": "leaky_relu",
            "sigmoid": "sigmoid"}
@@ -59,8 +62,11 @@ class NativeEngine(Engine):
 
     name = "native"
 
-    def __init__(self, dense: bool = False, threads: Optional[int] = None, **_ignored):
+    def __init__(self, dense: bool = False, threads: Optional[int] = None, auto_dense: bool = True, **_ignored):
         self.dense = bool(dense)
+        # sparse mode only: plan an activation densely when its last step had < MIN_SPARSITY zeros
+        self.auto_dense = bool(auto_dense) and not self.dense
+        self._dense_plan: Dict[str, bool] = {}
         if threads:
             nat.set_num_threads(int(threads))
         if self.dense:
@@ -150,16 +156,21 @@ class NativeEngine(Engine):
                     self._set_flatten_perm(lay, flat.get(src, (1, 1, vals[src].shape[-1])))
                 inp = infos.get(src)
                 if inp is None:
-                    inp = nat.analyze_input(np.ascontiguousarray(vals[src]), self.dense)
+                    arr = np.ascontiguousarray(vals[src])
+                    inp = nat.analyze_input(arr, self.dense or self._few_zeros(arr))
                     infos[src] = inp
-                a, info = lay.k.forward(inp, self.dense)
+                a, info = lay.k.forward(inp, self.dense, out_dense=self._dense_plan.get(lay.output, False))
+                self._note_density(lay.output, info)
                 vals[lay.output], infos[lay.output] = a, info
                 ctx[node.name] = src
                 continue
             x0 = vals[src]
             if op in ACTIVATION_OPS:
                 if op in FUSABLE:
-                    a, info = nat.activate(np.ascontiguousarray(x0), dense=self.dense, **_act_args(node))
+                    a, info = nat.activate(np.ascontiguousarray(x0),
+                                           dense=self.dense or self._dense_plan.get(node.output, False),
+                                           **_act_args(node))
+                    self._note_density(node.output, info)
                     infos[node.output] = info
                     ctx[node.name] = info
                 else:
@@ -194,6 +205,15 @@ class NativeEngine(Engine):
             else:
                 raise ModelError(f"native engine: op {node.onnx_op} ({node.name}) is not supported; use --engine dense")
         return vals, (infos, ctx, flat)
+
+    def _few_zeros(self, x) -> bool:
+        """A tensor with no known constraint (network input, pool/Add output) is listed only if it has zeros to skip."""
+        return self.auto_dense and x.size > 0 and np.count_nonzero(x) > (1.0 - MIN_SPARSITY) * x.size
+
+    def _note_density(self, name, info):
+        """Plan `name` densely on the next step when this step found too few zeros to skip."""
+        if self.auto_dense and info.constrained:
+            self._dense_plan[name] = max(info.sparsity, info.g_sparsity) < MIN_SPARSITY
 
     def _flatten(self, node, x0, flat, src):
         if x0.ndim == 2:
@@ -245,15 +265,20 @@ class NativeEngine(Engine):
                     continue
                 ga = np.ascontiguousarray(ga, F32)
                 src = ctx[node.name]
-                if self.needs.get(src, False):
-                    t0 = time.perf_counter()
-                    gin, _, _ = lay.k.backward(ga, True, None, self._maskable(src, infos), False)
-                    t_bp += time.perf_counter() - t0
+                need_in = self.needs.get(src, False)
+                if not (need_in or lay.k.trainable):
+                    continue
+                # one call shares the d = grad_a * f'(z) prologue; the kernel times its phases itself
+                t0 = time.perf_counter()
+                gin, dW, dB = lay.k.backward(ga, need_in, None, need_in and self._maskable(src, infos),
+                                             lay.k.trainable)
+                t_call = time.perf_counter() - t0
+                t_layer_wg = min(lay.k.phase_ms()["wg"] * 1e-3, t_call)
+                t_wg += t_layer_wg
+                t_bp += t_call - t_layer_wg
+                if need_in:
                     push(src, gin.reshape(vals[src].shape))
                 if lay.k.trainable:
-                    t0 = time.perf_counter()
-                    _, dW, dB = lay.k.backward(ga, False, None, False, True)
-                    t_wg += time.perf_counter() - t0
                     self._collect(lay, dW, dB, want, grads)
                 continue
             g = d.pop(node.output, None)
@@ -333,7 +358,7 @@ class NativeEngine(Engine):
         phases = ("fp", "bp", "wg")
         self.last_step = {}
         for name, lay in self.layers.items():
-            c = lay.k.counters(True)   # since the last reset: BP and WG run as separate calls
+            c = lay.k.counters(True)   # since the last reset (covers every call of the step)
             lay.k.reset_counters()
             self.last_step[name] = {ph: {k: int(v) for k, v in c[ph].items()} for ph in phases}
             for ph in phases:
