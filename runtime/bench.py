@@ -7,23 +7,31 @@ from __future__ import annotations
 import os
 import platform
 import time
-from typing import Callable, List
+from typing import Callable, Dict, List
 
 import numpy as np
 
 BENCH_MODELS = ("bench_vgg_relu", "bench_resnet_relu", "bench_mobilenet_relu6", "bench_cnn_hardswish")
 
 
-def median_ms(fn: Callable[[], object], steps: int, warmup: int = 2) -> float:
-    """Median wall time of fn() in milliseconds, after `warmup` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(times))
+def round_robin_ms(fns: Dict[str, Callable[[], object]], steps: int, block: int = 5) -> Dict[str, float]:
+    """Median wall ms of each fn over `steps` timed calls, taken in turns of `block` calls
+    so that a slow spell of the machine hits every engine alike and their ratios come
+    from the same run.
+
+    Each turn starts with two untimed calls: the engine's thread pool (OpenMP, torch, BLAS)
+    wakes up and its working set comes back into cache, so what is timed is the steady
+    state of training with that engine, as in a real run."""
+    times: Dict[str, List[float]] = {k: [] for k in fns}
+    while any(len(v) < steps for v in times.values()):
+        for key, fn in fns.items():
+            fn()
+            fn()
+            for _ in range(min(block, steps - len(times[key]))):
+                t0 = time.perf_counter()
+                fn()
+                times[key].append((time.perf_counter() - t0) * 1e3)
+    return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def cpu_name() -> str:
@@ -80,16 +88,21 @@ def bench_model(name: str, batch_size: int, steps: int, threads: int, data=None,
         engines[key] = eng
     out = {"model": name, "batch_size": int(len(x)), "act_sparsity": sparsity,
            "ideal_speedup": dense_macs / max(req_macs, 1), "threads": threads}
-    for key, eng in engines.items():
-        out[f"{key}_ms"] = median_ms(lambda: eng.loss_and_grads(x, y), steps)
+    fns = {key: (lambda e=eng: e.loss_and_grads(x, y)) for key, eng in engines.items()}
+    out["torch_ms"] = None
+    if with_torch and torch_peer.available():
+        peer = torch_peer.TorchPeer(model, model.params, threads=threads)
+        fns["torch"] = lambda: peer.loss_and_grads(x, y, trainable)
+    # numpy runs alone: OpenBLAS workers spin for ~0.1 s after each call and would slow
+    # whichever engine came next
+    numpy_fn = fns.pop("numpy")
+    for key, ms in round_robin_ms(fns, steps).items():
+        out[f"{key}_ms"] = ms
+    out["numpy_ms"] = round_robin_ms({"numpy": numpy_fn}, steps)["numpy"]
     out["phase_ms"] = engines["sparse"].phase_medians(x, y, steps)
     step = engines["sparse"].measure_step(x, y)
     out["activation_bytes"] = step["activation_bytes"]
     out["macs"] = {"dense": dense_macs, "required": req_macs, "executed": step["macs_executed"]["total"]}
-    out["torch_ms"] = None
-    if with_torch and torch_peer.available():
-        peer = torch_peer.TorchPeer(model, model.params, threads=threads)
-        out["torch_ms"] = median_ms(lambda: peer.loss_and_grads(x, y, trainable), steps)
     for eng in engines.values():
         eng.close()
     return out
