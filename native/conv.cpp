@@ -538,16 +538,17 @@ static void wg_block_geo(const WgArgs& A, i64 tile, int c, int rs, int kb, i64& 
     const float* Dg = A.D + g * Kp + kb;
     const i32* ET_RESTRICT pix = T.pix.data();
     const float* ET_RESTRICT val = T.val.data();
-    const u32* ET_RESTRICT vm = T.vmask.data();
     const i32* gc = A.gc;
     const u32 bit = 1u << rs;
+    const int qshift = RS;
     vf acc[NV];
     ET_UNROLL
     for (int i = 0; i < NV; i++) acc[i] = vzero();
     i64 en = 0;
     for (i64 e = e0; e < e1; e++) {
-        if (!(vm[e] & bit)) continue;
-        const i64 o = delta + pix[e];
+        const u32 code = u32(pix[e]);
+        if (!(code & bit)) continue;
+        const i64 o = delta + i64(code >> qshift);
         if (CHECKG && gc[o * groups + g] == 0) continue;  // d row entirely outside G
         const float v = val[e];
         en++;
@@ -577,7 +578,8 @@ static const WgFn wg_table[6][9] = {ET_WG_ROW(false, false), ET_WG_ROW(false, tr
                                     ET_WG_GEO(false), ET_WG_GEO(true), ET_WG_S2};
 
 bool ConvLayer::wg_geo(TGeo& G) const {
-    if (pointwise || sh != 1 || sw != 1 || R * S > 32) return false;
+    // the tap bits and q share one 32-bit code
+    if (pointwise || sh != 1 || sw != 1 || R * S > 24 || ((i64)H * OW + W) >= (i64(1) << (32 - R * S))) return false;
     G.R = R; G.S = S; G.pt = pt; G.pl = pl; G.dh = dh; G.dw = dw; G.OH = OH; G.OW = OW;
     return true;
 }

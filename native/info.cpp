@@ -697,7 +697,6 @@ const Transposed& ActInfo::transposed(bool pointwise, int tile_px, const TGeo* g
     T->ptr.reset(nt * C + 1);
     T->pix.reset(total);
     T->val.reset(total);
-    if (geo) T->vmask.reset(total);
     const TGeo G = geo ? *geo : TGeo();
     T->ptr[nt * C] = total;
     const bool all_ = a_all;
@@ -732,12 +731,12 @@ const Transposed& ActInfo::transposed(bool pointwise, int tile_px, const TGeo* g
                 else {
                     const int q = int(p - (i64)n * HW), ih = q / W, iw = q % W;
                     if (geo) {
-                        code = ih * G.OW + iw;
                         for (int r = 0; r < G.R; r++)
                             for (int s = 0; s < G.S; s++) {
                                 const int oh = ih + G.pt - r * G.dh, ow = iw + G.pl - s * G.dw;
                                 if (oh >= 0 && oh < G.OH && ow >= 0 && ow < G.OW) vm |= 1u << (r * G.S + s);
                             }
+                        code = i32((u32(ih * G.OW + iw) << (G.R * G.S)) | vm);
                     } else {
                         code = (ih << 16) | iw;
                     }
@@ -748,14 +747,12 @@ const Transposed& ActInfo::transposed(bool pointwise, int tile_px, const TGeo* g
                         i64 pos = cnt[c]++;
                         Tp->pix[pos] = code;
                         Tp->val[pos] = v[c];
-                        if (geo) Tp->vmask[pos] = vm;
                     }
                 } else {
                     for (i64 j = self->a_ptr[p]; j < self->a_ptr[p + 1]; j++) {
                         i64 pos = cnt[self->a_idx[j]]++;
                         Tp->pix[pos] = code;
                         Tp->val[pos] = av[j];
-                        if (geo) Tp->vmask[pos] = vm;
                     }
                 }
             }
@@ -778,7 +775,7 @@ i64 ActInfo::plan_bytes() const {
     b += (i64)acnt.size() * 4 + (i64)gcnt.size() * 4;
     b += (i64)chan_nnz.size() * 8;
     for (auto& t : tcache)
-        b += (i64)t->ptr.size() * 8 + (i64)t->pix.size() * 4 + (i64)t->val.size() * 4 + (i64)t->vmask.size() * 4;
+        b += (i64)t->ptr.size() * 8 + (i64)t->pix.size() * 4 + (i64)t->val.size() * 4;
     for (auto& kv : gofs_cache) b += (i64)kv.second.size() * 4;
     for (auto& kv : gcount_cache) b += (i64)kv.second.size() * 4;
     return b;

@@ -60,9 +60,10 @@ struct RowView {
     }
 };
 
-// Geometry of the consumer of a Transposed (stride-1 convs): entries then hold
-// q = ih*OW + iw and a bitmask of the taps (r*S+s) whose output is in range,
-// so WG computes o = n*OH*OW + q + (pt - r*dh)*OW + (pl - s*dw) branch-light.
+// Geometry of the consumer of a Transposed (stride-1 convs): an entry's pix
+// then holds (q << R*S) | tap bits, with q = ih*OW + iw and bit r*S+s set when
+// that tap's output is in range, so WG finds o = n*OH*OW + q + (pt - r*dh)*OW
+// + (pl - s*dw) with one load and one bit test.
 struct TGeo {
     int R = 0, S = 0, pt = 0, pl = 0, dh = 1, dw = 1, OH = 0, OW = 0;
     bool operator==(const TGeo& o) const {
@@ -73,15 +74,14 @@ struct TGeo {
 // Per-tile, per-channel pixel lists of a (the transpose of the CSR), for WG.
 struct Transposed {
     bool pointwise = false;  // entries hold global pixel index (1x1/stride1/pad0 consumers)
-    bool has_geo = false;    // entries hold q and vmask (see TGeo)
+    bool has_geo = false;    // entries hold q and the tap bits (see TGeo)
     TGeo geo;
-    ABuf<u32> vmask;
     int tile_px = 0;
     i64 ntiles = 0;
     std::vector<i64> tp0, tp1;
     std::vector<i32> tn;  // image of the tile (non-pointwise)
     ABuf<i64> ptr;        // [ntiles*C + 1]
-    ABuf<i32> pix;        // (ih<<16)|iw, or global pixel (pointwise)
+    ABuf<i32> pix;        // (ih<<16)|iw, global pixel (pointwise), or (q << R*S) | taps (geo)
     ABuf<float> val;
 };
 
