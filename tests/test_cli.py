@@ -26,3 +26,22 @@ def test_info_shows_constraint_rules():
     result = run_cli("info", "digits_cnn")
     assert result.exit_code == 0, result.output
     assert "ReLU: G = A" in result.output and "Conv" in result.output
+
+
+def test_bench_json_has_every_documented_field(tmp_path):
+    out = tmp_path / "bench.json"
+    result = run_cli("bench", "digits_cnn", "--steps", "2", "--batch-size", "8", "--json", str(out))
+    assert result.exit_code == 0, result.output
+    assert "digits_cnn" in result.output and "geomean" in result.output
+    doc = json.loads(out.read_text())
+    assert set(doc) == {"results", "threads", "cpu"} and doc["threads"] >= 1
+    (row,) = doc["results"]
+    for key in ("model", "batch_size", "act_sparsity", "ideal_speedup", "sparse_ms", "dense_native_ms",
+                "numpy_ms", "torch_ms", "phase_ms", "activation_bytes", "skip_ceiling", "dense_planned"):
+        assert key in row, key
+    assert row["batch_size"] == 8 and set(row["phase_ms"]) == {"fp", "bp", "wg"}
+    assert 0.0 < row["act_sparsity"] < 1.0 and row["ideal_speedup"] >= 1.0
+    macs = row["macs"]
+    assert macs["required"] <= macs["executed"] <= macs["executed_dense_switch"]
+    assert abs(row["skip_ceiling"] - macs["executed_dense_switch"] / macs["executed"] / row["ideal_speedup"]) < 1e-9
+    assert row["activation_bytes"]["stored"] < row["activation_bytes"]["dense"]

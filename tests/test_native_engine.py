@@ -138,3 +138,43 @@ def test_relu_layers_store_compressed_activations(name):
         assert info.stored_bytes() <= (1 - sparsity) * dense + dense / 32 + 256, lay.node.name
         checked += 1
     assert checked >= 2
+
+
+def test_nearly_dense_activations_are_planned_densely_and_stay_exact():
+    """bench_cnn_hardswish is 99.5% non-zero: from the second step its hard-swish outputs are
+    planned densely (no lists); the gradients still equal the dense engine's, and with
+    auto_dense=False (or on a 50%-sparse ReLU model) nothing is planned densely."""
+    model, x, y = _batch("bench_cnn_hardswish", 8)
+    ref_loss, ref = compute_gradients(model, x, y, engine="dense")
+    eng = make_engine("native")
+    eng.load(model)
+    eng.loss_and_grads(x, y)
+    hswish_outputs = {n.output for n in model.nodes if n.op == "hardswish"}
+    assert set(eng.dense_planned()) == hswish_outputs
+    loss, grads = eng.loss_and_grads(x, y)   # this step runs with the dense plans
+    assert abs(loss - ref_loss) <= 1e-4 * abs(ref_loss)
+    for k in ref:
+        assert_close(grads[k], ref[k], what=k)
+    off = make_engine("native", auto_dense=False)
+    off.load(model)
+    off.loss_and_grads(x, y)
+    assert off.dense_planned() == []
+    relu_model, xr, yr = _batch("bench_vgg_relu", 8)
+    relu = make_engine("native")
+    relu.load(relu_model)
+    relu.loss_and_grads(xr, yr)
+    assert relu.dense_planned() == []
+
+
+def test_phase_times_split_the_backward_call():
+    """One backward call per layer: the kernel's own FP/BP/WG clocks feed phase_medians."""
+    model, x, y = _batch("bench_resnet_relu", 8)
+    eng = make_engine("native")
+    eng.load(model)
+    eng.loss_and_grads(x, y)
+    for lay in eng.layers.values():
+        ph = lay.k.phase_ms()
+        assert set(ph) == {"fp", "bp", "wg"} and min(ph.values()) >= 0.0
+        assert ph["fp"] > 0.0 and ph["wg"] > 0.0   # every layer is trainable and ran both
+    med = eng.phase_medians(x, y, 3)
+    assert set(med) == {"fp", "bp", "wg"} and all(v > 0 for v in med.values())

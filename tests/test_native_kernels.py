@@ -304,6 +304,32 @@ def test_conv_fp_bp_wg(case, act):
 
 
 @pytest.mark.parametrize("act", [1, 2, 3])
+@pytest.mark.parametrize("groups", [1, 16])   # 16: depthwise consumer
+def test_dense_planned_output_feeds_a_sparse_layer(act, groups):
+    """out_dense=True: the output info has no lists (dense mode) yet the same a, states and G;
+    a sparse-mode consumer iterates it densely and computes what it computes on the listed info."""
+    rng = np.random.default_rng(40 + act)
+    x = sparse_input(rng, (2, 5, 6, 8), 0.5)
+    first = _native.ConvLayer(8, 16, kernel=(3, 3), pads=(1, 1, 1, 1), act=act)
+    first.set_weights(rng.standard_normal((16, 8, 3, 3)).astype(np.float32) * 0.3,
+                      rng.standard_normal(16).astype(np.float32))
+    a_listed, listed = first.forward(x)
+    a_planned, planned = first.forward(x, out_dense=True)
+    assert not listed.dense and planned.dense
+    close(a_planned, a_listed)
+    assert np.array_equal(planned.mask_g(), listed.mask_g()) and planned.nnz == listed.nnz
+    second = _native.ConvLayer(16, 16, kernel=(3, 3), pads=(1, 1, 1, 1), groups=groups, act=act)
+    second.set_weights(rng.standard_normal((16, 16 // groups, 3, 3)).astype(np.float32) * 0.3, None)
+    ga = rng.standard_normal((2, 5, 6, 16)).astype(np.float32)
+    outs = []
+    for info in (listed, planned):
+        a, _ = second.forward(info)
+        outs.append((a,) + second.backward(ga, prev_info=info))
+    for u, v in zip(*outs):
+        close(u, v)
+
+
+@pytest.mark.parametrize("act", [1, 2, 3])
 def test_conv_chain_masks_input_grad(act):
     """Input coming from a constrained activation: g_in is masked by its G, which is exact."""
     rng = np.random.default_rng(10 + act)

@@ -206,6 +206,11 @@ class NativeEngine(Engine):
                 raise ModelError(f"native engine: op {node.onnx_op} ({node.name}) is not supported; use --engine dense")
         return vals, (infos, ctx, flat)
 
+    def dense_planned(self) -> List[str]:
+        """Activations that the last step found too dense to list (< MIN_SPARSITY zeros): they are
+        planned densely, and their consumers iterate them densely, from the next step on."""
+        return sorted(k for k, v in self._dense_plan.items() if v)
+
     def _few_zeros(self, x) -> bool:
         """A tensor with no known constraint (network input, pool/Add output) is listed only if it has zeros to skip."""
         return self.auto_dense and x.size > 0 and np.count_nonzero(x) > (1.0 - MIN_SPARSITY) * x.size
