@@ -60,34 +60,43 @@ static py::tuple maxpool_forward(farr x, std::vector<int> k, std::vector<int> s,
         py::gil_scoped_release rel;
         std::lock_guard<std::mutex> lk(kernel_mutex());
         const i64 P = (i64)g.N * g.OH * g.OW;
-#pragma omp parallel
-        {
-            std::vector<float> best(g.C);
-            std::vector<int32_t> bi(g.C);
-#pragma omp for schedule(static)
-            for (i64 o = 0; o < P; o++) {
-                const int n = int(o / (g.OH * g.OW)), rem = int(o % (g.OH * g.OW)), oh = rem / g.OW, ow = rem % g.OW;
-                std::fill(best.begin(), best.end(), -std::numeric_limits<float>::infinity());
-                std::fill(bi.begin(), bi.end(), -1);
-                for (int r = 0; r < g.kh; r++) {
-                    const int ih = oh * g.sh - g.pt + r;
-                    if (ih < 0 || ih >= g.H) continue;
-                    for (int q = 0; q < g.kw; q++) {
-                        const int iw = ow * g.sw - g.pl + q;
-                        if (iw < 0 || iw >= g.W) continue;
-                        const int32_t e = ih * g.W + iw;
-                        const float* xr = X + (((i64)n * g.H + ih) * g.W + iw) * g.C;
-                        for (int c = 0; c < g.C; c++) {
-                            const float v = xr[c];
-                            const bool take = bi[c] < 0 || v > best[c] || std::isnan(v);
-                            best[c] = take ? v : best[c];
-                            bi[c] = take ? e : bi[c];
-                        }
+#pragma omp parallel for schedule(static)
+        for (i64 o = 0; o < P; o++) {
+            const int n = int(o / (g.OH * g.OW)), rem = int(o % (g.OH * g.OW)), oh = rem / g.OW, ow = rem % g.OW;
+            // the output row is the running max; bitwise ops (no short-circuit) let it vectorise
+            float* ET_RESTRICT best = Y + o * g.C;
+            int32_t* ET_RESTRICT bi = A + o * g.C;
+            for (int c = 0; c < g.C; c++) {
+                best[c] = -std::numeric_limits<float>::infinity();
+                bi[c] = -1;
+            }
+            for (int r = 0; r < g.kh; r++) {
+                const int ih = oh * g.sh - g.pt + r;
+                if (ih < 0 || ih >= g.H) continue;
+                for (int q = 0; q < g.kw; q++) {
+                    const int iw = ow * g.sw - g.pl + q;
+                    if (iw < 0 || iw >= g.W) continue;
+                    const int32_t e = ih * g.W + iw;
+                    const float* ET_RESTRICT xr = X + (((i64)n * g.H + ih) * g.W + iw) * g.C;
+                    int c = 0;
+#if defined(__GNUC__) && !defined(__clang__)
+                    typedef int32_t vi __attribute__((vector_size(32)));
+                    for (; c + VW <= g.C; c += VW) {  // random data: selects, not branches
+                        const vf v = loadu(xr + c), b = loadu(best + c);
+                        vi ix;
+                        std::memcpy(&ix, bi + c, sizeof ix);
+                        const vi take = (ix < 0) | (v > b) | (v != v);
+                        storeu(best + c, take ? v : b);
+                        ix = take ? (vi{} + e) : ix;
+                        std::memcpy(bi + c, &ix, sizeof ix);
                     }
-                }
-                for (int c = 0; c < g.C; c++) {
-                    Y[o * g.C + c] = best[c];
-                    A[o * g.C + c] = bi[c];
+#endif
+                    for (; c < g.C; c++) {
+                        const float v = xr[c];
+                        const bool take = (bi[c] < 0) | (v > best[c]) | (v != v);  // NaN propagates, first max wins
+                        best[c] = take ? v : best[c];
+                        bi[c] = take ? e : bi[c];
+                    }
                 }
             }
         }
