@@ -314,7 +314,13 @@ static void row_fast(Epi& E, Scratch& S, i64 p, const float* ET_RESTRICT z) {
         const vf zv = loadu(z + j);
         vf a;
         unsigned mnz, mg, m2 = 0;
-        if constexpr (ACT == ACT_RELU) {
+        if constexpr (ACT == ACT_NONE) {  // network input / unconstrained output: A = non-zeros, no state
+            const vi c = zv != v0;
+            a = zv;
+            mnz = mask8(c);
+            mg = 0xffu;
+            ch[j >> 3] -= c;
+        } else if constexpr (ACT == ACT_RELU) {
             const vi c = zv > v0;
             a = c ? zv : v0;
             mnz = mg = mask8(c);
@@ -349,7 +355,7 @@ static void row_fast(Epi& E, Scratch& S, i64 p, const float* ET_RESTRICT z) {
             ng += __builtin_popcount(mg);
         }
     }
-    I.acnt[p] = acount;
+    I.acnt[p] = I.a_constrained ? acount : K;
     I.gcnt[p] = gcount;
     if (LA) I.a_ptr[p + 1] = na - S.na;
     if (LG) I.g_ptr[p + 1] = ng - S.ng;
@@ -361,8 +367,8 @@ static void row_fast(Epi& E, Scratch& S, i64 p, const float* ET_RESTRICT z) {
 template <int ACT>
 static inline void row_dispatch(Epi& E, Scratch& S, i64 p, const float* z) {
 #ifdef ET_FAST_EPI
-    if constexpr (ACT == ACT_RELU || ACT == ACT_CLIP) {
-        if (E.K % 8 == 0 && (ACT == ACT_RELU || E.I->kind == KD_CLIP0)) {
+    if constexpr (ACT == ACT_RELU || ACT == ACT_CLIP || ACT == ACT_NONE) {
+        if (E.K % 8 == 0 && (ACT != ACT_CLIP || E.I->kind == KD_CLIP0)) {
             if (E.listA) {
                 if (E.listG) row_fast<ACT, true, true>(E, S, p, z);
                 else row_fast<ACT, true, false>(E, S, p, z);

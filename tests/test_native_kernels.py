@@ -174,14 +174,24 @@ def test_clip_general_bounds():
 
 
 @pytest.mark.parametrize("dense", [False, True])
-def test_analyze_input(dense):
+@pytest.mark.parametrize("C", [6, 16])   # 16: vector rows
+def test_analyze_input(dense, C):
     rng = np.random.default_rng(1)
-    x = sparse_input(rng, (3, 4, 5, 6), 0.6)
+    x = sparse_input(rng, (3, 4, 5, C), 0.6)
+    x[0, 0, 0, :3] = [-1.0, -0.0, 2.0]   # negative values and -0.0 (a zero) too
     info = _native.analyze_input(x, dense=dense)
     close(info.decompress(), x)
     assert info.nnz == np.count_nonzero(x)
-    assert info.shape == (3, 4, 5, 6)
-    assert np.array_equal(info.channel_counts(), np.count_nonzero(x.reshape(-1, 6), axis=0))
+    assert info.shape == (3, 4, 5, C)
+    assert np.array_equal(info.channel_counts(), np.count_nonzero(x.reshape(-1, C), axis=0))
+    assert np.array_equal(info.pixel_counts()[0], np.count_nonzero(x.reshape(-1, C), axis=1))
+    if not dense:
+        ptr, idx = info.pixel_lists()
+        m = np.zeros((ptr.size - 1, C), bool)
+        for p in range(ptr.size - 1):
+            m[p, idx[ptr[p]:ptr[p + 1]]] = True
+        assert np.array_equal(m, x.reshape(-1, C) != 0)
+        assert np.array_equal(info.packed_values(), x.reshape(-1, C)[m])
 
 
 def test_stored_bytes_relu():
