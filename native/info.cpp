@@ -312,7 +312,7 @@ static void row_fast(Epi& E, Scratch& S, i64 p, const float* ET_RESTRICT z) {
     int acount = 0, gcount = 0;
     for (int j = 0; j < K; j += 8) {
         const vf zv = loadu(z + j);
-        vf a;
+        vf a, sv;
         unsigned mnz, mg, m2 = 0;
         if constexpr (ACT == ACT_NONE) {  // network input / unconstrained output: A = non-zeros, no state
             const vi c = zv != v0;
@@ -326,6 +326,23 @@ static void row_fast(Epi& E, Scratch& S, i64 p, const float* ET_RESTRICT z) {
             mnz = mg = mask8(c);
             ch[j >> 3] -= c;
             bytes[(p * K + j) >> 3] = (u8)mnz;
+        } else if constexpr (ACT == ACT_HSWISH) {  // state 1 curved, 2 identity; G = both
+            const vf v3 = vzero() + 3.f, v6 = vzero() + 6.f;
+            const vi c1 = (zv > -v3) & (zv < v3), c2 = zv >= v3;
+            // hswish_a, operation for operation (std::max/std::min as selects): bit-identical
+            vf t = zv + v3;
+            t = t < v0 ? v0 : t;
+            t = v6 < t ? v6 : t;
+            a = zv * t / v6;
+            sv = c1 ? zv : a;  // stored: z where curved (a is recomputed from it), a elsewhere
+            const vi cn = a != v0;
+            mnz = mask8(cn);
+            const unsigned m1 = mask8(c1);
+            m2 = mask8(c2);
+            mg = m1 | m2;
+            ch[j >> 3] -= cn;
+            const u16 st = u16(kC8.spread[m1] | (kC8.spread[m2] << 1));
+            std::memcpy(bytes + ((p * K + j) >> 2), &st, 2);
         } else {  // Clip(0, hi): state 1 linear (G), 2 saturated
             const vi c1 = (zv > vlo) & (zv < vhi), c2 = zv >= vhi;
             a = zv < vlo ? vlo : zv;
@@ -338,13 +355,14 @@ static void row_fast(Epi& E, Scratch& S, i64 p, const float* ET_RESTRICT z) {
             const u16 st = u16(kC8.spread[mg] | (kC8.spread[m2] << 1));
             std::memcpy(bytes + ((p * K + j) >> 2), &st, 2);
         }
+        if constexpr (ACT != ACT_HSWISH) sv = a;
         if (aout) storeu(aout + j, a);
-        if (!LA) storeu(vout + j, a);
+        if (!LA) storeu(vout + j, sv);
         acount += __builtin_popcount(mnz);
         gcount += __builtin_popcount(mg);
         if (LA) {
             const vi pm = kC8.perm[mnz];
-            storeu(av + na, __builtin_shuffle(a, pm));
+            storeu(av + na, __builtin_shuffle(sv, pm));
             const vi ix = pm + j;
             std::memcpy(ai + na, &ix, sizeof ix);
             na += __builtin_popcount(mnz);
@@ -367,7 +385,7 @@ static void row_fast(Epi& E, Scratch& S, i64 p, const float* ET_RESTRICT z) {
 template <int ACT>
 static inline void row_dispatch(Epi& E, Scratch& S, i64 p, const float* z) {
 #ifdef ET_FAST_EPI
-    if constexpr (ACT == ACT_RELU || ACT == ACT_CLIP || ACT == ACT_NONE) {
+    if constexpr (ACT == ACT_RELU || ACT == ACT_CLIP || ACT == ACT_NONE || ACT == ACT_HSWISH) {
         if (E.K % 8 == 0 && (ACT != ACT_CLIP || E.I->kind == KD_CLIP0)) {
             if (E.listA) {
                 if (E.listG) row_fast<ACT, true, true>(E, S, p, z);
