@@ -166,6 +166,16 @@ static inline void list_fma(float* z, const float* ET_RESTRICT wrs, int ld, cons
                 for (int v = 0; v < NV; v++) acc[u][v] += x * w[v];
             }
         }
+        if constexpr (U == 2) {
+            // the odd entry of a list whose length is random: a select instead of a branch that
+            // mispredicts half the time (cnt >= 1, so the clamped index is in the list)
+            const int jr = jj < cnt ? jj : cnt - 1;
+            const float x = jj < cnt ? xv[jr] : 0.f;
+            const vf* w = vptr(wrs + (size_t)(ix[jr] - base) * ld);
+            ET_UNROLL
+            for (int v = 0; v < NV; v++) acc[1][v] += x * w[v];
+            jj = cnt;
+        }
         for (; jj < cnt; jj++) {
             const float x = xv[jj];
             const vf* w = vptr(wrs + (size_t)(ix[jj] - base) * ld);
@@ -606,7 +616,7 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
     // ---- prologue: d = grad_a * f'(z) -> dense padded rows (WG) and values along G lists (BP)
     // scratch reused across calls (no page faults per step)
     if (need_wg) Dbuf.ensure((size_t)Pout * KpAll);
-    if (need_bp) dvbuf.ensure((size_t)std::max<i64>(nd, 1));
+    if (need_bp) dvbuf.ensure((size_t)std::max<i64>(nd, 1) + VW);  // + slack: whole-vector stores
     float* D = Dbuf.data();
     float* dvals = dvbuf.data();
     std::vector<std::vector<double>> dbp(T);
@@ -616,12 +626,16 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
     const bool g1 = groups == 1;
 #pragma omp parallel num_threads(T)
     {
-        const int t = thread_id();
+        const int t = thread_id(), nt = team_size();
         std::vector<float> fp(K), drow(K);
         std::vector<double>& dbl = dbp[t];
         dbl.assign(K, 0.0);
+        // ReLU / ReLU6 with K % 8 == 0 (ungrouped, so D rows are unpadded): eight channels at a time
+        const bool fast = g1 && Kp == K &&
+                          grad_rows_fast(O, grad_a, split(Pout, nt, t), split(Pout, nt, t + 1),
+                                         need_wg ? D : nullptr, KpAll, need_bp ? dvals : nullptr, dbl.data());
 #pragma omp for schedule(static)
-        for (i64 o = 0; o < Pout; o++) {
+        for (i64 o = 0; o < (fast ? 0 : Pout); o++) {
             const float* ga = grad_a + o * K;
             float* Dr = need_wg ? D + o * KpAll : nullptr;
             if (gptr) {
@@ -828,20 +842,24 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
 // sum over (o, valid tap, group) of |A(p) ∩ g| * |G(o) ∩ g|.
 i64 ConvLayer::wg_required(const i32* gc) {
     const i32* ac = in->group_counts(0, groups);
-    const i64 Pout = (i64)N * OH * OW;
-    const int OHW = OH * OW;
     i64 req = 0;
+    // rows (n, oh) in parallel: no divisions per pixel
 #pragma omp parallel for schedule(static) reduction(+ : req)
-    for (i64 o = 0; o < Pout; o++) {
-        const int n = int(o / OHW), rem = int(o % OHW), oh = rem / OW, ow = rem % OW;
-        for (int r = 0; r < R; r++) {
-            const int ih = oh * sh - pt + r * dh;
-            if ((unsigned)ih >= (unsigned)H) continue;
-            for (int s = 0; s < S; s++) {
-                const int iw = ow * sw - pl + s * dw;
-                if ((unsigned)iw >= (unsigned)W) continue;
-                const i64 p = ((i64)n * H + ih) * W + iw;
-                for (int g = 0; g < groups; g++) req += (i64)ac[p * groups + g] * gc[o * groups + g];
+    for (i64 row = 0; row < (i64)N * OH; row++) {
+        const int n = int(row / OH), oh = int(row % OH);
+        for (int ow = 0; ow < OW; ow++) {
+            const i64 o = row * OW + ow;
+            for (int r = 0; r < R; r++) {
+                const int ih = oh * sh - pt + r * dh;
+                if ((unsigned)ih >= (unsigned)H) continue;
+                for (int s = 0; s < S; s++) {
+                    const int iw = ow * sw - pl + s * dw;
+                    if ((unsigned)iw >= (unsigned)W) continue;
+                    const i64 p = ((i64)n * H + ih) * W + iw;
+                    if (groups == 1) req += (i64)ac[p] * gc[o];
+                    else
+                        for (int g = 0; g < groups; g++) req += (i64)ac[p * groups + g] * gc[o * groups + g];
+                }
             }
         }
     }

@@ -270,7 +270,9 @@ typedef i32 vi __attribute__((vector_size(32)));
 struct Compact8 {
     vi perm[256];  // lanes of the set bits of m first, in order
     u16 spread[256];  // bit i -> bit 2i
+    u8 even[256];     // bits 0, 2, 4, 6 -> bits 0..3 (state bit 0 of four 2-bit codes)
     Compact8() {
+        for (int b = 0; b < 256; b++) even[b] = u8((b & 1) | (b >> 1 & 2) | (b >> 2 & 4) | (b >> 3 & 8));
         for (int m = 0; m < 256; m++) {
             int n = 0;
             vi v = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -380,6 +382,54 @@ static void row_fast(Epi& E, Scratch& S, i64 p, const float* ET_RESTRICT z) {
     S.na = na;
     S.ng = ng;
 }
+
+bool grad_rows_fast(ActInfo& O, const float* grad_a, i64 o0, i64 o1, float* D, int ldd, float* dvals,
+                    double* dbl) {
+    const int K = O.C;
+    if (K % 8 || !(O.kind == KD_RELU || O.kind == KD_CLIP0)) return false;
+    const u8* bytes = reinterpret_cast<const u8*>(O.bits.data());
+    const bool lists = !O.g_all;
+    const i64* gptr = O.g_same ? O.a_ptr.data() : O.g_ptr.data();
+    const vi lane = {0, 1, 2, 3, 4, 5, 6, 7};
+    float tmp[8];
+    for (i64 o = o0; o < o1; o++) {
+        const float* ga = grad_a + o * K;
+        float* dv = dvals ? dvals + (lists ? gptr[o] : o * K) : nullptr;
+        for (int j = 0; j < K; j += 8) {
+            const i64 e = o * K + j;
+            unsigned m;
+            if (O.bpe == 1) {
+                m = bytes[e >> 3];
+            } else {  // Clip(0, hi): G = the linear state (bit 0 of each 2-bit code)
+                u16 st;
+                std::memcpy(&st, bytes + (e >> 2), 2);
+                m = unsigned(kC8.even[st & 0xff]) | (unsigned(kC8.even[st >> 8]) << 4);
+            }
+            const vi in_g = ((vi{} + int(m)) >> lane & 1) != 0;
+            const vf d = in_g ? loadu(ga + j) : vzero();
+            if (D) storeu(D + o * ldd + j, d);
+            if (dv) {
+                if (lists) {
+                    const vf packed = __builtin_shuffle(d, kC8.perm[m]);
+                    if (o + 1 < o1) {
+                        storeu(dv, packed);  // spills into the next row, which overwrites it later
+                    } else {             // the last row: the next one may be another thread's
+                        storeu(tmp, packed);
+                        std::memcpy(dv, tmp, sizeof(float) * __builtin_popcount(m));
+                    }
+                    dv += __builtin_popcount(m);
+                } else {
+                    storeu(dv + j, d);
+                }
+            }
+            storeu(tmp, d);
+            for (int i = 0; i < 8; i++) dbl[j + i] += tmp[i];
+        }
+    }
+    return true;
+}
+#else
+bool grad_rows_fast(ActInfo&, const float*, i64, i64, float*, int, float*, double*) { return false; }
 #endif
 
 template <int ACT>

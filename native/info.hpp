@@ -183,6 +183,12 @@ InfoPtr activate_rows(const float* z, float* a_out, int N, int H, int W, int C, 
                       float lo, float hi, bool dense);
 // d = grad_a * f'(z) (dense, zero outside G).
 void grad_z_dense(ActInfo& I, const float* grad_a, float* d);
+// The same for output rows [o0, o1) of a ReLU / Clip(0, hi) info with C % 8 == 0,
+// eight channels at a time: dense rows into D (row stride ldd; null: skipped),
+// the values along the G lists (dense rows in dense mode) into dvals (null:
+// skipped), per-channel sums added to dbl. Returns false (nothing written)
+// when the info does not qualify.
+bool grad_rows_fast(ActInfo& O, const float* grad_a, i64 o0, i64 o1, float* D, int ldd, float* dvals, double* dbl);
 // Convert any info to dense mode (or back: sparse mode of a dense info is a
 // discovery pass, used in tests).
 InfoPtr to_mode(const InfoPtr& in, bool dense);
