@@ -775,6 +775,23 @@ const Transposed& ActInfo::transposed(bool pointwise, int tile_px, const TGeo* g
     T->ptr[nt * C] = total;
     const bool all_ = a_all;
     const int HW = H * W;
+    // the code of a pixel depends on its (ih, iw) only: one table per call, not divisions per pixel
+    std::vector<i32> codes(pointwise ? 0 : HW);
+    for (int q = 0; q < (pointwise ? 0 : HW); q++) {
+        const int ih = q / W, iw = q % W;
+        if (geo) {
+            u32 vm = 0;
+            for (int r = 0; r < G.R; r++)
+                for (int s = 0; s < G.S; s++) {
+                    const int oh = ih + G.pt - r * G.dh, ow = iw + G.pl - s * G.dw;
+                    if (oh >= 0 && oh < G.OH && ow >= 0 && ow < G.OW) vm |= 1u << (r * G.S + s);
+                }
+            codes[q] = i32((u32(ih * G.OW + iw) << (G.R * G.S)) | vm);
+        } else {
+            codes[q] = (ih << 16) | iw;
+        }
+    }
+    const i32* codep = codes.data();
     Transposed* Tp = T.get();
     ActInfo* self = this;
 #pragma omp parallel
@@ -799,22 +816,7 @@ const Transposed& ActInfo::transposed(bool pointwise, int tile_px, const TGeo* g
             }
             const int n = Tp->tn[t];
             for (i64 p = p0; p < p1; p++) {
-                i32 code;
-                u32 vm = 0;
-                if (pointwise) code = (i32)p;
-                else {
-                    const int q = int(p - (i64)n * HW), ih = q / W, iw = q % W;
-                    if (geo) {
-                        for (int r = 0; r < G.R; r++)
-                            for (int s = 0; s < G.S; s++) {
-                                const int oh = ih + G.pt - r * G.dh, ow = iw + G.pl - s * G.dw;
-                                if (oh >= 0 && oh < G.OH && ow >= 0 && ow < G.OW) vm |= 1u << (r * G.S + s);
-                            }
-                        code = i32((u32(ih * G.OW + iw) << (G.R * G.S)) | vm);
-                    } else {
-                        code = (ih << 16) | iw;
-                    }
-                }
+                const i32 code = pointwise ? (i32)p : codep[p - (i64)n * HW];
                 if (all_) {
                     const float* v = av + p * C;
                     for (int c = 0; c < C; c++) {
