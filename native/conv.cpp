@@ -276,11 +276,21 @@ void ConvLayer::fp_general(const InfoPtr& x, Epi& E) {
     const int full_min = std::max(1, (cwF * 4 + 4) / 5);
     const i64 Pout = (i64)N * OH * OW;
     const int T = max_threads();
+    // same-size convs on listed input: split the output pixels by the work
+    // their input lists carry (non-zeros plus a per-pixel share), not evenly
+    std::vector<i64> bounds;
+    if (!V.all && Pout == x->P && T > 1) {
+        std::vector<i64> pre(Pout + 1, 0);
+        const i32* ac = x->acnt.data();
+        for (i64 o = 0; o < Pout; o++) pre[o + 1] = pre[o] + ac[o] + C / 4 + 1;
+        bounds = balanced_split(pre.data(), Pout, T);
+    }
     std::vector<Counts> cnt(T);
 #pragma omp parallel num_threads(T)
     {
         const int t = thread_id(), nt = team_size();
-        const i64 p0 = split(Pout, nt, t), p1 = split(Pout, nt, t + 1);
+        const bool bal = (int)bounds.size() == nt + 1;
+        const i64 p0 = bal ? bounds[t] : split(Pout, nt, t), p1 = bal ? bounds[t + 1] : split(Pout, nt, t + 1);
         E.start(t, p0, p1);
         ABuf<float> ztile, zrow;
         ztile.reset((size_t)TPIX * KpAll);
