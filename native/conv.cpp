@@ -324,6 +324,31 @@ void ConvLayer::fp_general(const InfoPtr& x, Epi& E) {
     for (auto& c : cnt) cfp += c;
 }
 
+// z[0..C) = bias + sum over the taps of x[tp[i]] * w[i], 32 channels at a time in
+// registers (the taps are the inner loop, so z is written once per pixel).
+static void dw_block(float* ET_RESTRICT z, const float* bias, const float* X, int C, const i64* tp,
+                     const float* const* tw, int taps) {
+    int c0 = 0;
+    for (; c0 + 4 * VW <= C; c0 += 4 * VW) {
+        vf acc[4];
+        ET_UNROLL
+        for (int v = 0; v < 4; v++) acc[v] = loadu(bias + c0 + v * VW);
+        for (int i = 0; i < taps; i++) {
+            const float* xr = X + tp[i] * C + c0;
+            const float* wr = tw[i] + c0;
+            ET_UNROLL
+            for (int v = 0; v < 4; v++) acc[v] += loadu(xr + v * VW) * loadu(wr + v * VW);
+        }
+        ET_UNROLL
+        for (int v = 0; v < 4; v++) storeu(z + c0 + v * VW, acc[v]);
+    }
+    for (int c = c0; c < C; c++) {
+        float a = bias[c];
+        for (int i = 0; i < taps; i++) a += X[tp[i] * C + c] * tw[i][c];
+        z[c] = a;
+    }
+}
+
 void ConvLayer::fp_depthwise(const InfoPtr& x, Epi& E) {
     const float* X = x->dense_values();
     const bool skip = !x->all;  // sparse mode skips all-zero input pixels
@@ -341,10 +366,13 @@ void ConvLayer::fp_depthwise(const InfoPtr& x, Epi& E) {
         ABuf<float> zrow;
         zrow.reset(Cpad);
         i64 ex = 0, rq = 0;
+        // (n, oh, ow) stepped along, not divided out per pixel
+        int n = int(p0 / OHW), oh = int(p0 % OHW) / OW, ow = int(p0 % OHW) % OW;
         for (i64 o = p0; o < p1; o++) {
-            const int n = int(o / OHW), rem = int(o % OHW), oh = rem / OW, ow = rem % OW;
             float* ET_RESTRICT z = zrow.data();
-            for (int c = 0; c < C; c++) z[c] = bias[c];
+            int taps = 0;
+            i64 tp[32];
+            const float* tw[32];
             for (int r = 0; r < R; r++) {
                 const int ih = oh * sh - pt + r * dh;
                 if ((unsigned)ih >= (unsigned)H) continue;
@@ -355,12 +383,20 @@ void ConvLayer::fp_depthwise(const InfoPtr& x, Epi& E) {
                     rq += ac[p];
                     if (skip && ac[p] == 0) continue;
                     ex += C;
-                    const float* ET_RESTRICT xr = X + p * C;
-                    const float* ET_RESTRICT wr = Wf.data() + (size_t)(r * S + s) * Cpad;
+                    const float* wr = Wf.data() + (size_t)(r * S + s) * Cpad;
+                    if (taps < 32) {
+                        tp[taps] = p;
+                        tw[taps++] = wr;
+                        continue;
+                    }
+                    const float* ET_RESTRICT xr = X + p * C;  // kernels larger than 32 taps
+                    if (taps == 32) { dw_block(z, bias.data(), X, C, tp, tw, taps); taps = 33; }
                     for (int c = 0; c < C; c++) z[c] += xr[c] * wr[c];
                 }
             }
+            if (taps <= 32) dw_block(z, bias.data(), X, C, tp, tw, taps);
             E.row(t, o, z);
+            if (++ow == OW) { ow = 0; if (++oh == OH) { oh = 0; n++; } }
         }
         cnt[t].executed = ex;
         cnt[t].required = rq;
@@ -938,11 +974,13 @@ void ConvLayer::bwd_depthwise(const float* grad_a, float* g_in, const ActInfo* p
     std::vector<std::vector<double>> dbp(T);
 #pragma omp parallel num_threads(T)
     {
-        const int t = thread_id();
+        const int t = thread_id(), nt = team_size();
         std::vector<float> fp(C);
         dbp[t].assign(C, 0.0);
+        const bool fast = grad_rows_fast(O, grad_a, split(Pout, nt, t), split(Pout, nt, t + 1), D.data(), C,
+                                         nullptr, dbp[t].data());
 #pragma omp for schedule(static)
-        for (i64 o = 0; o < Pout; o++) {
+        for (i64 o = 0; o < (fast ? 0 : Pout); o++) {
             fprime_row(O, o, fp.data());
             const float* ga = grad_a + o * C;
             float* d = D.data() + o * C;
