@@ -1013,6 +1013,7 @@ void ConvLayer::bwd_depthwise(const float* grad_a, float* g_in, const ActInfo* p
         const bool con = pg && (pg->kind == KD_RELU || pg->kind == KD_CLIP0 || pg->kind == KD_HSWISH);
         ABuf<u8> mp;
         mp.reset((size_t)Pin * C);
+        const std::vector<float> zeros(C, 0.f);
         if (con) g_mask(*pg, mp.data());
         else std::memset(mp.data(), 1, (size_t)Pin * C);
         const bool skip = !dense;
@@ -1028,6 +1029,9 @@ void ConvLayer::bwd_depthwise(const float* grad_a, float* g_in, const ActInfo* p
                 if (skip && con && pg->gcnt[p] == 0) continue;
                 const int n = int(p / (H * W)), rem = int(p % (H * W)), ih = rem / W, iw = rem % W;
                 const u8* mpr = mp.data() + p * C;
+                int taps = 0;  // up to 32 taps go through dw_block (registers), the rest add in place
+                i64 tpo[32];
+                const float* twt[32];
                 for (int r = 0; r < R; r++) {
                     int th = ih + pt - r * dh;
                     if (th < 0) continue;
@@ -1045,11 +1049,18 @@ void ConvLayer::bwd_depthwise(const float* grad_a, float* g_in, const ActInfo* p
                         rq += and_count(mgr, mpr, C);
                         if (skip && gc[o] == 0) continue;
                         ex += C;
-                        const float* ET_RESTRICT d = D.data() + o * C;
                         const float* ET_RESTRICT w = Wf.data() + (size_t)(r * S + s) * Cpad;
+                        if (taps < 32) {
+                            tpo[taps] = o;
+                            twt[taps++] = w;
+                            continue;
+                        }
+                        if (taps == 32) { dw_block(gr, zeros.data(), D.data(), C, tpo, twt, taps); taps = 33; }
+                        const float* ET_RESTRICT d = D.data() + o * C;
                         for (int c = 0; c < C; c++) gr[c] += d[c] * w[c];
                     }
                 }
+                if (taps <= 32) dw_block(gr, zeros.data(), D.data(), C, tpo, twt, taps);
                 if (con)
                     for (int c = 0; c < C; c++) gr[c] = mpr[c] ? gr[c] : 0.f;
             }
