@@ -261,9 +261,70 @@ static void fp_block(const FpArgs& A, i64 o0, i64 o1, int g, int kb, i64& ent, i
     req += rq;
 }
 
+// Few input channels (a network's first conv: 3 colours): a pixel's lists over
+// all its taps are joined into one list over (tap, channel) - the rows of Wf
+// in that order - so one walk of up to R*S*C entries replaces R*S walks of C.
+static constexpr int IM2COL_MAX = 64;
+template <int NV>
+static void fp_im2col(const FpArgs& A, i64 o0, i64 o1, int g, int kb, i64& ent, i64& req) {
+    const ConvLayer& L = *A.L;
+    const RowView& V = *A.V;
+    const int R = L.R, S = L.S, Cg = L.Cg, Kp = L.Kp, KpAll = L.KpAll;
+    const int H = A.H, W = A.W, OW = A.OW, OHW = A.OH * A.OW;
+    (void)g;
+    const float* bb = L.bias.data() + kb;
+    const float* wb = L.Wf.data() + kb;
+    const float* vals = A.vals;
+    i32 ix[IM2COL_MAX];
+    float xv[IM2COL_MAX];
+    i64 e = 0, rq = 0;
+    for (i64 o = o0; o < o1; o++) {
+        const int n = int(o / OHW), rem = int(o - (i64)n * OHW), oh = rem / OW, ow = rem - oh * OW;
+        int cnt = 0;
+        const int ih0 = oh * L.sh - L.pt, iw0 = ow * L.sw - L.pl;
+        if (V.all && L.dw == 1 && ih0 >= 0 && ih0 + (R - 1) * L.dh < H && iw0 >= 0 && iw0 + S - 1 < W) {
+            // dense input, every tap inside: each kernel row is S*C contiguous floats
+            for (int r = 0; r < R; r++) {
+                const i64 p = ((i64)n * H + ih0 + r * L.dh) * W + iw0;
+                for (int s = 0; s < S; s++) rq += A.reqc[p + s];
+                std::memcpy(xv + r * S * Cg, vals + p * Cg, sizeof(float) * S * Cg);
+            }
+            cnt = R * S * Cg;
+        } else
+        for (int r = 0; r < R; r++) {
+            const int ih = oh * L.sh - L.pt + r * L.dh;
+            if ((unsigned)ih >= (unsigned)H) continue;
+            for (int s = 0; s < S; s++) {
+                const int iw = ow * L.sw - L.pl + s * L.dw;
+                if ((unsigned)iw >= (unsigned)W) continue;
+                const i64 p = ((i64)n * H + ih) * W + iw;
+                rq += A.reqc[p];
+                const i32* pix;
+                i64 off;
+                const int c = V.row(p, 0, pix, off);
+                const int tb = (r * S + s) * Cg;
+                for (int j = 0; j < c; j++) {
+                    ix[cnt] = tb + pix[j];
+                    xv[cnt++] = vals[off + j];
+                }
+            }
+        }
+        float* zr = A.ztile + (size_t)(o - o0) * KpAll + kb;
+        ET_UNROLL
+        for (int v = 0; v < NV; v++) vptr(zr)[v] = vptr(bb)[v];
+        // every tap valid and dense: ix is 0..cnt-1 and the walk needs no indices
+        if (cnt) list_fma<NV>(zr, wb, Kp, xv, ix, 0, cnt, R * S * Cg);
+        e += cnt;
+    }
+    ent += e;
+    req += rq;
+}
+
 using FpFn = void (*)(const FpArgs&, i64, i64, int, int, i64&, i64&);
 static const FpFn fp_table[9] = {nullptr, fp_block<1>, fp_block<2>, fp_block<3>, fp_block<4>,
                                  fp_block<5>, fp_block<6>, fp_block<7>, fp_block<8>};
+static const FpFn fp_im2col_table[9] = {nullptr, fp_im2col<1>, fp_im2col<2>, fp_im2col<3>, fp_im2col<4>,
+                                        fp_im2col<5>, fp_im2col<6>, fp_im2col<7>, fp_im2col<8>};
 
 void ConvLayer::fp_general(const InfoPtr& x, Epi& E) {
     RowView V = x->view_a(C / cwF);
@@ -276,6 +337,7 @@ void ConvLayer::fp_general(const InfoPtr& x, Epi& E) {
     const int full_min = std::max(1, (cwF * 4 + 4) / 5);
     const i64 Pout = (i64)N * OH * OW;
     const int T = max_threads();
+    const bool im2col = groups == 1 && R * S > 1 && R * S * Cg <= IM2COL_MAX;
     // same-size convs on listed input: split the output pixels by the work
     // their input lists carry (non-zeros plus a per-pixel share), not evenly
     std::vector<i64> bounds;
@@ -303,7 +365,7 @@ void ConvLayer::fp_general(const InfoPtr& x, Epi& E) {
                 for (int kb = 0; kb < Kp; kb += KB) {
                     const int nv = std::min(KB, Kp - kb) / VW;
                     i64 ent = 0, req = 0;
-                    fp_table[nv](A, tp, te, g, kb, ent, req);
+                    (im2col ? fp_im2col_table : fp_table)[nv](A, tp, te, g, kb, ent, req);
                     ex += ent * nv * VW;
                     if (kb == 0) rq += req * Kg;
                 }
