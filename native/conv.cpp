@@ -478,7 +478,7 @@ InfoPtr ConvLayer::forward(const InfoPtr& x0, bool dense_, float* a_out, bool ou
     N = x->N; H = x->H; W = x->W;
     out_shape(H, W, OH, OW);
     in = x;
-    if (trainable && !depthwise) {
+    if (trainable && !depthwise && !wg_by_im2col()) {
         TGeo G;
         const bool hg = wg_geo(G);
         x->transposed(pointwise, tile_px(), hg ? &G : nullptr);
@@ -878,9 +878,6 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
     // ---- WG
     if (need_wg) {
         cwg.dense = dmacs;
-        TGeo Gg;
-        const bool hg = wg_geo(Gg);
-        const Transposed& TT = in->transposed(pointwise, tile_px(), hg ? &Gg : nullptr);
         const int RS = R * S;
         const i64 items = (i64)C * RS;
         std::vector<i64> pre(items + 1, 0);
@@ -894,6 +891,12 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
 #pragma omp parallel for schedule(static)
             for (i64 i = 0; i < nz; i += 4096) std::memset(z + i, 0, sizeof(float) * std::min<i64>(4096, nz - i));
         }
+        if (wg_by_im2col()) {
+            cwg.executed = wg_im2col(D, dWp.data());
+        } else {
+        TGeo Gg;
+        const bool hg = wg_geo(Gg);
+        const Transposed& TT = in->transposed(pointwise, tile_px(), hg ? &Gg : nullptr);
         bool any_empty = false;
         if (!dense)
             for (i64 i = 0; i < Pout * groups && !any_empty; i++) any_empty = gc[i] == 0;
@@ -924,6 +927,7 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
             cnt[t].executed = ex;
         }
         for (auto& c : cnt) cwg.executed += c.executed;
+        }
         cwg.required = wg_required(gc);
         // packed [g][rs][cl][kk] -> OIHW, blocked transpose in parallel
         {
@@ -944,6 +948,117 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
         }
     }
     phase_times(t0, t1, t2, now_ms(), need_bp);
+}
+
+// WG of a first conv (few channels, dense input): dW rows (tap, channel) x K
+// accumulate outer products of the joined input taps (im2col rows of a tile of
+// output pixels) and the d rows; B rows x NV vectors stay in registers while a
+// tile is swept, so each d vector loaded feeds B FMAs.
+template <int NV>
+static void wg_cols(float* acc, const float* col, const i64* to, int nt, const float* D, int RSC, int Kp,
+                    int KpAll, int kb) {
+    constexpr int B = NV <= 4 ? 3 : 1;
+    int tc = 0;
+    auto sweep = [&](auto bc) {
+        constexpr int BB = decltype(bc)::value;
+        vf a[BB][NV];
+        ET_UNROLL
+        for (int j = 0; j < BB; j++)
+            ET_UNROLL
+            for (int v = 0; v < NV; v++) a[j][v] = vptr(acc + (size_t)(tc + j) * Kp + kb)[v];
+        for (int i = 0; i < nt; i++) {
+            const vf* d = vptr(D + to[i] * KpAll + kb);
+            const float* cr = col + (size_t)i * RSC + tc;
+            ET_UNROLL
+            for (int j = 0; j < BB; j++) {
+                const float x = cr[j];
+                ET_UNROLL
+                for (int v = 0; v < NV; v++) a[j][v] += x * d[v];
+            }
+        }
+        ET_UNROLL
+        for (int j = 0; j < BB; j++)
+            ET_UNROLL
+            for (int v = 0; v < NV; v++) vptr(acc + (size_t)(tc + j) * Kp + kb)[v] = a[j][v];
+    };
+    for (; tc + B <= RSC; tc += B) sweep(std::integral_constant<int, B>());
+    for (; tc < RSC; tc++) sweep(std::integral_constant<int, 1>());
+}
+using WgColsFn = void (*)(float*, const float*, const i64*, int, const float*, int, int, int, int);
+static const WgColsFn wg_cols_table[9] = {nullptr, wg_cols<1>, wg_cols<2>, wg_cols<3>, wg_cols<4>,
+                                          wg_cols<5>, wg_cols<6>, wg_cols<7>, wg_cols<8>};
+
+bool ConvLayer::wg_by_im2col() const {
+    return groups == 1 && R * S > 1 && R * S * Cg <= IM2COL_MAX && dw == 1 && in && in->a_all;
+}
+
+i64 ConvLayer::wg_im2col(const float* D, float* dWp) {
+    const int RSC = R * S * C;
+    const float* X = in->dense_values();
+    const i64 Pout = (i64)N * OH * OW;
+    const int T = max_threads(), OHW = OH * OW;
+    std::vector<ABuf<float>> accs(T);
+    std::vector<i64> exs(T, 0);
+#pragma omp parallel num_threads(T)
+    {
+        const int t = thread_id(), nt = team_size();
+        float* acc = (accs[t].reset((size_t)RSC * Kp, true), accs[t].data());
+        constexpr int TW = 64;
+        std::vector<float> col((size_t)TW * RSC);
+        i64 to[TW];
+        int n_in = 0;
+        i64 ex = 0;
+        auto flush = [&]() {
+            for (int kb = 0; kb < Kp; kb += KB) {
+                const int nv = std::min(KB, Kp - kb) / VW;
+                wg_cols_table[nv](acc, col.data(), to, n_in, D, RSC, Kp, KpAll, kb);
+                ex += (i64)n_in * RSC * nv * VW;
+            }
+            n_in = 0;
+        };
+        for (i64 o = split(Pout, nt, t); o < split(Pout, nt, t + 1); o++) {
+            const int n = int(o / OHW), rem = int(o % OHW), oh = rem / OW, ow = rem % OW;
+            const int ih0 = oh * sh - pt, iw0 = ow * sw - pl;
+            if (ih0 >= 0 && ih0 + (R - 1) * dh < H && iw0 >= 0 && iw0 + S - 1 < W) {
+                float* cr = col.data() + (size_t)n_in * RSC;
+                for (int r = 0; r < R; r++)
+                    std::memcpy(cr + r * S * C, X + (((i64)n * H + ih0 + r * dh) * W + iw0) * C, sizeof(float) * S * C);
+                to[n_in++] = o;
+                if (n_in == TW) flush();
+                continue;
+            }
+            // border pixel: its valid taps straight into the accumulator rows
+            const float* dr = D + o * KpAll;
+            for (int r = 0; r < R; r++) {
+                const int ih = ih0 + r * dh;
+                if ((unsigned)ih >= (unsigned)H) continue;
+                for (int s = 0; s < S; s++) {
+                    const int iw = iw0 + s;
+                    if ((unsigned)iw >= (unsigned)W) continue;
+                    const float* xr = X + (((i64)n * H + ih) * W + iw) * C;
+                    for (int c = 0; c < C; c++) {
+                        float* row = acc + (size_t)((r * S + s) * C + c) * Kp;
+                        const float x = xr[c];
+                        for (int k = 0; k < Kp; k++) row[k] += x * dr[k];
+                    }
+                    ex += (i64)C * Kp;
+                }
+            }
+        }
+        if (n_in) flush();
+        exs[t] = ex;
+    }
+    const i64 tot = (i64)RSC * Kp;  // dWp rows are (tap, channel): the same layout
+#pragma omp parallel for schedule(static)
+    for (i64 i = 0; i < tot; i++) {
+        float v = 0.f;
+        for (int t = 0; t < T; t++)
+            if (accs[t].size()) v += accs[t][i];
+        dWp[i] += v;
+    }
+    i64 ex = 0;
+    for (i64 e : exs) ex += e;
+    return ex;
 }
 
 // Pair-level WG requirement, counted from the constraint counts:

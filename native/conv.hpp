@@ -50,6 +50,8 @@ struct ConvLayer {
     bool wg_geo(TGeo& G) const;
     i64 wg_required(const i32* gc);
     void phase_times(double t0, double t1, double t2, double t3, bool bp);
+    bool wg_by_im2col() const;
+    i64 wg_im2col(const float* D, float* dWp);
 };
 
 }  // namespace et
