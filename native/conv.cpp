@@ -721,16 +721,9 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
     const bool need_bp = g_in != nullptr;
     RowView GV = O.view_g(K / cwB);
     const i64 nd = GV.all ? Pout * K : (O.g_same ? O.nnz_a : O.nnz_g);
-    // BP of a layer whose error is dense (no activation after it: a residual
-    // branch, a projection) uses the output side instead: g_in only inside the
-    // previous layer's G, dot products over K of the dense d rows
-    const bool out_bp = need_bp && !dense && GV.all && groups == 1 && R * S <= 32 && prevG &&
-                        (prevG->kind == KD_RELU || prevG->kind == KD_CLIP0 || prevG->kind == KD_HSWISH) &&
-                        !prevG->g_all;
-    const bool want_D = need_wg || out_bp;
-    // ---- prologue: d = grad_a * f'(z) -> dense padded rows (WG, output-side BP) and values along G lists (BP)
+    // ---- prologue: d = grad_a * f'(z) -> dense padded rows (WG) and values along G lists (BP)
     // scratch reused across calls (no page faults per step)
-    if (want_D) Dbuf.ensure((size_t)Pout * KpAll);
+    if (need_wg) Dbuf.ensure((size_t)Pout * KpAll);
     if (need_bp) dvbuf.ensure((size_t)std::max<i64>(nd, 1) + VW);  // + slack: whole-vector stores
     float* D = Dbuf.data();
     float* dvals = dvbuf.data();
@@ -748,11 +741,11 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
         // ReLU / ReLU6 with K % 8 == 0 (ungrouped, so D rows are unpadded): eight channels at a time
         const bool fast = g1 && Kp == K &&
                           grad_rows_fast(O, grad_a, split(Pout, nt, t), split(Pout, nt, t + 1),
-                                         want_D ? D : nullptr, KpAll, need_bp ? dvals : nullptr, dbl.data());
+                                         need_wg ? D : nullptr, KpAll, need_bp ? dvals : nullptr, dbl.data());
 #pragma omp for schedule(static)
         for (i64 o = 0; o < (fast ? 0 : Pout); o++) {
             const float* ga = grad_a + o * K;
-            float* Dr = want_D ? D + o * KpAll : nullptr;
+            float* Dr = need_wg ? D + o * KpAll : nullptr;
             if (gptr) {
                 // sparse: d is computed only along the G list (f' = 1 there except the curved hard-swish part)
                 if (Dr) std::memset(Dr, 0, sizeof(float) * KpAll);
@@ -816,9 +809,6 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
             pgc = pg->group_counts(1, groups);
         }
         const bool skip_px = mmode == 1 && !dense;
-        if (out_bp) {
-            bp_output_side(D, g_in, PV, gc);
-        } else {
         BpArgs A{this, &GV, dvals, gc, nullptr, H, W, OH, OW};
         // nearly dense G (hard-swish): full-ish list chunks use the dense d rows of WG
         if (need_wg && !GV.all && Pout * (i64)K > 0 && double(nd) >= 0.7 * double(Pout * (i64)K)) {
@@ -883,7 +873,6 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
             cnt[t].required = rq;
         }
         for (auto& c : cnt) { cbp.executed += c.executed; cbp.required += c.required; }
-        }
     }
     const double t2 = now_ms();
     // ---- WG
@@ -1070,74 +1059,6 @@ i64 ConvLayer::wg_im2col(const float* D, float* dWp) {
     i64 ex = 0;
     for (i64 e : exs) ex += e;
     return ex;
-}
-
-// Output-side BP (groups == 1): for each input pixel, only the channels in the
-// previous layer's G list, eight at a time: eight dot products over K of the
-// dense d rows of its taps with the weight rows W[tap][c][:], accumulated in
-// eight vector registers and reduced at the end of the pixel.
-void ConvLayer::bp_output_side(const float* D, float* g_in, const RowView& PV, const i32* gc) {
-    const int T = max_threads(), HW = H * W;
-    std::vector<Counts> cnt(T);
-#pragma omp parallel num_threads(T)
-    {
-        const int t = thread_id();
-        i64 ex = 0, rq = 0;
-#pragma omp for schedule(dynamic, 64)
-        for (i64 p = 0; p < in->P; p++) {
-            float* gr = g_in + p * C;
-            std::memset(gr, 0, sizeof(float) * C);
-            const i32* ix;
-            i64 off;
-            const int m = PV.row(p, 0, ix, off);
-            if (!m) continue;
-            const int n = int(p / HW), rem = int(p - (i64)n * HW), ih = rem / W + pt, iw = rem % W + pl;
-            i64 to[32];
-            int trs[32], nt = 0;
-            for (int r = 0; r < R; r++) {
-                int th = ih - r * dh;
-                if (th < 0 || th % sh) continue;
-                th /= sh;
-                if (th >= OH) continue;
-                for (int s = 0; s < S; s++) {
-                    int tw = iw - s * dw;
-                    if (tw < 0 || tw % sw) continue;
-                    tw /= sw;
-                    if (tw >= OW) continue;
-                    to[nt] = ((i64)n * OH + th) * OW + tw;
-                    rq += (i64)gc[to[nt]] * m;
-                    trs[nt++] = r * S + s;
-                }
-            }
-            for (int j0 = 0; j0 < m; j0 += 8) {
-                const int nb = std::min(8, m - j0);
-                vf acc[8];
-                ET_UNROLL
-                for (int j = 0; j < 8; j++) acc[j] = vzero();
-                for (int q = 0; q < nt; q++) {
-                    const float* dr = D + to[q] * KpAll;
-                    const float* wt = Wf.data() + (size_t)trs[q] * C * Kp;
-                    const float* wc[8];  // a short last block repeats its last channel
-                    ET_UNROLL
-                    for (int j = 0; j < 8; j++) wc[j] = wt + (size_t)ix[j0 + std::min(j, nb - 1)] * Kp;
-                    for (int kv = 0; kv < Kp; kv += VW) {
-                        const vf dv = loadu(dr + kv);
-                        ET_UNROLL
-                        for (int j = 0; j < 8; j++) acc[j] += dv * loadu(wc[j] + kv);
-                    }
-                }
-                ex += (i64)nt * 8 * Kp;
-                for (int j = 0; j < nb; j++) {
-                    float sum = 0.f;
-                    for (int l = 0; l < VW; l++) sum += acc[j][l];
-                    gr[ix[j0 + j]] = sum;
-                }
-            }
-        }
-        cnt[t].executed = ex;
-        cnt[t].required = rq;
-    }
-    for (auto& c : cnt) { cbp.executed += c.executed; cbp.required += c.required; }
 }
 
 // Pair-level WG requirement, counted from the constraint counts:

@@ -51,7 +51,6 @@ struct ConvLayer {
     i64 wg_required(const i32* gc);
     void phase_times(double t0, double t1, double t2, double t3, bool bp);
     bool wg_by_im2col() const;
-    void bp_output_side(const float* D, float* g_in, const RowView& PV, const i32* gc);
     i64 wg_im2col(const float* D, float* dWp);
 };
 
