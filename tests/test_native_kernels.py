@@ -340,6 +340,29 @@ def test_dense_planned_output_feeds_a_sparse_layer(act, groups):
         close(u, v)
 
 
+@pytest.mark.parametrize("case", [c for c in CONV_CASES if c[-1] == 1], ids=lambda c: f"{c[3]}to{c[4]}k{c[5][0]}s{c[6][0]}")
+@pytest.mark.parametrize("prev_act", [1, 2, 3])
+def test_dense_error_layer_masks_input_grad_by_prev_g(case, prev_act):
+    """A conv with no activation (dense error) after a constrained input: g_in is masked by the
+    input's G, also for strided, dilated and tail-channel shapes."""
+    N, H, W, C, K, (R, S), st, pads, dil, groups = case
+    rng = np.random.default_rng(60 + prev_act + C)
+    zin = (rng.standard_normal((N, H, W, C)) * 3).astype(np.float32)
+    xin, xinfo = _native.activate(zin, prev_act)
+    L, Wt, b = make_layer(case, 0, rng)
+    a, _ = L.forward(xinfo)
+    z = conv_fwd(xin, Wt, b, st, pads, dil, groups)
+    close(a, z)
+    ga = rng.standard_normal(z.shape).astype(np.float32)
+    gin, dW, db = L.backward(ga)
+    gx, dWr, dbr = conv_bwd(xin, Wt, ga, st, pads, dil, groups)
+    close(gin, gx * (act_df(zin, prev_act) != 0))
+    close(dW, dWr)
+    close(db, dbr)
+    c = L.counters()["bp"]
+    assert 0 < c["required"] <= c["executed"]
+
+
 @pytest.mark.parametrize("act", [1, 2, 3])
 def test_conv_chain_masks_input_grad(act):
     """Input coming from a constrained activation: g_in is masked by its G, which is exact."""
