@@ -428,8 +428,23 @@ bool grad_rows_fast(ActInfo& O, const float* grad_a, i64 o0, i64 o1, float* D, i
     }
     return true;
 }
+
+unsigned g_bits8(const ActInfo& I, i64 e) {
+    const u8* bytes = reinterpret_cast<const u8*>(I.bits.data());
+    if (I.bpe == 1) return bytes[e >> 3];
+    u16 st;
+    std::memcpy(&st, bytes + (e >> 2), 2);
+    if (I.kind == KD_HSWISH) st = u16((st | (st >> 1)) & 0x5555);  // G = curved or identity
+    return unsigned(kC8.even[st & 0xff]) | (unsigned(kC8.even[st >> 8]) << 4);
+}
 #else
 bool grad_rows_fast(ActInfo&, const float*, i64, i64, float*, int, float*, double*) { return false; }
+
+unsigned g_bits8(const ActInfo& I, i64 e) {
+    unsigned m = 0;
+    for (int i = 0; i < 8; i++) m |= unsigned(I.in_g_state(I.state(e + i))) << i;
+    return m;
+}
 #endif
 
 template <int ACT>

@@ -189,6 +189,8 @@ void grad_z_dense(ActInfo& I, const float* grad_a, float* d);
 // skipped), per-channel sums added to dbl. Returns false (nothing written)
 // when the info does not qualify.
 bool grad_rows_fast(ActInfo& O, const float* grad_a, i64 o0, i64 o1, float* D, int ldd, float* dvals, double* dbl);
+// G of elements e..e+7 (e % 8 == 0, C % 8 == 0) of a ReLU / Clip(0, hi) / hard-swish info as 8 bits.
+unsigned g_bits8(const ActInfo& I, i64 e);
 // Convert any info to dense mode (or back: sparse mode of a dense info is a
 // discovery pass, used in tests).
 InfoPtr to_mode(const InfoPtr& in, bool dense);
