@@ -113,11 +113,13 @@ class ConvLayer:
     def set_weights(self, W: F32, b: Optional[F32] = None) -> None:
         """Copy and pack W (K, C/groups, R, S) and bias (K,); call again after every optimizer update."""
     def forward(self, x: Union[F32, SparseInfo], dense: bool = False,
-                want_a: bool = True, out_dense: bool = False) -> Tuple[Optional[F32], SparseInfo]:
+                want_a: bool = True, out_dense: bool = False,
+                x_dense: Optional[F32] = None) -> Tuple[Optional[F32], SparseInfo]:
         """FP: x is the previous SparseInfo (or an NHWC array, analysed on the fly) -> (a NHWC or None, output info).
 
         out_dense builds the output info in dense mode (no lists) even in sparse mode; a dense-mode input
-        info is iterated densely in sparse mode too."""
+        info is iterated densely in sparse mode too. x_dense, the input's values as a dense NHWC array
+        (held until the next forward), spares depthwise kernels the expansion of the lists."""
     def backward(self, grad_a: F32, need_input_grad: bool = True, prev_info: Optional[SparseInfo] = None,
                  mask_input_grad: bool = True,
                  need_weight_grad: bool = True) -> Tuple[Optional[F32], Optional[F32], Optional[F32]]:
@@ -150,7 +152,8 @@ class GemmLayer:
     def set_weights(self, W: F32, b: Optional[F32] = None) -> None:
         """Copy and pack W (out, in) and bias (out,)."""
     def forward(self, x: Union[F32, SparseInfo], dense: bool = False,
-                want_a: bool = True, out_dense: bool = False) -> Tuple[Optional[F32], SparseInfo]:
+                want_a: bool = True, out_dense: bool = False,
+                x_dense: Optional[F32] = None) -> Tuple[Optional[F32], SparseInfo]:
         """FP; a conv SparseInfo (N,H,W,C) is flattened in NHWC order -> (a (N, out) or None, info (N,1,1,out))."""
     def backward(self, grad_a: F32, need_input_grad: bool = True, prev_info: Optional[SparseInfo] = None,
                  mask_input_grad: bool = True,

@@ -140,8 +140,19 @@ struct PyConv {
         return analyze(a, dense);
     }
 
-    py::tuple forward(py::object x, bool dense, bool want_a, bool out_dense) {
+    py::object x_keep;  // keeps the dense input copy alive until the next forward
+
+    py::tuple forward(py::object x, bool dense, bool want_a, bool out_dense, py::object x_dense) {
         InfoPtr xi = to_info(x, dense);
+        x_keep = py::none();
+        L->x_dense = nullptr;
+        if (!x_dense.is_none()) {
+            farr xd = farr::ensure(x_dense);
+            if (!xd || xd.size() != xi->P * (i64)xi->C)
+                throw std::invalid_argument("forward: x_dense must be a float32 array with the input's N*H*W*C elements");
+            x_keep = xd;
+            L->x_dense = xd.data();
+        }
         if (gemm && (xi->H != 1 || xi->W != 1)) {
             Guard g;
             xi = flatten_info(xi);
@@ -357,7 +368,7 @@ PYBIND11_MODULE(_native, m) {
              py::arg("lo") = 0.f, py::arg("hi") = 6.f)
         .def("set_weights", &PyConv::set_weights, py::arg("W"), py::arg("b") = py::none())
         .def("forward", &PyConv::forward, py::arg("x"), py::arg("dense") = false, py::arg("want_a") = true,
-             py::arg("out_dense") = false)
+             py::arg("out_dense") = false, py::arg("x_dense") = py::none())
         .def("backward", &PyConv::backward, py::arg("grad_a"), py::arg("need_input_grad") = true, py::arg("prev_info") = py::none(),
              py::arg("mask_input_grad") = true, py::arg("need_weight_grad") = true)
         .def("counters", &PyConv::counters, py::arg("total") = false)
@@ -380,7 +391,7 @@ PYBIND11_MODULE(_native, m) {
              py::arg("hi") = 6.f)
         .def("set_weights", &PyConv::set_weights, py::arg("W"), py::arg("b") = py::none())
         .def("forward", &PyConv::forward, py::arg("x"), py::arg("dense") = false, py::arg("want_a") = true,
-             py::arg("out_dense") = false)
+             py::arg("out_dense") = false, py::arg("x_dense") = py::none())
         .def("backward", &PyConv::backward, py::arg("grad_a"), py::arg("need_input_grad") = true, py::arg("prev_info") = py::none(),
              py::arg("mask_input_grad") = true, py::arg("need_weight_grad") = true)
         .def("counters", &PyConv::counters, py::arg("total") = false)

@@ -412,7 +412,7 @@ static void dw_block(float* ET_RESTRICT z, const float* bias, const float* X, in
 }
 
 void ConvLayer::fp_depthwise(const InfoPtr& x, Epi& E) {
-    const float* X = x->dense_values();
+    const float* X = x_dense ? x_dense : x->dense_values();
     const bool skip = !x->all;  // sparse mode skips all-zero input pixels
     const i32* ac = x->acnt.data();
     const int Cpad = round_up(C, VW);
@@ -1255,7 +1255,7 @@ void ConvLayer::bwd_depthwise(const float* grad_a, float* g_in, const ActInfo* p
     const double t2 = now_ms();
     if (dW) {
         cwg.dense = dmacs;
-        const float* X = in->dense_values();
+        const float* X = x_dense ? x_dense : in->dense_values();
         ABuf<u8> ma;
         ma.reset((size_t)Pin * C);
         {

@@ -24,6 +24,9 @@ struct ConvLayer {
     // state of the last forward
     InfoPtr in, out;
     bool dense = false;
+    // optional dense copy of the input (the producer's a, N*H*W*C), valid from
+    // forward to backward: depthwise kernels read it instead of expanding the lists
+    const float* x_dense = nullptr;
     int N = 0, H = 0, W = 0, OH = 0, OW = 0;
     Counts cfp, cbp, cwg;  // last call
     Counts tfp, tbp, twg;  // cumulative

@@ -53,6 +53,7 @@ class _Layer:
         else:
             fin, fout = (W.shape[1], W.shape[0]) if node.attrs["transB"] else W.shape
             self.k = nat.GemmLayer(fin, fout, **kw)
+        self.depthwise = node.op == "conv" and self.k.depthwise
         self.perm = None   # gemm after an NHWC flatten: weight columns reordered CHW -> HWC
         self.inv_perm = None
 
@@ -159,7 +160,10 @@ class NativeEngine(Engine):
                     arr = np.ascontiguousarray(vals[src])
                     inp = nat.analyze_input(arr, self.dense or self._few_zeros(arr))
                     infos[src] = inp
-                a, info = lay.k.forward(inp, self.dense, out_dense=self._dense_plan.get(lay.output, False))
+                # depthwise kernels read their input densely: hand them the array FP already has
+                xd = vals[src] if lay.depthwise and not inp.dense and vals[src].ndim == 4 else None
+                a, info = lay.k.forward(inp, self.dense, out_dense=self._dense_plan.get(lay.output, False),
+                                        x_dense=xd)
                 self._note_density(lay.output, info)
                 vals[lay.output], infos[lay.output] = a, info
                 ctx[node.name] = src
