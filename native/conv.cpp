@@ -290,14 +290,8 @@ static void fp_im2col(const FpArgs& A, i64 o0, i64 o1, int g, int kb, i64& ent, 
                 std::memcpy(xv + r * S * Cg, vals + p * Cg, sizeof(float) * S * Cg);
             }
             cnt = R * S * Cg;
-        } else
-        for (int r = 0; r < R; r++) {
-            const int ih = oh * L.sh - L.pt + r * L.dh;
-            if ((unsigned)ih >= (unsigned)H) continue;
-            for (int s = 0; s < S; s++) {
-                const int iw = ow * L.sw - L.pl + s * L.dw;
-                if ((unsigned)iw >= (unsigned)W) continue;
-                const i64 p = ((i64)n * H + ih) * W + iw;
+        } else {
+            L.each_tap(n, oh, ow, [&](int r, int s, i64 p) {
                 rq += A.reqc[p];
                 const i32* pix;
                 i64 off;
@@ -307,7 +301,7 @@ static void fp_im2col(const FpArgs& A, i64 o0, i64 o1, int g, int kb, i64& ent, 
                     ix[cnt] = tb + pix[j];
                     xv[cnt++] = vals[off + j];
                 }
-            }
+            });
         }
         float* zr = A.ztile + (size_t)(o - o0) * KpAll + kb;
         ET_UNROLL
@@ -435,27 +429,20 @@ void ConvLayer::fp_depthwise(const InfoPtr& x, Epi& E) {
             int taps = 0;
             i64 tp[32];
             const float* tw[32];
-            for (int r = 0; r < R; r++) {
-                const int ih = oh * sh - pt + r * dh;
-                if ((unsigned)ih >= (unsigned)H) continue;
-                for (int s = 0; s < S; s++) {
-                    const int iw = ow * sw - pl + s * dw;
-                    if ((unsigned)iw >= (unsigned)W) continue;
-                    const i64 p = ((i64)n * H + ih) * W + iw;
-                    rq += ac[p];
-                    if (skip && ac[p] == 0) continue;
-                    ex += C;
-                    const float* wr = Wf.data() + (size_t)(r * S + s) * Cpad;
-                    if (taps < 32) {
-                        tp[taps] = p;
-                        tw[taps++] = wr;
-                        continue;
-                    }
-                    const float* ET_RESTRICT xr = X + p * C;  // kernels larger than 32 taps
-                    if (taps == 32) { dw_block(z, bias.data(), X, C, tp, tw, taps); taps = 33; }
-                    for (int c = 0; c < C; c++) z[c] += xr[c] * wr[c];
+            each_tap(n, oh, ow, [&](int r, int s, i64 p) {
+                rq += ac[p];
+                if (skip && ac[p] == 0) return;
+                ex += C;
+                const float* wr = Wf.data() + (size_t)(r * S + s) * Cpad;
+                if (taps < 32) {
+                    tp[taps] = p;
+                    tw[taps++] = wr;
+                    return;
                 }
-            }
+                const float* ET_RESTRICT xr = X + p * C;  // kernels larger than 32 taps
+                if (taps == 32) { dw_block(z, bias.data(), X, C, tp, tw, taps); taps = 33; }
+                for (int c = 0; c < C; c++) z[c] += xr[c] * wr[c];
+            });
             if (taps <= 32) dw_block(z, bias.data(), X, C, tp, tw, taps);
             E.row(t, o, z);
             if (++ow == OW) { ow = 0; if (++oh == OH) { oh = 0; n++; } }
@@ -1078,18 +1065,11 @@ i64 ConvLayer::wg_required(const i32* gc) {
         const int n = int(row / OH), oh = int(row % OH);
         for (int ow = 0; ow < OW; ow++) {
             const i64 o = row * OW + ow;
-            for (int r = 0; r < R; r++) {
-                const int ih = oh * sh - pt + r * dh;
-                if ((unsigned)ih >= (unsigned)H) continue;
-                for (int s = 0; s < S; s++) {
-                    const int iw = ow * sw - pl + s * dw;
-                    if ((unsigned)iw >= (unsigned)W) continue;
-                    const i64 p = ((i64)n * H + ih) * W + iw;
-                    if (groups == 1) req += (i64)ac[p] * gc[o];
-                    else
-                        for (int g = 0; g < groups; g++) req += (i64)ac[p * groups + g] * gc[o * groups + g];
-                }
-            }
+            each_tap(n, oh, ow, [&](int, int, i64 p) {
+                if (groups == 1) req += (i64)ac[p] * gc[o];
+                else
+                    for (int g = 0; g < groups; g++) req += (i64)ac[p * groups + g] * gc[o * groups + g];
+            });
         }
     }
     return req;
@@ -1279,22 +1259,14 @@ void ConvLayer::bwd_depthwise(const float* grad_a, float* g_in, const ActInfo* p
                 const int n = int(o / OHW), rem = int(o % OHW), oh = rem / OW, ow = rem % OW;
                 const float* ET_RESTRICT d = D.data() + o * C;
                 const u8* mgr = mg.data() + o * C;
-                for (int r = 0; r < R; r++) {
-                    const int ih = oh * sh - pt + r * dh;
-                    if ((unsigned)ih >= (unsigned)H) continue;
-                    for (int s = 0; s < S; s++) {
-                        const int iw = ow * sw - pl + s * dw;
-                        if ((unsigned)iw >= (unsigned)W) continue;
-                        const i64 p = ((i64)n * H + ih) * W + iw;
-                        const u8* mar = ma.data() + p * C;
-                        rq += and_count(mgr, mar, C);
-                        if (skip && ac[p] == 0) continue;
-                        ex += C;
-                        const float* ET_RESTRICT x = X + p * C;
-                        float* ET_RESTRICT a = acc.data() + (size_t)(r * S + s) * C;
-                        for (int c = 0; c < C; c++) a[c] += d[c] * x[c];
-                    }
-                }
+                each_tap(n, oh, ow, [&](int r, int s, i64 p) {
+                    rq += and_count(mgr, ma.data() + p * C, C);
+                    if (skip && ac[p] == 0) return;
+                    ex += C;
+                    const float* ET_RESTRICT x = X + p * C;
+                    float* ET_RESTRICT a = acc.data() + (size_t)(r * S + s) * C;
+                    for (int c = 0; c < C; c++) a[c] += d[c] * x[c];
+                });
             }
             part[t].assign(acc.begin(), acc.end());
             cnt[t].executed = ex;

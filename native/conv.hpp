@@ -43,6 +43,19 @@ struct ConvLayer {
     // prevG: info whose G masks g_in (null: no mask). dW: OIHW, db: K.
     void backward(const float* grad_a, float* g_in, const ActInfo* prevG, float* dW, float* db);
     int tile_px() const;
+    // f(r, s, p) for every tap of output pixel (n, oh, ow) that lands inside the input; p is the input pixel
+    template <class F>
+    inline void each_tap(int n, int oh, int ow, F&& f) const {
+        for (int r = 0; r < R; r++) {
+            const int ih = oh * sh - pt + r * dh;
+            if ((unsigned)ih >= (unsigned)H) continue;
+            for (int s = 0; s < S; s++) {
+                const int iw = ow * sw - pl + s * dw;
+                if ((unsigned)iw >= (unsigned)W) continue;
+                f(r, s, ((i64)n * H + ih) * W + iw);
+            }
+        }
+    }
 
    private:
     void fp_general(const InfoPtr& x, Epi& E);
