@@ -97,8 +97,10 @@ class SparseInfo:
     def with_mode(self, dense: bool) -> "SparseInfo":
         """Copy in dense-switch or sparse mode (self if already in that mode)."""
 
-def analyze_input(x: F32, dense: bool = False) -> SparseInfo:
-    """SparseInfo of a tensor with no known constraint (network input, pool/Add/BN output): the only place zeros are discovered."""
+def analyze_input(x: F32, dense: bool = False, min_sparsity: float = 0.0) -> SparseInfo:
+    """SparseInfo of a tensor with no known constraint (network input, pool/Add/BN output): the only place zeros are discovered.
+
+    With min_sparsity > 0 a tensor with a smaller fraction of zeros is built in dense mode (no lists)."""
 def activate(z: F32, act: Act, alpha: float = 0.01, lo: float = 0.0, hi: float = 6.0,
              dense: bool = False) -> Tuple[F32, SparseInfo]:
     """Fused activation of a pre-activation z (NHWC or (N, F)) -> (a, SparseInfo)."""

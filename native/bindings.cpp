@@ -32,7 +32,7 @@ struct Guard {  // release the GIL, take the kernel lock
 };
 
 
-InfoPtr analyze(farr x, bool dense) {
+InfoPtr analyze(farr x, bool dense, double min_sparsity) {
     if (x.ndim() != 4 && x.ndim() != 2) throw std::invalid_argument("analyze_input: x must be NHWC (4-D) or (N, F) (2-D)");
     int N = (int)x.shape(0), H = 1, W = 1, C;
     if (x.ndim() == 4) { H = (int)x.shape(1); W = (int)x.shape(2); C = (int)x.shape(3); }
@@ -40,6 +40,13 @@ InfoPtr analyze(farr x, bool dense) {
     if (C <= 0) throw std::invalid_argument("analyze_input: zero channels");
     const float* p = x.data();
     Guard g;
+    if (!dense && min_sparsity > 0.0) {  // too few zeros to be worth listing: dense mode
+        const i64 n = x.size();
+        i64 zeros = 0;
+#pragma omp parallel for schedule(static) reduction(+ : zeros)
+        for (i64 i = 0; i < n; i++) zeros += p[i] == 0.f;
+        dense = double(zeros) < min_sparsity * double(n);
+    }
     return activate_rows(p, nullptr, N, H, W, C, ACT_INPUT, 0.f, 0.f, 0.f, dense);
 }
 
@@ -137,7 +144,7 @@ struct PyConv {
         if (!a) throw std::invalid_argument("forward: x must be a float32 array or a SparseInfo");
         if (gemm && a.ndim() != 2) throw std::invalid_argument("GemmLayer.forward: x must be (N, in_features)");
         if (!gemm && a.ndim() != 4) throw std::invalid_argument("ConvLayer.forward: x must be NHWC (N, H, W, C)");
-        return analyze(a, dense);
+        return analyze(a, dense, 0.0);
     }
 
     py::object x_keep;  // keeps the dense input copy alive until the next forward
@@ -331,8 +338,9 @@ PYBIND11_MODULE(_native, m) {
                    ", nnz=" + std::to_string(I.nnz_a) + ")";
         });
 
-    m.def("analyze_input", &analyze, py::arg("x"), py::arg("dense") = false,
-          "Build a SparseInfo for a tensor with no known constraint (network input, pool/Add/BN output): the only place zeros are discovered.");
+    m.def("analyze_input", &analyze, py::arg("x"), py::arg("dense") = false, py::arg("min_sparsity") = 0.0,
+          "Build a SparseInfo for a tensor with no known constraint (network input, pool/Add/BN output): the only place zeros are discovered. "
+          "With min_sparsity, a tensor with a smaller fraction of zeros is built in dense mode.");
     m.def("activate", [](farr z, py::object act, float alpha, float lo, float hi, bool dense) {
         check_act_input(z, "activate");
         int a = parse_act(act);

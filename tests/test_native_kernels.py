@@ -192,6 +192,11 @@ def test_analyze_input(dense, C):
             m[p, idx[ptr[p]:ptr[p + 1]]] = True
         assert np.array_equal(m, x.reshape(-1, C) != 0)
         assert np.array_equal(info.packed_values(), x.reshape(-1, C)[m])
+        # min_sparsity: listed only when at least that fraction is zero (x is ~60% zeros)
+        assert not _native.analyze_input(x, min_sparsity=0.5).dense
+        planned = _native.analyze_input(x, min_sparsity=0.7)
+        assert planned.dense and planned.nnz == np.count_nonzero(x)
+        close(planned.decompress(), x)
 
 
 def test_stored_bytes_relu():

@@ -158,7 +158,7 @@ class NativeEngine(Engine):
                 inp = infos.get(src)
                 if inp is None:
                     arr = np.ascontiguousarray(vals[src])
-                    inp = nat.analyze_input(arr, self.dense or self._few_zeros(arr))
+                    inp = nat.analyze_input(arr, self.dense, MIN_SPARSITY if self.auto_dense else 0.0)
                     infos[src] = inp
                 # depthwise kernels read their input densely: hand them the array FP already has
                 xd = vals[src] if lay.depthwise and not inp.dense and vals[src].ndim == 4 else None
@@ -214,10 +214,6 @@ class NativeEngine(Engine):
         """Activations that the last step found too dense to list (< MIN_SPARSITY zeros): they are
         planned densely, and their consumers iterate them densely, from the next step on."""
         return sorted(k for k, v in self._dense_plan.items() if v)
-
-    def _few_zeros(self, x) -> bool:
-        """A tensor with no known constraint (network input, pool/Add output) is listed only if it has zeros to skip."""
-        return self.auto_dense and x.size > 0 and np.count_nonzero(x) > (1.0 - MIN_SPARSITY) * x.size
 
     def _note_density(self, name, info):
         """Plan `name` densely on the next step when this step found too few zeros to skip."""
