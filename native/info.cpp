@@ -263,7 +263,7 @@ static void row_t(Epi& E, Scratch& S, i64 p, const float* ET_RESTRICT z) {
 // of the state bits): a, the state bits written as whole bytes, the counts, and
 // the lists compacted branch-free with a permutation table (GCC vector
 // extension; lowered to vpermps on AVX2, tbl on NEON).
-#if defined(__GNUC__) && !defined(__clang__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#if defined(__GNUC__) && !defined(__clang__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && !defined(ET_PORTABLE_EPILOGUE)
 #define ET_FAST_EPI 1
 typedef i32 vi __attribute__((vector_size(32)));
 
