@@ -203,7 +203,8 @@ class EmulatedDevice:
         bad = sorted({n.op for n in model.nodes} - set(SUPPORTED_OPS))
         if bad:
             raise DeviceFault(P.E_BAD_DESCRIPTOR, f"unsupported ops {', '.join(bad)}")
-        eng = make_engine(self.engine_name)
+        # the accelerator skips by its constraints everywhere: no CPU dense planning in its counters
+        eng = make_engine(self.engine_name, **({"auto_dense": False} if self.engine_name == "native" else {}))
         eng.load(model, trainable, opt, loss)
         self.engine, self.model, self.params_ready, self.step = eng, model, False, 0
         self.accel = AccelModel(model, trainable, elem_bytes=2 if self.fmt == "bf16" else 4)
