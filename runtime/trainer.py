@@ -162,7 +162,9 @@ def _run(cfg, model, ds, engine, trainable, log, progress) -> dict:
             bar.update(state["step"])
         while state["step"] < steps_per_epoch:
             idx = order[state["step"] * bs:(state["step"] + 1) * bs]
-            res = engine.train_step(ds.x[idx], ds.y[idx])
+            # a diverging run overflows: the check below reports it, numpy's warnings would only add noise
+            with np.errstate(over="ignore", invalid="ignore"):
+                res = engine.train_step(ds.x[idx], ds.y[idx])
             if not np.isfinite(res.loss):
                 raise EdgetuneError(f"training diverged at epoch {state['epoch'] + 1} step {state['step'] + 1} "
                                     f"(loss {res.loss}); lower --lr")

@@ -1,5 +1,6 @@
 """Every bad input gets one line naming the problem, exit code 1 or 2, no traceback, no output file."""
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -58,6 +59,8 @@ def _cases(tmp):
         "resume without checkpoint": (ft + [good_model, "--data", good_data, "--resume"] + out, "--resume needs --checkpoint"),
         "eval unknown data": (["eval", good_model, "--data", "no_such_set"], "no such data"),
         "info of a text file": (["info", str(text)], "not a readable ONNX model"),
+        "diverging learning rate": (["finetune", "--epochs", "1", good_model, "--data", good_data, "--lr", "1e38"] + out,
+                                    "training diverged"),
     }
 
 
@@ -77,7 +80,10 @@ def _case_names():
 def test_bad_input(tmp_path, case):
     args, needle = _cases(tmp_path)[case]
     before = set(os.listdir(tmp_path))
-    result = run_cli(*args)
+    with warnings.catch_warnings(record=True) as caught:   # a warning would be a second stderr line for a user
+        warnings.simplefilter("always")
+        result = run_cli(*args)
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
     assert result.exit_code in (1, 2), (result.exit_code, result.output)
     err = result.stderr if hasattr(result, "stderr") else result.output
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
