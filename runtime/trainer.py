@@ -123,12 +123,73 @@ def _num_classes(model, sample) -> int:
         raise EdgetuneError(f"inputs of shape {sample.shape[1:]} do not fit the model ({exc})") from None
 
 
+def new_fit_state(seed: int) -> dict:
+    """A fresh training position: epoch 0, step 0, the seeded data-order RNG, empty history."""
+    rng = np.random.default_rng(seed)
+    return {"epoch": 0, "step": 0, "rng": rng.bit_generator.state, "history": [],
+            "phase_seconds": {"fp": 0.0, "bp": 0.0, "wg": 0.0, "update": 0.0}, "epoch_stats": [0.0, 0, 0, 0.0]}
+
+
+def local_fit(engine, x, y, *, epochs: int, batch_size: int, state: dict, rng=None,
+              on_step=None, on_epoch_end=None, after_epoch=None, progress=None) -> dict:
+    """The one training loop: run `engine.train_step` over (x, y) until `state["epoch"] == epochs`.
+
+    `state` (from `new_fit_state`) is the resumable position and is updated in place, so a
+    checkpoint of it continues the same data order. Used by `finetune` and by the fleet client.
+    Hooks: `on_step(step)` after each step; `on_epoch_end(entry)` may add keys to the history
+    entry and returns True to stop early; `after_epoch()` runs once the epoch is recorded.
+    """
+    n = len(x)
+    steps_per_epoch = -(-n // batch_size)
+    rng = rng if rng is not None else np.random.default_rng()
+    while state["epoch"] < epochs:
+        rng.bit_generator.state = state["rng"]
+        order = rng.permutation(n)
+        t_epoch = time.perf_counter()
+        bar = progress(steps_per_epoch, state["epoch"] + 1, epochs) if progress else None
+        if bar is not None and state["step"]:
+            bar.update(state["step"])
+        while state["step"] < steps_per_epoch:
+            idx = order[state["step"] * batch_size:(state["step"] + 1) * batch_size]
+            # a diverging run overflows: the check below reports it, numpy's warnings would only add noise
+            with np.errstate(over="ignore", invalid="ignore"):
+                res = engine.train_step(x[idx], y[idx])
+            if not np.isfinite(res.loss):
+                raise EdgetuneError(f"training diverged at epoch {state['epoch'] + 1} step {state['step'] + 1} "
+                                    f"(loss {res.loss}); lower --lr")
+            for k, v in res.phase_seconds.items():
+                state["phase_seconds"][k] = state["phase_seconds"].get(k, 0.0) + v
+            st = state["epoch_stats"]
+            st[0] += res.loss * res.batch
+            st[1] += res.correct
+            st[2] += res.batch
+            state["step"] += 1
+            if bar is not None:
+                bar.update(1)
+            if on_step is not None:
+                on_step(state["step"])
+        if bar is not None:
+            bar.finish()
+        st = state["epoch_stats"]
+        st[3] += time.perf_counter() - t_epoch
+        entry = {"epoch": state["epoch"] + 1, "loss": st[0] / st[2], "train_acc": st[1] / st[2],
+                 "seconds": st[3]}
+        stop = bool(on_epoch_end(entry)) if on_epoch_end is not None else False
+        state["history"].append(entry)
+        state["rng"] = rng.bit_generator.state
+        state.update(epoch=state["epoch"] + 1, step=0, epoch_stats=[0.0, 0, 0, 0.0])
+        if after_epoch is not None:
+            after_epoch()
+        if stop:
+            break
+    return state
+
+
 def _run(cfg, model, ds, engine, trainable, log, progress) -> dict:
     n, bs = len(ds.x), cfg.batch_size
     steps_per_epoch = -(-n // bs)
     rng = np.random.default_rng(cfg.seed)
-    state = {"epoch": 0, "step": 0, "rng": rng.bit_generator.state, "history": [],
-             "phase_seconds": {"fp": 0.0, "bp": 0.0, "wg": 0.0, "update": 0.0}, "epoch_stats": [0.0, 0, 0, 0.0]}
+    state = new_fit_state(cfg.seed)
     before_acc, before_loss, _ = evaluate(engine, ds.x_val, ds.y_val)
     state["before"] = {"val_acc": before_acc, "val_loss": before_loss}
     if cfg.resume:
@@ -153,45 +214,18 @@ def _run(cfg, model, ds, engine, trainable, log, progress) -> dict:
             meta = {**{k: state[k] for k in state}, "fingerprint": cfg.fingerprint()}
             ckpt.save(cfg.checkpoint, engine.get_params(), engine.optimizer_state(), meta)
 
-    while state["epoch"] < cfg.epochs:
-        rng.bit_generator.state = state["rng"]
-        order = rng.permutation(n)
-        t_epoch = time.perf_counter()
-        bar = progress(steps_per_epoch, state["epoch"] + 1, cfg.epochs) if progress else None
-        if bar is not None and state["step"]:
-            bar.update(state["step"])
-        while state["step"] < steps_per_epoch:
-            idx = order[state["step"] * bs:(state["step"] + 1) * bs]
-            # a diverging run overflows: the check below reports it, numpy's warnings would only add noise
-            with np.errstate(over="ignore", invalid="ignore"):
-                res = engine.train_step(ds.x[idx], ds.y[idx])
-            if not np.isfinite(res.loss):
-                raise EdgetuneError(f"training diverged at epoch {state['epoch'] + 1} step {state['step'] + 1} "
-                                    f"(loss {res.loss}); lower --lr")
-            for k, v in res.phase_seconds.items():
-                state["phase_seconds"][k] = state["phase_seconds"].get(k, 0.0) + v
-            st = state["epoch_stats"]
-            st[0] += res.loss * res.batch
-            st[1] += res.correct
-            st[2] += res.batch
-            state["step"] += 1
-            if bar is not None:
-                bar.update(1)
-            if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0 and state["step"] < steps_per_epoch:
-                save()
-        if bar is not None:
-            bar.finish()
-        st = state["epoch_stats"]
-        st[3] += time.perf_counter() - t_epoch
-        val_acc, val_loss, _ = evaluate(engine, ds.x_val, ds.y_val)
-        entry = {"epoch": state["epoch"] + 1, "loss": st[0] / st[2], "train_acc": st[1] / st[2],
-                 "val_acc": val_acc, "val_loss": val_loss, "seconds": st[3]}
-        state["history"].append(entry)
+    def on_step(step):
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < steps_per_epoch:
+            save()
+
+    def on_epoch_end(entry):
+        entry["val_acc"], entry["val_loss"], _ = evaluate(engine, ds.x_val, ds.y_val)
         log(f"epoch {entry['epoch']}/{cfg.epochs}  loss {entry['loss']:.4f}  train_acc {100 * entry['train_acc']:.1f}%  "
-            f"val_acc {100 * val_acc:.1f}%  {entry['seconds']:.1f}s")
-        state["rng"] = rng.bit_generator.state
-        state.update(epoch=state["epoch"] + 1, step=0, epoch_stats=[0.0, 0, 0, 0.0])
-        save()
+            f"val_acc {100 * entry['val_acc']:.1f}%  {entry['seconds']:.1f}s")
+        return False
+
+    local_fit(engine, ds.x, ds.y, epochs=cfg.epochs, batch_size=bs, state=state, rng=rng,
+              on_step=on_step, on_epoch_end=on_epoch_end, after_epoch=save, progress=progress)
     return _finish(cfg, model, ds, engine, trainable, state, log)
 
 
