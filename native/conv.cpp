@@ -574,6 +574,19 @@ struct WgArgs {
 };
 }  // namespace
 
+// WG sums a (channel, tap) row over up to thousands of pixels: partial sums of WG_CHUNK
+// entries are folded into a second accumulator, so rounding grows like sqrt(chunk) +
+// sqrt(entries / chunk) ulps instead of sqrt(entries).
+static constexpr int WG_CHUNK = 128;
+template <int NV>
+static inline void wg_spill(vf* acc, vf* part) {
+    ET_UNROLL
+    for (int i = 0; i < NV; i++) {
+        part[i] += acc[i];
+        acc[i] = vzero();
+    }
+}
+
 template <int NV, bool PW, bool S1, bool S2 = false>
 static void wg_block(const WgArgs& A, i64 tile, int c, int rs, int kb, i64& ent, i64& req) {
     const ConvLayer& L = *A.L;
@@ -589,9 +602,9 @@ static void wg_block(const WgArgs& A, i64 tile, int c, int rs, int kb, i64& ent,
     const i32* pix = T.pix.data();
     const float* val = T.val.data();
     const i32* gc = A.gc;
-    vf acc[NV];
+    vf acc[NV], part[NV];
     ET_UNROLL
-    for (int i = 0; i < NV; i++) acc[i] = vzero();
+    for (int i = 0; i < NV; i++) acc[i] = part[i] = vzero();
     i64 en = 0;
     for (i64 e = e0; e < e1; e++) {
         i64 o;
@@ -621,10 +634,11 @@ static void wg_block(const WgArgs& A, i64 tile, int c, int rs, int kb, i64& ent,
         const vf* dr = vptr(Dg + o * L.KpAll);
         ET_UNROLL
         for (int i = 0; i < NV; i++) acc[i] += v * dr[i];
+        if ((en & (WG_CHUNK - 1)) == 0) wg_spill<NV>(acc, part);
     }
     float* row = A.dWp + (((size_t)g * RS + rs) * Cg + cl) * Kp + kb;
     ET_UNROLL
-    for (int i = 0; i < NV; i++) vptr(row)[i] += acc[i];
+    for (int i = 0; i < NV; i++) vptr(row)[i] += part[i] + acc[i];
     ent += en;
     (void)req;
 }
@@ -646,9 +660,9 @@ static void wg_block_geo(const WgArgs& A, i64 tile, int c, int rs, int kb, i64& 
     const i32* gc = A.gc;
     const u32 bit = 1u << rs;
     const int qshift = RS;
-    vf acc[NV];
+    vf acc[NV], part[NV];
     ET_UNROLL
-    for (int i = 0; i < NV; i++) acc[i] = vzero();
+    for (int i = 0; i < NV; i++) acc[i] = part[i] = vzero();
     i64 en = 0;
     for (i64 e = e0; e < e1; e++) {
         const u32 code = u32(pix[e]);
@@ -660,10 +674,11 @@ static void wg_block_geo(const WgArgs& A, i64 tile, int c, int rs, int kb, i64& 
         const vf* dr = vptr(Dg + o * KpAll);
         ET_UNROLL
         for (int i = 0; i < NV; i++) acc[i] += v * dr[i];
+        if ((en & (WG_CHUNK - 1)) == 0) wg_spill<NV>(acc, part);
     }
     float* row = A.dWp + (((size_t)g * RS + rs) * Cg + cl) * Kp + kb;
     ET_UNROLL
-    for (int i = 0; i < NV; i++) vptr(row)[i] += acc[i];
+    for (int i = 0; i < NV; i++) vptr(row)[i] += part[i] + acc[i];
     ent += en;
     (void)req;
 }
@@ -954,11 +969,13 @@ static void wg_cols(float* acc, const float* col, const i64* to, int nt, const f
     int tc = 0;
     auto sweep = [&](auto bc) {
         constexpr int BB = decltype(bc)::value;
+        // a fresh partial sum per sweep of <= 64 pixels, added to the running total once: a single
+        // running sum over every pixel of a large layer loses ~sqrt(pixels) ulps, this two-level one does not
         vf a[BB][NV];
         ET_UNROLL
         for (int j = 0; j < BB; j++)
             ET_UNROLL
-            for (int v = 0; v < NV; v++) a[j][v] = vptr(acc + (size_t)(tc + j) * Kp + kb)[v];
+            for (int v = 0; v < NV; v++) a[j][v] = vzero();
         for (int i = 0; i < nt; i++) {
             const vf* d = vptr(D + to[i] * KpAll + kb);
             const float* cr = col + (size_t)i * RSC + tc;
@@ -972,7 +989,7 @@ static void wg_cols(float* acc, const float* col, const i64* to, int nt, const f
         ET_UNROLL
         for (int j = 0; j < BB; j++)
             ET_UNROLL
-            for (int v = 0; v < NV; v++) vptr(acc + (size_t)(tc + j) * Kp + kb)[v] = a[j][v];
+            for (int v = 0; v < NV; v++) vptr(acc + (size_t)(tc + j) * Kp + kb)[v] += a[j][v];
     };
     for (; tc + B <= RSC; tc += B) sweep(std::integral_constant<int, B>());
     for (; tc < RSC; tc++) sweep(std::integral_constant<int, 1>());
@@ -1000,43 +1017,35 @@ i64 ConvLayer::wg_im2col(const float* D, float* dWp) {
         std::vector<float> col((size_t)TW * RSC);
         i64 to[TW];
         int n_in = 0;
-        i64 ex = 0;
+        i64 ex = 0, valid = 0;  // valid: (tap, channel) entries of col that lie inside the input
         auto flush = [&]() {
             for (int kb = 0; kb < Kp; kb += KB) {
                 const int nv = std::min(KB, Kp - kb) / VW;
                 wg_cols_table[nv](acc, col.data(), to, n_in, D, RSC, Kp, KpAll, kb);
-                ex += (i64)n_in * RSC * nv * VW;
+                ex += valid * nv * VW;
             }
             n_in = 0;
+            valid = 0;
         };
         for (i64 o = split(Pout, nt, t); o < split(Pout, nt, t + 1); o++) {
             const int n = int(o / OHW), rem = int(o % OHW), oh = rem / OW, ow = rem % OW;
             const int ih0 = oh * sh - pt, iw0 = ow * sw - pl;
+            float* cr = col.data() + (size_t)n_in * RSC;
             if (ih0 >= 0 && ih0 + (R - 1) * dh < H && iw0 >= 0 && iw0 + S - 1 < W) {
-                float* cr = col.data() + (size_t)n_in * RSC;
                 for (int r = 0; r < R; r++)
                     std::memcpy(cr + r * S * C, X + (((i64)n * H + ih0 + r * dh) * W + iw0) * C, sizeof(float) * S * C);
-                to[n_in++] = o;
-                if (n_in == TW) flush();
-                continue;
+                valid += RSC;
+            } else {
+                // border pixel: the taps outside the input are zero rows of col, so every pixel
+                // takes the same two-level summation (and skipped taps are not counted)
+                std::memset(cr, 0, sizeof(float) * RSC);
+                each_tap(n, oh, ow, [&](int r, int s, i64 p) {
+                    std::memcpy(cr + (r * S + s) * C, X + p * C, sizeof(float) * C);
+                    valid += C;
+                });
             }
-            // border pixel: its valid taps straight into the accumulator rows
-            const float* dr = D + o * KpAll;
-            for (int r = 0; r < R; r++) {
-                const int ih = ih0 + r * dh;
-                if ((unsigned)ih >= (unsigned)H) continue;
-                for (int s = 0; s < S; s++) {
-                    const int iw = iw0 + s;
-                    if ((unsigned)iw >= (unsigned)W) continue;
-                    const float* xr = X + (((i64)n * H + ih) * W + iw) * C;
-                    for (int c = 0; c < C; c++) {
-                        float* row = acc + (size_t)((r * S + s) * C + c) * Kp;
-                        const float x = xr[c];
-                        for (int k = 0; k < Kp; k++) row[k] += x * dr[k];
-                    }
-                    ex += (i64)C * Kp;
-                }
-            }
+            to[n_in++] = o;
+            if (n_in == TW) flush();
         }
         if (n_in) flush();
         exs[t] = ex;
@@ -1251,11 +1260,21 @@ void ConvLayer::bwd_depthwise(const float* grad_a, float* g_in, const ActInfo* p
 #pragma omp parallel num_threads(T)
         {
             const int t = thread_id();
+            // two-level sum: float partials over <= 64 pixels, added to a double total (one running
+            // float sum over every pixel of a large layer would lose ~sqrt(pixels) ulps)
             std::vector<float> acc((size_t)RS * C, 0.f);
+            std::vector<double> total((size_t)RS * C, 0.0);
+            int pending = 0;
+            auto flush = [&]() {
+                for (size_t i = 0; i < acc.size(); i++) { total[i] += acc[i]; acc[i] = 0.f; }
+                pending = 0;
+            };
             i64 ex = 0, rq = 0;
 #pragma omp for schedule(static)
             for (i64 o = 0; o < Pout; o++) {
+                if (pending == 64) flush();
                 if (skip && gc[o] == 0) continue;
+                pending++;
                 const int n = int(o / OHW), rem = int(o % OHW), oh = rem / OW, ow = rem % OW;
                 const float* ET_RESTRICT d = D.data() + o * C;
                 const u8* mgr = mg.data() + o * C;
@@ -1268,7 +1287,8 @@ void ConvLayer::bwd_depthwise(const float* grad_a, float* g_in, const ActInfo* p
                     for (int c = 0; c < C; c++) a[c] += d[c] * x[c];
                 });
             }
-            part[t].assign(acc.begin(), acc.end());
+            flush();
+            part[t].assign(total.begin(), total.end());
             cnt[t].executed = ex;
             cnt[t].required = rq;
         }

@@ -392,6 +392,7 @@ bool grad_rows_fast(ActInfo& O, const float* grad_a, i64 o0, i64 o1, float* D, i
     const i64* gptr = O.g_same ? O.a_ptr.data() : O.g_ptr.data();
     const vi lane = {0, 1, 2, 3, 4, 5, 6, 7};
     float tmp[8];
+    float* const dv_end = dvals ? dvals + (lists ? gptr[o1] : o1 * K) : nullptr;
     for (i64 o = o0; o < o1; o++) {
         const float* ga = grad_a + o * K;
         float* dv = dvals ? dvals + (lists ? gptr[o] : o * K) : nullptr;
@@ -411,9 +412,12 @@ bool grad_rows_fast(ActInfo& O, const float* grad_a, i64 o0, i64 o1, float* D, i
             if (dv) {
                 if (lists) {
                     const vf packed = __builtin_shuffle(d, kC8.perm[m]);
-                    if (o + 1 < o1) {
-                        storeu(dv, packed);  // spills into the next row, which overwrites it later
-                    } else {             // the last row: the next one may be another thread's
+                    // A whole-vector store spills up to 8 floats past this row's entries; later rows of
+                    // this range overwrite the spill, but nothing may land past the range's own end
+                    // (the next range belongs to another thread, and a short last row does not cover it).
+                    if (dv + VW <= dv_end) {
+                        storeu(dv, packed);
+                    } else {
                         storeu(tmp, packed);
                         std::memcpy(dv, tmp, sizeof(float) * __builtin_popcount(m));
                     }

@@ -31,3 +31,21 @@ def zoo_export(tmp_path_factory):
         return cache[name, exporter]
 
     return get
+
+
+def _hypothesis_profiles():
+    """ci: derandomised (the same examples on every run) with a deadline; dev: random;
+    long: a deeper search to run by hand. HYPOTHESIS_PROFILE picks one; CI=true picks ci."""
+    import os
+
+    from hypothesis import HealthCheck, settings
+
+    slow = [HealthCheck.too_slow, HealthCheck.data_too_large]
+    settings.register_profile("ci", derandomize=True, deadline=20000, print_blob=True, suppress_health_check=slow)
+    settings.register_profile("dev", deadline=None, suppress_health_check=slow)
+    settings.register_profile("long", deadline=None, max_examples=1000, suppress_health_check=slow)
+    default = "ci" if os.environ.get("CI", "").lower() in ("1", "true", "yes") else "dev"
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", default))
+
+
+_hypothesis_profiles()
