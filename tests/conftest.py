@@ -11,6 +11,16 @@ def assert_close(actual, expected, rtol=1e-4, what=""):
     assert err <= rtol * scale, f"{what}: max abs err {err:.3g} > {rtol} x {scale:.3g}"
 
 
+@pytest.fixture(autouse=True)
+def _native_threads_restored():
+    """Tests may set the kernels' thread count (a process-wide setting): put it back."""
+    import edgetune._native as nat
+
+    before = nat.num_threads()
+    yield
+    nat.set_num_threads(before)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

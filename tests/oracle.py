@@ -69,6 +69,7 @@ class TieAwareReference(DenseEngine):
         super().__init__()
         self.decisions, self.tau = decisions, tau
         self.snapped = 0
+        self.ties = []  # (node name, index, what the reference had, what it took)
 
     def _fwd(self, node, xs, p):
         dec = self.decisions.get(node.output) if _thresholds(node) else None
@@ -100,6 +101,8 @@ class TieAwareReference(DenseEngine):
                                  f"at z = {zd[i]!r}, {abs(zd[i] - thr[i]) / scale:.2e} of the tensor's max from the "
                                  f"threshold {thr[i]}: {int(far.sum())} such elements (a bug, not a tie)")
         toward = np.where(theirs > ours, np.inf, -np.inf)
+        for idx, zi, a, b in zip(np.argwhere(diff), zd, ours, theirs):
+            self.ties.append((node.name, tuple(int(i) for i in idx), f"z={zi!r} state {a}", f"state {b}"))
         z[diff] = np.nextafter(thr.astype(F32), toward.astype(F32))
         self.snapped += int(diff.sum())
         return z
@@ -127,6 +130,9 @@ class TieAwareReference(DenseEngine):
         if far.any():
             raise AssertionError(f"{node.name}: native max-pool picks a value {float(ours[far][0] - theirs[far][0]):.3g} "
                                  f"below the window's max at {int(far.sum())} outputs (a bug, not a tie)")
+        for idx, o, t in zip(np.argwhere(diff), ours, theirs):
+            self.ties.append((node.name, tuple(int(i) for i in idx), f"max {o!r} at tap {int(arg[tuple(idx)])}",
+                              f"{t!r} at tap {int(tap[tuple(idx)])}"))
         arg = arg.copy()
         arg[diff] = tap[diff]
         best = best.copy()
@@ -185,3 +191,35 @@ def reduction_magnitudes(model, x, y, loss: str = "cross_entropy", values=None):
             if name in want:
                 out[name] = out.get(name, 0) + np.asarray(m, np.float64).reshape(real.params[name].shape)
     return out
+
+
+RTOL = 1e-5  # of each element's scale (see assert_equal_up_to_rounding)
+
+
+def assert_equal_up_to_rounding(what, loss, grads, ref_loss, ref, mags, summary="", rtol: float = RTOL):
+    """Equal up to float summation order: each gradient element within `rtol` of the larger of
+    its tensor's max |value| and its own sum of |terms| (`reduction_magnitudes`), which is
+    what rounding scales with where an element is a small difference of large terms."""
+    assert abs(loss - ref_loss) <= rtol * max(abs(ref_loss), 1e-6), f"{what}: loss {loss} != {ref_loss}\n{summary}"
+    assert set(grads) == set(ref), f"{what}: gradient names differ: {sorted(set(grads) ^ set(ref))}\n{summary}"
+    for k, want in ref.items():
+        got = grads[k]
+        assert got.shape == want.shape, f"{what}: {k} shape {got.shape} != {want.shape}"
+        scale = np.maximum(max(float(np.abs(want).max()), 1e-12), mags[k])
+        ratio = np.abs(got.astype(np.float64) - want) / scale
+        i = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+        assert ratio[i] <= rtol, (f"{what}: {k}{list(i)} = {got[i]!r}, reference {want[i]!r}: off by {ratio[i]:.2e} "
+                                  f"of max(|{k}|max, its sum of |terms|)\n{summary}")
+
+
+def check_native(model, x, y, **engine_kw):
+    """One native step against the tie-aware reference; returns the engine (for more checks)."""
+    from edgetune.runtime.engines.native import NativeEngine
+
+    eng = NativeEngine(**engine_kw)
+    eng.load(model)
+    loss, grads, decisions = native_trace(eng, x, y)
+    ref_loss, ref, _, values = reference_gradients(model, x, y, decisions)
+    mags = reduction_magnitudes(model, x, y, values=values)
+    assert_equal_up_to_rounding(f"native {engine_kw}", loss, grads, ref_loss, ref, mags)
+    return eng

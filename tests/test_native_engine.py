@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_close
+from oracle import check_native
 from edgetune.runtime import load_model, compute_gradients
 from edgetune.runtime.data import load_data
 from edgetune.runtime.engines import make_engine
@@ -19,15 +20,9 @@ def _batch(name, n=6):
 
 
 def _compare(model, x, y, **native_kw):
-    ref_loss, ref = compute_gradients(model, x, y, engine="dense")
-    eng = make_engine("native", **native_kw)
-    eng.load(model)
-    loss, grads = eng.loss_and_grads(x, y)
-    assert abs(loss - ref_loss) <= 1e-4 * max(abs(ref_loss), 1e-6)
-    assert set(grads) == set(ref)
-    for k in ref:
-        assert_close(grads[k], ref[k], what=k)
-    assert_close(eng.predict(x), make_engine("dense").predict(x) if False else _dense_logits(model, x), what="logits")
+    """Loss, every gradient (tie-aware, up to summation order) and the logits against the dense engine."""
+    eng = check_native(model, x, y, **native_kw)
+    assert_close(eng.predict(x), _dense_logits(model, x), what="logits")
     return eng
 
 
@@ -37,11 +32,15 @@ def _dense_logits(model, x):
     return eng.predict(x)
 
 
+@pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("dense", [False, True])
 @pytest.mark.parametrize("name", BUNDLED)
-def test_bundled_models_match_dense(name, dense):
-    model, x, y = _batch(name)
-    _compare(model, x, y, dense=dense)
+def test_bundled_models_match_dense(name, dense, threads):
+    """The bench batch itself (32 samples, near-ties included: bench_cnn_hardswish has a max-pool
+    window whose two largest values differ by 5e-7, where float64 sides with numpy and the
+    native kernels' rounding picks the other pixel; the tie-aware reference accepts either)."""
+    model, x, y = _batch(name, 32)
+    _compare(model, x, y, dense=dense, threads=threads)
 
 
 @pytest.mark.parametrize("exporter", ["script", "dynamo"])

@@ -15,38 +15,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-import edgetune._native as nat
 from edgetune.runtime import load_model
 from edgetune.runtime.engines.native import NativeEngine
 from graph_gen import cases
-from oracle import native_trace, reduction_magnitudes, reference_gradients
+from oracle import assert_equal_up_to_rounding, native_trace, reduction_magnitudes, reference_gradients
 
 THREADS = (1, 2, 3, 4)
-RTOL = 1e-5  # of each tensor's max |value|: float summation order, nothing more
 EXAMPLES = {"long": 1500}.get(os.environ.get("HYPOTHESIS_PROFILE", ""), 60)
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    before = nat.num_threads()
-    yield
-    nat.set_num_threads(before)
-
-
-def _check(what, loss, grads, ref_loss, ref, mags, summary):
-    """Equal up to float summation order: each element within RTOL of the larger of its tensor's
-    max |value| and its own sum of |terms| (which is what rounding scales with where a
-    gradient is a small difference of large terms)."""
-    assert abs(loss - ref_loss) <= RTOL * max(abs(ref_loss), 1e-6), f"{what}: loss {loss} != {ref_loss}\n{summary}"
-    assert set(grads) == set(ref), f"{what}: gradient names differ\n{summary}"
-    for k, want in ref.items():
-        got = grads[k]
-        assert got.shape == want.shape, f"{what}: {k} shape {got.shape} != {want.shape}"
-        scale = np.maximum(max(float(np.abs(want).max()), 1e-12), mags[k])
-        ratio = np.abs(got.astype(np.float64) - want) / scale
-        i = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
-        assert ratio[i] <= RTOL, (f"{what}: {k}{list(i)} = {got[i]!r}, reference {want[i]!r}: off by {ratio[i]:.2e} "
-                                  f"of max(|{k}|max, its sum of |terms|)\n{summary}")
 
 
 @settings(max_examples=EXAMPLES)
@@ -90,7 +65,7 @@ def _run_all(model, case):
                     if mags is None:
                         mags = reduction_magnitudes(model, case.x, case.y, values=values)
                 what = f"{'dense-kernels' if dense else 'sparse'} threads={threads} step={step}"
-                _check(what, loss, grads, *refs[key], mags, case.summary)
+                assert_equal_up_to_rounding(what, loss, grads, *refs[key], mags, case.summary)
 
 
 def _digest(decisions) -> bytes:
