@@ -22,6 +22,9 @@ ACT_LEAKY: int
 ACT_SIGMOID: int
 ACT_INPUT: int
 
+SIMD_ISA: str  # the instruction set the kernels' vectors are compiled for: avx512, avx2, avx, neon or baseline
+VECTOR_FLOATS: int  # floats per vector at that ISA (16, 8 or 4)
+
 def num_threads() -> int:
     """Threads the kernels use."""
 def set_num_threads(n: int) -> None:

@@ -294,6 +294,8 @@ PYBIND11_MODULE(_native, m) {
     }, "Whether the module was built with OpenMP.");
     m.def("release_cached_memory", []() { Guard g; return release_cached(); },
           "Free the idle large buffers kept for reuse between steps (at most 256 MiB); returns the bytes freed.");
+    m.attr("SIMD_ISA") = simd_isa();
+    m.attr("VECTOR_FLOATS") = VW;
     m.attr("ACT_NONE") = (int)ACT_NONE;
     m.attr("ACT_RELU") = (int)ACT_RELU;
     m.attr("ACT_CLIP") = (int)ACT_CLIP;

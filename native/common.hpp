@@ -24,26 +24,58 @@ using u32 = std::uint32_t;
 using u8 = std::uint8_t;
 using u16 = std::uint16_t;
 
-constexpr int VW = 8;  // floats per vector
+// Floats per vector: the width of the ISA the compiler targets (one source for every width;
+// ET_VW overrides it, for tests of a width the machine cannot run).
+#if defined(ET_VW)
+constexpr int VW = ET_VW;
+#elif defined(__AVX512F__)
+constexpr int VW = 16;
+#elif defined(__AVX__)
+constexpr int VW = 8;
+#else
+constexpr int VW = 4;  // SSE2, NEON (128-bit) and anything else
+#endif
+static_assert(VW == 4 || VW == 8 || VW == 16, "ET_VW must be 4, 8 or 16");
+
+// The instruction set the vectors are compiled for, as reported by edgetune bench / info.
+constexpr const char* simd_isa() {
+#if defined(__AVX512F__)
+    return "avx512";
+#elif defined(__AVX2__) && defined(__FMA__)
+    return "avx2";
+#elif defined(__AVX__)
+    return "avx";
+#elif defined(__ARM_NEON) || defined(__ARM_NEON__)
+    return "neon";
+#else
+    return "baseline";
+#endif
+}
 
 #if defined(__GNUC__) || defined(__clang__)
-typedef float vf __attribute__((vector_size(32)));
-static inline vf vzero() { return vf{0, 0, 0, 0, 0, 0, 0, 0}; }
+typedef float vf __attribute__((vector_size(VW * sizeof(float))));
+// The activation epilogue works on 8 lanes at every width (its lane-permutation tables have
+// 2^8 entries); the compiler splits or widens these as the target needs.
+typedef float vf8 __attribute__((vector_size(32)));
+static inline vf vzero() { return vf{} ; }
 static inline vf loadu(const float* p) { vf r; std::memcpy(&r, p, sizeof r); return r; }
 static inline void storeu(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+static inline vf8 vzero8() { return vf8{}; }
+static inline vf8 loadu8(const float* p) { vf8 r; std::memcpy(&r, p, sizeof r); return r; }
+static inline void storeu8(float* p, vf8 v) { std::memcpy(p, &v, sizeof v); }
 #define ET_RESTRICT __restrict__
 #define ET_UNROLL _Pragma("GCC unroll 8")
 #else
 struct vf {
-    float v[8];
+    float v[VW];
     float& operator[](int i) { return v[i]; }
     float operator[](int i) const { return v[i]; }
 };
-static inline vf vzero() { vf r; for (int i = 0; i < 8; i++) r.v[i] = 0.f; return r; }
-static inline vf operator*(float a, const vf& b) { vf r; for (int i = 0; i < 8; i++) r.v[i] = a * b.v[i]; return r; }
-static inline vf operator*(const vf& a, const vf& b) { vf r; for (int i = 0; i < 8; i++) r.v[i] = a.v[i] * b.v[i]; return r; }
-static inline vf operator+(const vf& a, const vf& b) { vf r; for (int i = 0; i < 8; i++) r.v[i] = a.v[i] + b.v[i]; return r; }
-static inline vf& operator+=(vf& a, const vf& b) { for (int i = 0; i < 8; i++) a.v[i] += b.v[i]; return a; }
+static inline vf vzero() { vf r; for (int i = 0; i < VW; i++) r.v[i] = 0.f; return r; }
+static inline vf operator*(float a, const vf& b) { vf r; for (int i = 0; i < VW; i++) r.v[i] = a * b.v[i]; return r; }
+static inline vf operator*(const vf& a, const vf& b) { vf r; for (int i = 0; i < VW; i++) r.v[i] = a.v[i] * b.v[i]; return r; }
+static inline vf operator+(const vf& a, const vf& b) { vf r; for (int i = 0; i < VW; i++) r.v[i] = a.v[i] + b.v[i]; return r; }
+static inline vf& operator+=(vf& a, const vf& b) { for (int i = 0; i < VW; i++) a.v[i] += b.v[i]; return a; }
 static inline vf loadu(const float* p) { vf r; std::memcpy(&r, p, sizeof r); return r; }
 static inline void storeu(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
 #define ET_RESTRICT

@@ -726,7 +726,7 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
     // ---- prologue: d = grad_a * f'(z) -> dense padded rows (WG) and values along G lists (BP)
     // scratch reused across calls (no page faults per step)
     if (need_wg) Dbuf.ensure((size_t)Pout * KpAll);
-    if (need_bp) dvbuf.ensure((size_t)std::max<i64>(nd, 1) + VW);  // + slack: whole-vector stores
+    if (need_bp) dvbuf.ensure((size_t)std::max<i64>(nd, 1) + 8);  // + slack: whole 8-lane stores
     float* D = Dbuf.data();
     float* dvals = dvbuf.data();
     std::vector<std::vector<double>> dbp(T);

@@ -302,7 +302,7 @@ static void row_fast(Epi& E, Scratch& S, i64 p, const float* ET_RESTRICT z) {
     ActInfo& I = *E.I;
     const int K = E.K;
     const float lo = I.lo, hi = I.hi;
-    const vf vlo = vzero() + lo, vhi = vzero() + hi, v0 = vzero();
+    const vf8 vlo = vzero8() + lo, vhi = vzero8() + hi, v0 = vzero8();
     u8* bytes = reinterpret_cast<u8*>(I.bits.data());
     float* aout = E.aout ? E.aout + p * K : nullptr;
     float* vout = LA ? nullptr : I.vals.data() + p * K;
@@ -313,8 +313,8 @@ static void row_fast(Epi& E, Scratch& S, i64 p, const float* ET_RESTRICT z) {
     i64 na = S.na, ng = S.ng;
     int acount = 0, gcount = 0;
     for (int j = 0; j < K; j += 8) {
-        const vf zv = loadu(z + j);
-        vf a, sv;
+        const vf8 zv = loadu8(z + j);
+        vf8 a, sv;
         unsigned mnz, mg, m2 = 0;
         if constexpr (ACT == ACT_NONE) {  // network input / unconstrained output: A = non-zeros, no state
             const vi c = zv != v0;
@@ -329,10 +329,10 @@ static void row_fast(Epi& E, Scratch& S, i64 p, const float* ET_RESTRICT z) {
             ch[j >> 3] -= c;
             bytes[(p * K + j) >> 3] = (u8)mnz;
         } else if constexpr (ACT == ACT_HSWISH) {  // state 1 curved, 2 identity; G = both
-            const vf v3 = vzero() + 3.f, v6 = vzero() + 6.f;
+            const vf8 v3 = vzero8() + 3.f, v6 = vzero8() + 6.f;
             const vi c1 = (zv > -v3) & (zv < v3), c2 = zv >= v3;
             // hswish_a, operation for operation (std::max/std::min as selects): bit-identical
-            vf t = zv + v3;
+            vf8 t = zv + v3;
             t = t < v0 ? v0 : t;
             t = v6 < t ? v6 : t;
             a = zv * t / v6;
@@ -358,13 +358,13 @@ static void row_fast(Epi& E, Scratch& S, i64 p, const float* ET_RESTRICT z) {
             std::memcpy(bytes + ((p * K + j) >> 2), &st, 2);
         }
         if constexpr (ACT != ACT_HSWISH) sv = a;
-        if (aout) storeu(aout + j, a);
-        if (!LA) storeu(vout + j, sv);
+        if (aout) storeu8(aout + j, a);
+        if (!LA) storeu8(vout + j, sv);
         acount += __builtin_popcount(mnz);
         gcount += __builtin_popcount(mg);
         if (LA) {
             const vi pm = kC8.perm[mnz];
-            storeu(av + na, __builtin_shuffle(sv, pm));
+            storeu8(av + na, __builtin_shuffle(sv, pm));
             const vi ix = pm + j;
             std::memcpy(ai + na, &ix, sizeof ix);
             na += __builtin_popcount(mnz);
@@ -407,26 +407,26 @@ bool grad_rows_fast(ActInfo& O, const float* grad_a, i64 o0, i64 o1, float* D, i
                 m = unsigned(kC8.even[st & 0xff]) | (unsigned(kC8.even[st >> 8]) << 4);
             }
             const vi in_g = ((vi{} + int(m)) >> lane & 1) != 0;
-            const vf d = in_g ? loadu(ga + j) : vzero();
-            if (D) storeu(D + o * ldd + j, d);
+            const vf8 d = in_g ? loadu8(ga + j) : vzero8();
+            if (D) storeu8(D + o * ldd + j, d);
             if (dv) {
                 if (lists) {
-                    const vf packed = __builtin_shuffle(d, kC8.perm[m]);
+                    const vf8 packed = __builtin_shuffle(d, kC8.perm[m]);
                     // A whole-vector store spills up to 8 floats past this row's entries; later rows of
                     // this range overwrite the spill, but nothing may land past the range's own end
                     // (the next range belongs to another thread, and a short last row does not cover it).
-                    if (dv + VW <= dv_end) {
-                        storeu(dv, packed);
+                    if (dv + 8 <= dv_end) {
+                        storeu8(dv, packed);
                     } else {
-                        storeu(tmp, packed);
+                        storeu8(tmp, packed);
                         std::memcpy(dv, tmp, sizeof(float) * __builtin_popcount(m));
                     }
                     dv += __builtin_popcount(m);
                 } else {
-                    storeu(dv + j, d);
+                    storeu8(dv + j, d);
                 }
             }
-            storeu(tmp, d);
+            storeu8(tmp, d);
             for (int i = 0; i < 8; i++) dbl[j + i] += tmp[i];
         }
     }
@@ -496,7 +496,7 @@ void Epi::begin(ActInfo* info, float* a_out, int maxthreads) {
     for (int t = 0; t < maxthreads; t++) {
         Scratch& S = *pl[t];
         S.chan.assign(K, 0);
-        S.ch32.reset((size_t)round_up(std::max(K, 1), VW), true);
+        S.ch32.reset((size_t)round_up(std::max(K, 1), 8), true);  // read as 8-lane int vectors
         S.na = S.ng = 0;
         S.p0 = S.p1 = 0;
     }
@@ -507,9 +507,9 @@ void Epi::start(int tid, i64 p0, i64 p1) {
     S.p0 = p0;
     S.p1 = p1;
     size_t n = (size_t)std::max<i64>(p1 - p0, 0) * K;
-    // + one vector of slack: the fast rows store whole vectors past the list end
-    if (listA) { S.ai.ensure(n + VW); S.av.ensure(n + VW); }
-    if (listG) S.gi.ensure(n + VW);
+    // + slack: the fast rows store whole 8-lane vectors past the list end
+    if (listA) { S.ai.ensure(n + 8); S.av.ensure(n + 8); }
+    if (listG) S.gi.ensure(n + 8);
     S.arow.ensure(K);
     S.vrow.ensure(K);
     const size_t K64 = (size_t)(K + 63) / 64 * 64;

@@ -80,7 +80,7 @@ static py::tuple maxpool_forward(farr x, std::vector<int> k, std::vector<int> s,
                     const float* ET_RESTRICT xr = X + (((i64)n * g.H + ih) * g.W + iw) * g.C;
                     int c = 0;
 #if defined(__GNUC__) && !defined(__clang__)
-                    typedef int32_t vi __attribute__((vector_size(32)));
+                    typedef int32_t vi __attribute__((vector_size(VW * sizeof(int32_t))));
                     for (; c + VW <= g.C; c += VW) {  // random data: selects, not branches
                         const vf v = loadu(xr + c), b = loadu(best + c);
                         vi ix;

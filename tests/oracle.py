@@ -63,10 +63,12 @@ def native_trace(engine, x, y):
 
 
 class TieAwareReference(DenseEngine):
-    """The dense engine, taking `decisions`' side at near-ties (and only there)."""
+    """The dense engine in float64 (the same numpy code, so rounding of the reference itself
+    does not count against the engine under test), taking `decisions`' side at near-ties
+    (and only there)."""
 
-    def __init__(self, decisions, tau: float = TAU):
-        super().__init__()
+    def __init__(self, decisions, tau: float = TAU, dtype=np.float64):
+        super().__init__(dtype)
         self.decisions, self.tau = decisions, tau
         self.snapped = 0
         self.ties = []  # (node name, index, what the reference had, what it took)
@@ -80,7 +82,7 @@ class TieAwareReference(DenseEngine):
         return super()._fwd(node, xs, p)
 
     def _snap_act(self, node, z, native_states):
-        z = np.array(z, F32, copy=True)
+        z = np.array(z, copy=True)
         mine = state_codes(node, z)
         diff = mine != native_states.reshape(mine.shape)
         if not diff.any():
@@ -103,7 +105,7 @@ class TieAwareReference(DenseEngine):
         toward = np.where(theirs > ours, np.inf, -np.inf)
         for idx, zi, a, b in zip(np.argwhere(diff), zd, ours, theirs):
             self.ties.append((node.name, tuple(int(i) for i in idx), f"z={zi!r} state {a}", f"state {b}"))
-        z[diff] = np.nextafter(thr.astype(F32), toward.astype(F32))
+        z[diff] = np.nextafter(thr.astype(z.dtype), toward.astype(z.dtype))
         self.snapped += int(diff.sum())
         return z
 
@@ -145,7 +147,7 @@ def reference_gradients(model, x, y, decisions, loss: str = "cross_entropy"):
     """(loss, grads, snapped, (values, dvalues)) of the dense engine, on the native side of near-ties."""
     ref = TieAwareReference(decisions)
     ref.load(model, loss=loss)
-    lo, grads, vals, dvals = ref.forward_backward_values(np.asarray(x, F32), np.asarray(y))
+    lo, grads, vals, dvals = ref.forward_backward_values(np.asarray(x, np.float64), np.asarray(y))
     return float(lo), grads, ref.snapped, (vals, dvals)
 
 

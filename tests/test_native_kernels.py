@@ -310,9 +310,9 @@ def test_conv_fp_bp_wg(case, act):
         results.append((a, gin, dW, db))
         c = L.counters()
         for ph in ("fp", "bp", "wg"):
-            # vector-lane waste: channels are padded to a multiple of 8 per group
-            n = (C if ph == "bp" else K) // groups
-            waste = 1.0 if L.depthwise else (-(-n // 8) * 8) / n
+            # vector-lane waste: channels are padded to a multiple of the vector width per group
+            n, vw = (C if ph == "bp" else K) // groups, _native.VECTOR_FLOATS
+            waste = 1.0 if L.depthwise else (-(-n // vw) * vw) / n
             assert 0 <= c[ph]["required"] <= c[ph]["executed"] <= c[ph]["dense"] * waste, (ph, c)
     # dense switch gives the same results (up to summation order)
     for u, v in zip(results[0], results[1]):
@@ -469,7 +469,7 @@ def test_counters_exact(case, dense):
     # BP: pairs (o, tap) with d in G(o) and the input position in G_prev
     assert c["bp"]["required"] == (tapsum(Gp) * gc).sum()
     for ph in ("fp", "bp", "wg"):
-        assert c[ph]["required"] <= c[ph]["executed"] <= c[ph]["dense"] * 8
+        assert c[ph]["required"] <= c[ph]["executed"] <= c[ph]["dense"] * _native.VECTOR_FLOATS
     if dense:
         assert c["fp"]["executed"] >= c["fp"]["dense"]
 

@@ -14,16 +14,26 @@ F32 = np.float32
 
 
 class DenseEngine(Engine):
-    """Runs the IR op by op in NCHW with numpy; no zero is skipped."""
+    """Runs the IR op by op in NCHW with numpy; no zero is skipped.
+
+    `dtype=np.float64` runs the same code in double precision: the tests' most precise
+    reference (training uses float32)."""
 
     name = "dense"
 
+    def __init__(self, dtype=F32):
+        self.dtype = np.dtype(dtype)
+
+    def _prepare(self):
+        if self.dtype != F32:
+            self.params = {k: v.astype(self.dtype) for k, v in self.params.items()}
+
     def predict(self, x):
-        return self._forward(np.asarray(x, F32), keep=False)[0][self.model.output_name]
+        return self._forward(np.asarray(x, self.dtype), keep=False)[0][self.model.output_name]
 
     def forward_values(self, x) -> Dict[str, np.ndarray]:
         """Every intermediate value of a forward pass, keyed by value name."""
-        return self._forward(np.asarray(x, F32), keep=False)[0]
+        return self._forward(np.asarray(x, self.dtype), keep=False)[0]
 
     def _forward(self, x, keep=True):
         p, vals, caches = self.params, {self.model.input_name: x}, {}
@@ -64,7 +74,7 @@ class DenseEngine(Engine):
 
     def _forward_backward(self, x, y):
         t0 = time.perf_counter()
-        vals, caches = self._forward(np.asarray(x, F32))
+        vals, caches = self._forward(np.asarray(x, self.dtype))
         logits = vals[self.model.output_name]
         loss, dlogits = self._loss(logits, y)
         t1 = time.perf_counter()
@@ -75,7 +85,7 @@ class DenseEngine(Engine):
 
     def forward_backward_values(self, x, y):
         """(loss, grads, values, dvalues): every forward value and every gradient dL/dvalue."""
-        vals, caches = self._forward(np.asarray(x, F32))
+        vals, caches = self._forward(np.asarray(x, self.dtype))
         loss, dlogits = self._loss(vals[self.model.output_name], y)
         seen: Dict[str, np.ndarray] = {}
         grads = self._backward(vals, caches, dlogits, seen)
@@ -97,7 +107,7 @@ class DenseEngine(Engine):
             for role, g in pg.items():
                 name = node.params.get(role)
                 if name in want:
-                    grads[name] = grads[name] + g if name in grads else g.astype(F32)
+                    grads[name] = grads[name] + g if name in grads else g.astype(self.dtype)
             for inp, dx, nd in zip(node.inputs, dxs, need_dx):
                 if dx is not None and nd:
                     dvals[inp] = dvals[inp] + dx if inp in dvals else dx
@@ -139,7 +149,7 @@ class DenseEngine(Engine):
             return [ops.avgpool_backward(d, cache, x.shape, at)], {}
         if op == "globalavgpool":
             n, c, h, w = cache
-            return [np.broadcast_to(d.reshape(n, c, 1, 1) / F32(h * w), cache).astype(F32)], {}
+            return [np.broadcast_to(d.reshape(n, c, 1, 1) / d.dtype.type(h * w), cache).astype(d.dtype)], {}
         if op in ("flatten", "reshape"):
             return [d.reshape(cache)], {}
         if op == "batchnorm":

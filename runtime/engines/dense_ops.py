@@ -1,11 +1,10 @@
 """numpy forward/backward of every IR op, NCHW. This is the readable definition of what
-every engine computes; the activation derivatives follow torch's conventions."""
+every engine computes; the activation derivatives follow torch's conventions. Every op
+computes in the dtype of its input: float32 in training, float64 when tests use the
+same code as a more precise reference."""
 from __future__ import annotations
 
 import numpy as np
-
-F32 = np.float32
-
 
 # -- convolution ---------------------------------------------------------------
 def _conv_geometry(x_shape, w_shape, attrs):
@@ -35,7 +34,7 @@ def conv_forward(x, W, B, attrs):
     pt, pl, pb, pr = attrs["pads"]
     xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
     wg = W.reshape(g, k // g, cg, R, S)
-    out = np.zeros((n, g, k // g, oh, ow), F32)
+    out = np.zeros((n, g, k // g, oh, ow), x.dtype)
     for r in range(R):
         for s in range(S):
             patch = xp[_taps(xp, r, s, attrs, oh, ow)].reshape(n, g, cg, oh, ow)
@@ -72,56 +71,60 @@ def conv_backward(d, xp, x_shape, W, attrs, need_dx):
 # -- gemm ------------------------------------------------------------------------
 def gemm_forward(x, W, B, attrs):
     """ONNX Gemm with transA=0: alpha * x @ op(W) + beta * B."""
+    t = x.dtype.type
     wt = W.T if attrs["transB"] else W
     y = x @ wt
     if attrs["alpha"] != 1.0:
-        y = y * F32(attrs["alpha"])
+        y = y * t(attrs["alpha"])
     if B is not None:
-        y = y + F32(attrs["beta"]) * B
-    return y.astype(F32, copy=False)
+        y = y + t(attrs["beta"]) * B
+    return y.astype(x.dtype, copy=False)
 
 
 def gemm_backward(d, x, W, attrs, need_dx):
-    alpha = F32(attrs["alpha"])
+    t = d.dtype.type
+    alpha = t(attrs["alpha"])
     wt = W.T if attrs["transB"] else W          # (in, out)
     dx = (d @ wt.T) * alpha if need_dx else None
     dwt = (x.T @ d) * alpha                      # (in, out)
     dW = dwt.T if attrs["transB"] else dwt
-    return dx, np.ascontiguousarray(dW), d.sum(axis=0) * F32(attrs["beta"])
+    return dx, np.ascontiguousarray(dW), d.sum(axis=0) * t(attrs["beta"])
 
 
 # -- activations: (forward, derivative from the pre-activation z) ------------------
 def act_forward(op, z, attrs):
+    t = z.dtype.type
     if op == "relu":
-        return np.maximum(z, F32(0))
+        return np.maximum(z, t(0))
     if op == "clip":
-        return np.clip(z, F32(attrs["min"]), F32(attrs["max"]))
+        return np.clip(z, t(attrs["min"]), t(attrs["max"]))
     if op == "hardswish":
-        return z * np.clip(z + F32(3), F32(0), F32(6)) / F32(6)
+        return z * np.clip(z + t(3), t(0), t(6)) / t(6)
     if op == "hardsigmoid":
-        return np.clip(F32(attrs["alpha"]) * z + F32(attrs["beta"]), F32(0), F32(1))
+        return np.clip(t(attrs["alpha"]) * z + t(attrs["beta"]), t(0), t(1))
     if op == "leakyrelu":
-        return np.where(z > 0, z, z * F32(attrs["alpha"]))
+        return np.where(z > 0, z, z * t(attrs["alpha"]))
     if op == "sigmoid":
-        return (1.0 / (1.0 + np.exp(-z.astype(np.float64)))).astype(F32)
+        return (1.0 / (1.0 + np.exp(-z.astype(np.float64)))).astype(z.dtype)
     raise ValueError(op)
 
 
 def act_derivative(op, z, a, attrs):
-    """f'(z). Where it is zero is the set G of DESIGN §1."""
+    """f'(z). Where it is zero is the set G (docs/ARCHITECTURE.md, position constraints)."""
+    t = z.dtype.type
     if op == "relu":
-        return (z > 0).astype(F32)
+        return (z > 0).astype(z.dtype)
     if op == "clip":   # torch's hardtanh: passes strictly inside the bounds
-        return ((z > attrs["min"]) & (z < attrs["max"])).astype(F32)
+        return ((z > attrs["min"]) & (z < attrs["max"])).astype(z.dtype)
     if op == "hardswish":  # torch: 0 below -3, z/3 + 1/2 on [-3, 3], 1 above
-        return np.where(z < -3, F32(0), np.where(z <= 3, z / F32(3) + F32(0.5), F32(1))).astype(F32)
+        return np.where(z < -3, t(0), np.where(z <= 3, z / t(3) + t(0.5), t(1))).astype(z.dtype)
     if op == "hardsigmoid":
-        u = F32(attrs["alpha"]) * z + F32(attrs["beta"])
-        return np.where((u > 0) & (u < 1), F32(attrs["alpha"]), F32(0)).astype(F32)
+        u = t(attrs["alpha"]) * z + t(attrs["beta"])
+        return np.where((u > 0) & (u < 1), t(attrs["alpha"]), t(0)).astype(z.dtype)
     if op == "leakyrelu":
-        return np.where(z > 0, F32(1), F32(attrs["alpha"])).astype(F32)
+        return np.where(z > 0, t(1), t(attrs["alpha"])).astype(z.dtype)
     if op == "sigmoid":
-        return (a * (1 - a)).astype(F32)
+        return (a * (1 - a)).astype(z.dtype)
     raise ValueError(op)
 
 
@@ -155,7 +158,7 @@ def _windows(attrs, oh, ow):
 def maxpool_forward(x, attrs):
     oh, ow, pad = pool_geometry(x.shape, attrs)
     xp = np.pad(x, pad, constant_values=-np.inf)
-    best = np.full(x.shape[:2] + (oh, ow), -np.inf, F32)
+    best = np.full(x.shape[:2] + (oh, ow), -np.inf, x.dtype)
     arg = np.zeros(best.shape, np.int32)
     for idx, sl in _windows(attrs, oh, ow):
         v = xp[sl]
@@ -168,14 +171,14 @@ def maxpool_forward(x, attrs):
 def maxpool_backward(d, cache, x_shape, attrs):
     arg, xp_shape, pad = cache
     oh, ow = d.shape[2:]
-    dxp = np.zeros(xp_shape, F32)
+    dxp = np.zeros(xp_shape, d.dtype)
     for idx, sl in _windows(attrs, oh, ow):
-        dxp[sl] += np.where(arg == idx, d, F32(0))
+        dxp[sl] += np.where(arg == idx, d, d.dtype.type(0))
     return dxp[:, :, pad[2][0]:pad[2][0] + x_shape[2], pad[3][0]:pad[3][0] + x_shape[3]]
 
 
-def _avg_counts(x_shape, attrs, oh, ow, pad):
-    ones = np.zeros((1, 1) + tuple(x_shape[2:]), F32) + 1
+def _avg_counts(x_shape, attrs, oh, ow, pad, dtype):
+    ones = np.zeros((1, 1) + tuple(x_shape[2:]), dtype) + 1
     if attrs["count_include_pad"]:   # padding (not the ceil overhang) counts as elements
         (pt, pl, pb, pr) = attrs["pads"]
         ones = np.pad(ones, ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=1)
@@ -183,7 +186,7 @@ def _avg_counts(x_shape, attrs, oh, ow, pad):
         ones = np.pad(ones, extra)
     else:
         ones = np.pad(ones, pad)
-    cnt = np.zeros((1, 1, oh, ow), F32)
+    cnt = np.zeros((1, 1, oh, ow), dtype)
     for _, sl in _windows(attrs, oh, ow):
         cnt += ones[sl]
     return cnt
@@ -192,17 +195,17 @@ def _avg_counts(x_shape, attrs, oh, ow, pad):
 def avgpool_forward(x, attrs):
     oh, ow, pad = pool_geometry(x.shape, attrs)
     xp = np.pad(x, pad)
-    acc = np.zeros(x.shape[:2] + (oh, ow), F32)
+    acc = np.zeros(x.shape[:2] + (oh, ow), x.dtype)
     for _, sl in _windows(attrs, oh, ow):
         acc += xp[sl]
-    cnt = _avg_counts(x.shape, attrs, oh, ow, pad)
+    cnt = _avg_counts(x.shape, attrs, oh, ow, pad, x.dtype)
     return acc / cnt, (cnt, xp.shape, pad)
 
 
 def avgpool_backward(d, cache, x_shape, attrs):
     cnt, xp_shape, pad = cache
     oh, ow = d.shape[2:]
-    dxp = np.zeros(xp_shape, F32)
+    dxp = np.zeros(xp_shape, d.dtype)
     dn = d / cnt
     for _, sl in _windows(attrs, oh, ow):
         dxp[sl] += dn
@@ -211,7 +214,7 @@ def avgpool_backward(d, cache, x_shape, attrs):
 
 # -- batch norm (frozen running statistics) ------------------------------------------------
 def batchnorm_forward(x, scale, bias, mean, var, eps):
-    inv = (1.0 / np.sqrt(var.astype(np.float64) + eps)).astype(F32)
+    inv = (1.0 / np.sqrt(var.astype(np.float64) + eps)).astype(x.dtype)
     shape = (1, -1) + (1,) * (x.ndim - 2)
     xhat = (x - mean.reshape(shape)) * inv.reshape(shape)
     return xhat * scale.reshape(shape) + bias.reshape(shape), (xhat, inv)
