@@ -22,9 +22,13 @@ ACT_LEAKY: int
 ACT_SIGMOID: int
 ACT_INPUT: int
 
+LEVEL: str  # the kernel module's build level: native (host-tuned build), baseline, avx2, avx512, neon
 SIMD_ISA: str  # the instruction set the kernels' vectors are compiled for: avx512, avx2, avx, neon or baseline
 VECTOR_FLOATS: int  # floats per vector at that ISA (16, 8 or 4)
 
+def built_levels() -> list[str]: ...
+def runnable_levels() -> list[str]: ...
+def cpu_supports(level: str) -> bool: ...
 def num_threads() -> int:
     """Threads the kernels use."""
 def set_num_threads(n: int) -> None:

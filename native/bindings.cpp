@@ -274,7 +274,27 @@ int parse_act(py::object a) {
 
 }  // namespace
 
-PYBIND11_MODULE(_native, m) {
+#ifndef ET_MODULE
+#define ET_MODULE _native_native
+#define ET_LEVEL "native"
+#endif
+
+// Can this CPU run the kernels of `level` (x86-64 levels; other targets have one level)?
+static bool cpu_supports(const std::string& level) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    if (level == "baseline") return true;
+    if (level == "avx2") return __builtin_cpu_supports("x86-64-v3");
+    if (level == "avx512") return __builtin_cpu_supports("x86-64-v4");
+    return level == "native";
+#else
+    return level == ET_LEVEL || level == "native";
+#endif
+}
+
+// Every level is its own module with the same C++ types: they are registered module-locally
+// so that two levels can be loaded in one process (the baseline module probes the CPU).
+PYBIND11_MODULE(ET_MODULE, m) {
     m.doc() = "edgetune sparse training kernels (private; use edgetune.runtime)";
     m.def("num_threads", &edgetune_num_threads, "Threads the kernels use.");
     m.def("set_num_threads", [](int n) {
@@ -295,6 +315,9 @@ PYBIND11_MODULE(_native, m) {
     m.def("release_cached_memory", []() { Guard g; return release_cached(); },
           "Free the idle large buffers kept for reuse between steps (at most 256 MiB); returns the bytes freed.");
     m.attr("SIMD_ISA") = simd_isa();
+    m.attr("LEVEL") = ET_LEVEL;
+    m.def("cpu_supports", &cpu_supports, py::arg("level"),
+          "Whether this CPU can run the kernels of an ISA level (baseline, avx2, avx512).");
     m.attr("VECTOR_FLOATS") = VW;
     m.attr("ACT_NONE") = (int)ACT_NONE;
     m.attr("ACT_RELU") = (int)ACT_RELU;
@@ -305,7 +328,7 @@ PYBIND11_MODULE(_native, m) {
     m.attr("ACT_SIGMOID") = (int)ACT_SIGMOID;
     m.attr("ACT_INPUT") = (int)ACT_INPUT;
 
-    py::class_<ActInfo, InfoPtr>(m, "SparseInfo",
+    py::class_<ActInfo, InfoPtr>(m, "SparseInfo", py::module_local(),
         "What FP keeps for BP/WG (compressed activation + plan). Produced by layer forward, activate() or analyze_input().")
         .def_property_readonly("shape", [](const ActInfo& I) { return py::make_tuple(I.N, I.H, I.W, I.C); })
         .def_property_readonly("act", [](const ActInfo& I) { return I.act; })
@@ -362,7 +385,7 @@ PYBIND11_MODULE(_native, m) {
     }, py::arg("z"), py::arg("act"), py::arg("alpha") = 0.01f, py::arg("lo") = 0.f, py::arg("hi") = 6.f, py::arg("dense") = false,
        "Fused activation of a pre-activation z -> (a, SparseInfo).");
 
-    py::class_<PyConv>(m, "ConvLayer", "Sparse 2-D convolution + bias + fused activation, NHWC.")
+    py::class_<PyConv>(m, "ConvLayer", py::module_local(), "Sparse 2-D convolution + bias + fused activation, NHWC.")
         .def(py::init([](int cin, int cout, std::vector<int> kernel, std::vector<int> stride, std::vector<int> pads,
                          std::vector<int> dilation, int groups, py::object act, float alpha, float lo, float hi) {
                  if (kernel.size() != 2 || stride.size() != 2 || dilation.size() != 2 || pads.size() != 4)
@@ -390,7 +413,7 @@ PYBIND11_MODULE(_native, m) {
         .def_property_readonly("output_info", [](PyConv& p) { return p.L->out; })
         .def_property_readonly("depthwise", [](PyConv& p) { return p.L->depthwise; });
 
-    py::class_<PyGemm>(m, "GemmLayer", "Sparse fully-connected layer y = f(x W^T + b), x (N, in), W (out, in).")
+    py::class_<PyGemm>(m, "GemmLayer", py::module_local(), "Sparse fully-connected layer y = f(x W^T + b), x (N, in), W (out, in).")
         .def(py::init([](int fin, int fout, py::object act, float alpha, float lo, float hi) {
                  auto p = std::make_unique<PyGemm>();
                  p->gemm = true;

@@ -19,3 +19,7 @@ class UsageError(EdgetuneError):
     """An option value is invalid."""
 
     exit_code = 2
+
+
+class IsaError(UsageError, ImportError):
+    """EDGETUNE_ISA asks for a kernel level this build or this CPU does not have."""

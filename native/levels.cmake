@@ -1,0 +1,66 @@
+# ISA levels of the kernels. Each level is the same source compiled for another target, so
+# the vector width (native/common.hpp: VW) follows the level: 4 floats on baseline x86-64 and
+# NEON, 8 on AVX2, 16 on AVX-512.
+include(CheckCXXCompilerFlag)
+string(TOLOWER "${CMAKE_SYSTEM_PROCESSOR}" _et_cpu)
+if(_et_cpu MATCHES "^(x86_64|amd64|x64)$")
+  set(_et_arch x86_64)
+elseif(_et_cpu MATCHES "^(aarch64|arm64)$")
+  set(_et_arch aarch64)
+else()
+  set(_et_arch other)
+endif()
+
+# flags per level (a level whose flags the compiler rejects is left out, loudly)
+set(ET_FLAGS_native "")
+check_cxx_compiler_flag("-march=native" _et_has_march_native)
+check_cxx_compiler_flag("-mcpu=native" _et_has_mcpu_native)
+if(CMAKE_CROSSCOMPILING)
+  set(ET_FLAGS_native "")  # "native" would describe the build machine, not the target
+elseif(_et_has_march_native)
+  set(ET_FLAGS_native "-march=native")
+elseif(_et_has_mcpu_native)
+  set(ET_FLAGS_native "-mcpu=native")
+endif()
+set(ET_FLAGS_baseline "-march=x86-64;-mtune=generic")
+set(ET_FLAGS_avx2 "-march=x86-64-v3;-mtune=generic")
+set(ET_FLAGS_avx512 "-march=x86-64-v4;-mtune=generic")
+set(ET_FLAGS_neon "-march=armv8-a")
+
+if(EDGETUNE_NATIVE_ARCH AND NOT CMAKE_CROSSCOMPILING)
+  set(EDGETUNE_LEVELS native)
+elseif(_et_arch STREQUAL "x86_64")
+  set(EDGETUNE_LEVELS baseline avx2 avx512)
+elseif(_et_arch STREQUAL "aarch64")
+  set(EDGETUNE_LEVELS neon)
+else()
+  set(EDGETUNE_LEVELS generic)
+  set(ET_FLAGS_generic "")
+endif()
+foreach(level IN LISTS EDGETUNE_LEVELS)
+  foreach(flag IN LISTS ET_FLAGS_${level})
+    string(MAKE_C_IDENTIFIER "${flag}" _id)
+    check_cxx_compiler_flag("${flag}" _et_ok_${_id})
+    if(NOT _et_ok_${_id})
+      message(FATAL_ERROR "edgetune: the compiler rejects ${flag}, needed for the ${level} kernels; "
+                          "use a newer compiler (GCC >= 11, Clang >= 12) or EDGETUNE_NATIVE_ARCH=ON")
+    endif()
+  endforeach()
+endforeach()
+message(STATUS "edgetune kernel levels: ${EDGETUNE_LEVELS}")
+
+find_package(OpenMP)
+check_cxx_compiler_flag("-fno-trapping-math" _et_has_no_trapping_math)
+
+# Compile options every kernel target takes, plus the flags of its level.
+function(edgetune_kernel_target target level)
+  target_compile_options(${target} PRIVATE $<$<NOT:$<CONFIG:Debug>>:-O3> ${ET_FLAGS_${level}} -ffp-contract=fast)
+  # Lets GCC if-convert (and so vectorise) the activation selects: the kernels never rely on
+  # floating-point exception flags.
+  if(_et_has_no_trapping_math)
+    target_compile_options(${target} PRIVATE -fno-trapping-math)
+  endif()
+  if(OpenMP_CXX_FOUND)
+    target_link_libraries(${target} PRIVATE OpenMP::OpenMP_CXX)
+  endif()
+endfunction()
