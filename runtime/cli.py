@@ -73,6 +73,7 @@ def _warn(msg: str) -> None:
 
 
 @cli.command()
+@quiet_option
 def models():
     """List the bundled models and datasets."""
     from edgetune import models as bundled
@@ -80,7 +81,9 @@ def models():
     click.echo("models:")
     for m in bundled.list_models():
         shape = "x".join("N" if d is None else str(d) for d in m["input_shape"])
-        click.echo(f"  {m['name']:<24} {shape:<12} data={m.get('default_data', '-'):<16} {m.get('description', '')}")
+        lr = m.get("finetune_defaults", {}).get("lr")
+        click.echo(f"  {m['name']:<24} {shape:<12} data={m.get('default_data', '-'):<16} "
+                   f"lr={lr if lr is not None else '-':<7} {m.get('description', '')}")
     click.echo("datasets:")
     for d in bundled.list_datasets():
         click.echo(f"  {d['name']:<24} {d.get('description', '')}")
@@ -89,6 +92,7 @@ def models():
 
 @cli.command()
 @click.argument("model")
+@quiet_option
 def info(model):
     """Show MODEL's layers, shapes, parameters and activation constraint rules."""
     from .info import describe
@@ -186,6 +190,7 @@ def eval_cmd(ctx, model, data, split, threads, normalize):
 @cli.command(name="report")
 @click.argument("report_file", metavar="REPORT.json")
 @click.option("--plot", default=None, metavar="OUT.png", help="Also draw the curves and per-layer bars (needs .[plots]).")
+@quiet_option
 def report_cmd(report_file, plot):
     """Show a finetune --report: epochs, the per-layer table (sparsity, MACs, bytes) and the summary."""
     from .report import read_report

@@ -4,7 +4,7 @@ torch's most common export uses a batch-1 dummy input without `dynamic_axes`: th
 input, the output and every Reshape target then carry that batch as a constant.
 Other exports compute Reshape targets with Shape -> Gather -> Concat chains, or pad
 with `auto_pad=SAME_*`. This pass rewrites all of them into one form the engines and
-the exported file share (docs/IMPORT.md):
+the exported file share (README, "Your model"):
 
 * the batch dimension of the input and output becomes symbolic (`N`);
 * every Reshape gets a constant target `(-1, d1, d2, ...)` (the batch stays in dim 0),

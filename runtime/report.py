@@ -74,7 +74,7 @@ def build_report(cfg, model, ds, engine, trainable, params, state, after, export
         "export": export,
     }
     extra = engine.counters()
-    for key in ("link", "device"):
+    for key in ("link", "device", "threads"):
         if key in extra:
             report[key] = extra[key]
     return report

@@ -117,12 +117,7 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print, progress=N
     validate(ds, model.input_shape)
     classes = prepare_classes(cfg, model, ds, meta, log, warn)
     check_export(model, ds.x_val[:2])
-    trainable = model.trainable_names(cfg.train_layers)
-    if cfg.num_classes:
-        from .heads import head_layer
-
-        head = [v for v in head_layer(model).params.values() if v not in trainable]
-        trainable += head
+    trainable = model.trainable_names(cfg.train_layers)    # always includes the last layer (a new head)
     steps_per_epoch = -(-len(ds.x) // cfg.batch_size)
     opt = OptimizerConfig(name=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, schedule=cfg.schedule,
                           total_steps=cfg.epochs * steps_per_epoch)
