@@ -36,7 +36,7 @@ def build_report(cfg, model, ds, engine, trainable, params, state, after, export
     xb, yb = ds.x_val[:cfg.batch_size], ds.y_val[:cfg.batch_size]
     rows = measure_layers(model, params, trainable, xb, yb, cfg.loss)
     dense, required = _sum_phases(rows, "macs_dense"), _sum_phases(rows, "macs_required")
-    executed, source = dict(dense), "every MAC (dense engine)"
+    executed, source = dict(dense), "the dense engine executes every MAC"
     counters = {}
     if hasattr(engine, "measure_step"):
         counters = engine.measure_step(xb, yb) or {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from typing import Optional
 
 from .errors import UsageError
 
@@ -21,7 +22,7 @@ class FolderLock:
         self.folder, self.option = folder, option
         self.path = os.path.join(folder, LOCK_FILE)
         self._fd = None
-        self._made_folder = False
+        self._made: Optional[str] = None
 
     def __enter__(self):
         import fcntl
@@ -29,8 +30,11 @@ class FolderLock:
         if not os.path.isdir(self.folder):
             if os.path.exists(self.folder):
                 raise UsageError(f"{self.option} {self.folder}: is a file, not a folder")
+            top = os.path.abspath(self.folder)
+            while not os.path.exists(os.path.dirname(top)):
+                top = os.path.dirname(top)
             os.makedirs(self.folder)
-            self._made_folder = True
+            self._made = top      # the outermost folder this run created
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             try:
@@ -57,9 +61,16 @@ class FolderLock:
             os.unlink(self.path)
         os.close(self._fd)
         self._fd = None
-        if self._made_folder:
-            with contextlib.suppress(OSError):
-                os.rmdir(self.folder)       # only succeeds when the run left nothing in it
+        if self._made:       # a run that left nothing in the folders it created removes them
+            path = os.path.abspath(self.folder)
+            while True:
+                try:
+                    os.rmdir(path)          # only succeeds on an empty folder
+                except OSError:
+                    break
+                if path == self._made:
+                    break
+                path = os.path.dirname(path)
 
 
 def _read(fd) -> str:

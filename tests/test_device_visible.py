@@ -118,7 +118,7 @@ def test_port_errors_name_the_port_without_raw_pyserial_text(tmp_path, url, reas
 
 def test_link_trouble_is_printed_per_epoch(tmp_path):
     lines = []
-    cfg = FinetuneConfig(engine="device", epochs=2, out=str(tmp_path / "o.onnx"),
+    cfg = FinetuneConfig(model="digits_mlp", engine="device", epochs=2, out=str(tmp_path / "o.onnx"),
                          engine_options={"fault_rate": 0.03, "seed": 5})
     rep = finetune(cfg, log=lines.append, warn=lines.append)
     link_lines = [ln for ln in lines if ln.startswith("link: ")]

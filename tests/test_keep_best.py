@@ -28,7 +28,7 @@ def _warnings(result):
 
 def test_a_ruinous_rate_writes_the_starting_weights_with_a_warning(tmp_path):
     out = tmp_path / "o.onnx"
-    result = run_cli("finetune", "--epochs", "2", "--lr", "0.5", "--out", out)
+    result = run_cli("finetune", "--epochs", "1", "--lr", "0.5", "--out", out)
     assert result.exit_code == 0, result.output
     assert any("no epoch beat the starting model (72.3%)" in w for w in _warnings(result)), result.stderr
     assert "kept the starting weights (epoch 0)" in result.output
@@ -39,7 +39,7 @@ def test_a_ruinous_rate_writes_the_starting_weights_with_a_warning(tmp_path):
 
 
 def test_keep_last_warns_when_the_result_is_worse(tmp_path):
-    result = run_cli("-q", "finetune", "--epochs", "2", "--lr", "0.5", "--keep", "last", "--out", tmp_path / "o.onnx")
+    result = run_cli("-q", "finetune", "--epochs", "1", "--lr", "0.5", "--keep", "last", "--out", tmp_path / "o.onnx")
     assert result.exit_code == 0
     (warn,) = _warnings(result)
     assert "worse than the model it started from on the validation set (72.3% ->" in warn
@@ -48,7 +48,7 @@ def test_keep_last_warns_when_the_result_is_worse(tmp_path):
 
 def test_keep_best_writes_the_best_validation_epoch(tmp_path):
     out, rep_path = tmp_path / "o.onnx", tmp_path / "r.json"
-    result = run_cli("finetune", "--epochs", "4", "--out", out, "--report", rep_path)
+    result = run_cli("finetune", "--epochs", "3", "--out", out, "--report", rep_path)
     assert result.exit_code == 0, result.output
     rep = json.loads(rep_path.read_text())
     cands = [(rep["before"]["val_acc"], -rep["before"]["val_loss"], 0)] + \

@@ -54,7 +54,7 @@ def test_a_failed_run_creates_no_folders(tmp_path):
                      "--report", tmp_path / "rep" / "r.json", "--checkpoint", tmp_path / "ck")
     assert result.exit_code == 1
     diverged = run_cli("finetune", "--epochs", "1", "--lr", "1e38", "--out", tmp_path / "new" / "o.onnx",
-                       "--checkpoint", tmp_path / "ck")
+                       "--checkpoint", tmp_path / "runs" / "a" / "ck")
     assert diverged.exit_code == 1 and "training diverged" in diverged.output
     assert set(os.listdir(tmp_path)) == before
 
