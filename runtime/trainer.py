@@ -265,7 +265,8 @@ class _Run:
             return False
         meta = found["meta"]
         mine = cfg.fingerprint()
-        theirs = meta["fingerprint"]
+        # a checkpoint from before a setting existed was written with that setting's default
+        theirs = {**FinetuneConfig().fingerprint(), **meta["fingerprint"]}
         if theirs != mine:
             diff = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
             raise UsageError(f"--resume: the checkpoint in {cfg.checkpoint} was written with different "

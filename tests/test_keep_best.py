@@ -236,3 +236,25 @@ def test_bench_vgg_one_epoch_no_longer_loses_accuracy(tmp_path):
     assert rep["config"]["lr"] == models.model_info("bench_vgg_relu")["finetune_defaults"]["lr"]
     assert rep["history"][0]["val_acc"] >= rep["before"]["val_acc"]
     assert not _warnings(result)
+
+
+def test_a_checkpoint_from_before_these_settings_still_resumes(tmp_path):
+    from edgetune.runtime import checkpoint as ckpt
+
+    model = tiny_mlp(tmp_path / "m.onnx")
+    data = digits_like(tmp_path / "d.npz", n=64)
+    args = ["finetune", model, "--data", data, "--engine", "dense", "--checkpoint", tmp_path / "ck",
+            "--out", tmp_path / "o.onnx"]
+    assert run_cli(*args, "--epochs", "1").exit_code == 0
+    old = ckpt.load(str(tmp_path / "ck"))
+    meta = old["meta"]
+    for key in ("schedule", "num_classes", "normalize", "keep"):
+        del meta["fingerprint"][key]
+    for key in ("keeper", "steps_done", "stopped_early"):
+        del meta[key]
+    ckpt.save(str(tmp_path / "ck"), old["params"], old["opt_state"], meta)
+    result = run_cli(*args, "--epochs", "2", "--resume")
+    assert result.exit_code == 0, result.output
+    assert "resumed from" in result.output and "epoch 2/2" in result.output
+    changed = run_cli(*args, "--epochs", "3", "--resume", "--keep", "last")
+    assert changed.exit_code == 2 and "different settings (keep)" in changed.output
