@@ -4,7 +4,9 @@ Reliability (PROTOCOL.md section 4): every request gets a fresh 16-bit sequence
 number; a timed-out or unanswered request is sent again with the *same* number
 and bytes, with the per-attempt timeout doubling up to ``max_timeout``; answers
 carrying another sequence number (late duplicates) are ignored; after
-``retries`` retries the request fails with DeviceNotRespondingError.
+``retries`` retries, or once ``give_up_after`` seconds passed without a valid
+answer, the request fails with DeviceNotRespondingError ("device stopped
+answering (last command ...)").
 """
 from __future__ import annotations
 
@@ -19,6 +21,12 @@ from .framing import FrameDecoder, crc32, encode_frame
 from .transport import Transport
 
 COMPUTE_COMMANDS = (P.COMMIT, P.TRAIN_STEP, P.PREDICT, P.LOSS_GRADS, P.READ_STATE, P.READ_COUNTERS)
+
+# Timeouts in seconds (named so that a slower device, e.g. a simulated one, can scale them).
+DEFAULT_TIMEOUT = 0.5        # first attempt's wait, beyond the wire time and the command's usual duration
+DEFAULT_MAX_TIMEOUT = 8.0    # the per-attempt wait doubles up to this
+DEFAULT_RETRIES = 8
+DEFAULT_GIVE_UP = 10.0       # silence after which a request fails, beyond its usual duration
 
 
 @dataclass
@@ -45,11 +53,14 @@ class LinkStats:
 class DeviceClient:
     """One device session over a Transport."""
 
-    def __init__(self, transport: Transport, timeout: float = 0.5, retries: int = 8,
-                 max_timeout: float = 8.0, baudrate: int = 921600, max_payload: int = 4096):
-        if timeout is None or timeout <= 0 or max_timeout is None or max_timeout <= 0:
-            raise ValueError("timeouts must be positive seconds")
+    def __init__(self, transport: Transport, timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES,
+                 max_timeout: float = DEFAULT_MAX_TIMEOUT, baudrate: int = 921600, max_payload: int = 4096,
+                 give_up_after: float = DEFAULT_GIVE_UP):
+        for name, value in (("timeout", timeout), ("max_timeout", max_timeout), ("give_up_after", give_up_after)):
+            if value is None or not value > 0:
+                raise ValueError(f"{name} must be positive seconds, got {value!r}")
         self.t, self.timeout, self.retries, self.max_timeout = transport, timeout, retries, max_timeout
+        self.give_up_after = give_up_after
         self.baudrate, self.host_max_payload = baudrate, max_payload
         self.decoder = FrameDecoder()
         self.seq = 0
@@ -71,19 +82,27 @@ class DeviceClient:
         self.stats.requests += 1
         pc["requests"] += 1
         t_start = time.monotonic()
-        base = self.timeout + self._wire_seconds(len(wire) + expect_bytes + 16)
+        usual = self._wire_seconds(len(wire) + expect_bytes + 16)
         if ftype in COMPUTE_COMMANDS:
-            base += 3.0 * self.rtt.get(ftype, 0.0)
+            usual += 3.0 * self.rtt.get(ftype, 0.0)
+        base = self.timeout + usual
+        deadline = t_start + self.give_up_after + usual
+        attempts = 0
         try:
             for attempt in range(self.retries + 1):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
                 if attempt:
                     self.stats.retries += 1
                     pc["retries"] += 1
                 self.t.write(wire, timeout_sec=max(1.0, self._wire_seconds(len(wire)) * 2))
+                attempts += 1
                 self.stats.bytes_up += len(wire)
                 self.stats.frames_up += 1
                 pc["bytes_up"] += len(wire)
-                frame = self._await(seq, min(base * (2 ** attempt), max(self.max_timeout, base)))
+                wait = min(base * (2 ** attempt), max(self.max_timeout, base), max(left, 0.01))
+                frame = self._await(seq, wait)
                 if frame is not None:
                     rtt = time.monotonic() - t_start
                     self.rtt[ftype] = rtt if ftype not in self.rtt else 0.7 * self.rtt[ftype] + 0.3 * rtt
@@ -93,8 +112,9 @@ class DeviceClient:
             self.stats.seconds += time.monotonic() - t_start
             self.stats.resyncs = self.decoder.stats.resyncs
         raise DeviceNotRespondingError(
-            f"no valid answer to {name} (seq {seq}) from {getattr(self.t, 'url', 'device')} after "
-            f"{self.retries + 1} attempts")
+            f"device stopped answering (last command {name}, seq {seq}: no valid answer within "
+            f"{time.monotonic() - t_start:.1f} s, {attempts} attempt{'s' if attempts != 1 else ''}) "
+            f"on {getattr(self.t, 'url', '') or 'the link'}")
 
     def _await(self, seq: int, timeout: float):
         deadline = time.monotonic() + timeout

@@ -15,6 +15,7 @@ Contract (the same for every implementation):
 """
 from __future__ import annotations
 
+import errno
 import math
 import time
 
@@ -69,7 +70,7 @@ class SerialTransport(Transport):
             self._port = serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=0.1,
                                                write_timeout=1.0)
         except (serial.SerialException, OSError, ValueError) as exc:
-            raise TransportClosedError(f"cannot open {self.url}: {exc}") from None
+            raise TransportClosedError(f"cannot open the device port {self.url}: {open_failure(exc)}") from None
 
     def close(self) -> None:
         port, self._port = self._port, None
@@ -101,9 +102,9 @@ class SerialTransport(Transport):
         except IoTimeoutError:
             raise
         except serial.SerialException as exc:
-            raise TransportClosedError(f"{self.url}: {exc}") from None
+            raise TransportClosedError(f"the link to {self.url} failed while reading: {_short(exc)}") from None
         except OSError as exc:
-            raise TransportError(f"{self.url}: read failed: {exc}") from None
+            raise TransportError(f"the link to {self.url} failed while reading: {_short(exc)}") from None
 
     def write(self, data: bytes, timeout_sec: float) -> None:
         import serial
@@ -118,9 +119,40 @@ class SerialTransport(Transport):
         except serial.SerialTimeoutException:
             raise IoTimeoutError(f"could not send {len(data)} bytes to {self.url} within {timeout_sec:.3g} s") from None
         except serial.SerialException as exc:
-            raise TransportClosedError(f"{self.url}: {exc}") from None
+            raise TransportClosedError(f"the link to {self.url} failed while writing: {_short(exc)}") from None
         except OSError as exc:
-            raise TransportError(f"{self.url}: write failed: {exc}") from None
+            raise TransportError(f"the link to {self.url} failed while writing: {_short(exc)}") from None
+
+
+_OPEN_REASONS = (
+    (errno.ENOENT, "no such port (is the board connected? check the path)"),
+    (errno.EACCES, "permission denied (on Linux, add your user to the 'dialout' group)"),
+    (errno.EBUSY, "the port is busy (another program has it open)"),
+    (errno.ECONNREFUSED, "connection refused (nothing is listening there)"),
+    (errno.EHOSTUNREACH, "host unreachable"),
+    (errno.ETIMEDOUT, "connection timed out"),
+    (errno.ENOTTY, "not a serial port"),
+)
+
+
+def open_failure(exc: BaseException) -> str:
+    """A short reason for a failed open, instead of pyserial's nested raw text."""
+    code = getattr(exc, "errno", None)
+    text = str(exc)
+    for num, reason in _OPEN_REASONS:
+        if code == num or f"[Errno {num}]" in text or f"({num}, " in text:
+            return reason
+    if "Name or service not known" in text or "nodename nor servname" in text:
+        return "unknown host name"
+    if isinstance(exc, ValueError):
+        return f"not a usable port or URL ({_short(exc)})"
+    return _short(exc)
+
+
+def _short(exc: BaseException) -> str:
+    """pyserial's message without its repeated '[Errno N] could not open port X:' prefixes."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[-200:]
 
 
 def read_exact(t: Transport, n: int, timeout_sec: float) -> bytes:

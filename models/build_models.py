@@ -79,6 +79,17 @@ C32_TRAIN_COPIES = 2      # coloured variants per training digit used in pretrai
 BENCH_PRETRAIN = {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4,
                   "batch_size": 64, "epochs": 6, "schedule": "cosine"}
 
+# --- what `edgetune finetune MODEL` uses when --lr is not given -----------------
+# Chosen with `edgetune finetune MODEL --epochs 4 --lr LR` for LR in 0.02, 0.005,
+# 0.002, 0.0005 on each model's default data (SGD, momentum 0.9, batch 32, seed 0):
+# the largest rate with which every epoch validated at least as well as the starting
+# model (models/README.md has the measured table).
+FINETUNE_DEFAULTS = {"digits_mlp": 0.02, "digits_cnn": 0.02, "bench_vgg_relu": 0.0005,
+                     "bench_resnet_relu": 0.002, "bench_mobilenet_relu6": 0.005, "bench_cnn_hardswish": 0.0005}
+FINETUNE_DEFAULTS_HOW = ("edgetune finetune MODEL --epochs 4 --lr LR, LR in 0.02/0.005/0.002/0.0005, SGD "
+                         "momentum 0.9, batch 32, seed 0, default data: the largest LR with which every epoch "
+                         "validated at least as well as the starting model")
+
 
 def log(*a):
     print(*a, flush=True)
@@ -475,6 +486,8 @@ def main():
                                    digits_shifted_val_after=round(acc_ft, 4),
                                    digits_source_val_after=round(acc_ft_src, 4)),
             "ort_max_abs_diff_vs_torch": diff,
+            "finetune_defaults": {"optimizer": "sgd", "lr": FINETUNE_DEFAULTS[name],
+                                  "chosen_by": FINETUNE_DEFAULTS_HOW},
         })
 
     # ---------------------------------------------------------------- digits32_color
@@ -557,6 +570,8 @@ def main():
                 "per_layer": {k: round(v, 4) for k, v in sp},
                 "mean": round(mean_sp, 4)},
             "ort_max_abs_diff_vs_torch": diff,
+            "finetune_defaults": {"optimizer": "sgd", "lr": FINETUNE_DEFAULTS[name],
+                                  "chosen_by": FINETUNE_DEFAULTS_HOW},
         })
 
     # ---------------------------------------------------------------- catalog

@@ -1,20 +1,44 @@
-"""Atomic file output: write a temporary file beside the target, fsync, rename."""
+"""Atomic file output: write a temporary file beside the target, fsync, rename.
+
+The result gets the mode a newly created file gets (0666 minus the umask, usually
+0644); the temporary file itself is private (0600) until it is complete. Missing
+parent folders are created.
+"""
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
+import threading
+
+_umask_lock = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it, under a lock)."""
+    with _umask_lock:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def target_mode() -> int:
+    """The permission bits a new file gets: 0666 & ~umask."""
+    return 0o666 & ~current_umask()
 
 
 @contextlib.contextmanager
 def atomic_write(path: str, mode: str = "wb"):
     """Yield a file object; the target appears complete on success and untouched on failure."""
     folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    perms = target_mode()
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
+            os.fchmod(f.fileno(), perms)
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(folder)

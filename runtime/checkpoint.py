@@ -14,10 +14,12 @@ from .errors import EdgetuneError
 FILE = "checkpoint.npz"
 
 
-def save(folder: str, params: dict, opt_state: dict, meta: dict) -> str:
-    """Write DIR/checkpoint.npz atomically. `meta` is JSON-serialisable."""
+def save(folder: str, params: dict, opt_state: dict, meta: dict, best: Optional[dict] = None) -> str:
+    """Write DIR/checkpoint.npz atomically. `meta` is JSON-serialisable; `best` holds the
+    weights of the best epoch so far (see selection.BestEpoch), when they are kept."""
     os.makedirs(folder, exist_ok=True)
     arrays = {f"param/{k}": v for k, v in params.items()}
+    arrays.update({f"best/{k}": v for k, v in (best or {}).items()})
     for key, value in opt_state.items():
         if isinstance(value, dict):
             arrays.update({f"opt/{key}/{k}": v for k, v in value.items()})
@@ -31,7 +33,7 @@ def save(folder: str, params: dict, opt_state: dict, meta: dict) -> str:
 
 
 def load(folder: str) -> Optional[dict]:
-    """Return {'params', 'opt_state', 'meta'} or None when there is no checkpoint yet."""
+    """Return {'params', 'opt_state', 'meta', 'best'} or None when there is no checkpoint yet."""
     path = os.path.join(folder, FILE)
     if not os.path.exists(path):
         return None
@@ -42,6 +44,7 @@ def load(folder: str) -> Optional[dict]:
     except Exception as exc:
         raise EdgetuneError(f"{path}: unreadable checkpoint ({type(exc).__name__})") from None
     params = {k[6:]: v for k, v in arrays.items() if k.startswith("param/")}
+    best = {k[5:]: v for k, v in arrays.items() if k.startswith("best/")}
     opt: dict = {}
     for k, v in arrays.items():
         if k.startswith("opt/"):
@@ -50,4 +53,4 @@ def load(folder: str) -> Optional[dict]:
     for k in list(meta):
         if k.startswith("opt_scalar/"):
             opt[k[len("opt_scalar/"):]] = meta.pop(k)
-    return {"params": params, "opt_state": opt, "meta": meta}
+    return {"params": params, "opt_state": opt, "meta": meta, "best": best}

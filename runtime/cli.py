@@ -35,19 +35,45 @@ class _Group(click.Group):
             ctx.exit(1)
 
 
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("edgetune")
+    except Exception:  # noqa: BLE001 - a source tree without metadata
+        return "unknown"
+
+
 @click.group(cls=_Group)
-@click.option("--quiet", "-q", is_flag=True, help="Print only results and errors.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only results, warnings and errors.")
+@click.version_option(_version(), "--version", prog_name="edgetune", message="%(prog)s %(version)s")
 @click.pass_context
 def cli(ctx, quiet):
     """edgetune: on-device fine-tuning of ONNX models with sparse training kernels."""
     ctx.obj = {"quiet": quiet}
 
 
+def _quiet_flag(ctx, _param, value):
+    if value:
+        ctx.ensure_object(dict)["quiet"] = True
+    return value
+
+
+# -q also works after the subcommand (edgetune finetune -q)
+quiet_option = click.option("--quiet", "-q", is_flag=True, expose_value=False, is_eager=True,
+                            callback=_quiet_flag, help="Print only results, warnings and errors.")
+
+
 def _log(ctx):
-    return (lambda msg: None) if ctx.obj.get("quiet") else click.echo
+    return (lambda msg: None) if (ctx.obj or {}).get("quiet") else click.echo
+
+
+def _warn(msg: str) -> None:
+    click.echo(f"warning: {msg}", err=True)
 
 
 @cli.command()
+@quiet_option
 def models():
     """List the bundled models and datasets."""
     from edgetune import models as bundled
@@ -55,7 +81,9 @@ def models():
     click.echo("models:")
     for m in bundled.list_models():
         shape = "x".join("N" if d is None else str(d) for d in m["input_shape"])
-        click.echo(f"  {m['name']:<24} {shape:<12} data={m.get('default_data', '-'):<16} {m.get('description', '')}")
+        lr = m.get("finetune_defaults", {}).get("lr")
+        click.echo(f"  {m['name']:<24} {shape:<12} data={m.get('default_data', '-'):<16} "
+                   f"lr={lr if lr is not None else '-':<7} {m.get('description', '')}")
     click.echo("datasets:")
     for d in bundled.list_datasets():
         click.echo(f"  {d['name']:<24} {d.get('description', '')}")
@@ -64,6 +92,7 @@ def models():
 
 @cli.command()
 @click.argument("model")
+@quiet_option
 def info(model):
     """Show MODEL's layers, shapes, parameters and activation constraint rules."""
     from .info import describe
@@ -76,52 +105,107 @@ def info(model):
 @click.option("--data", "data", help="Bundled dataset name, .npz file or image folder.")
 @click.option("--epochs", type=int, default=4, show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--lr", type=float, default=0.02, show_default=True)
+@click.option("--lr", type=float, default=None, help="Learning rate [default: the bundled model's own, else 0.02].")
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True)
 @click.option("--weight-decay", type=float, default=None, help="Default: 0 for sgd, 0.01 for adamw.")
+@click.option("--schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True,
+              help="cosine: the rate decays per step to 0 over all --epochs.")
+@click.option("--keep", type=click.Choice(["best", "last"]), default="best", show_default=True,
+              help="Write the best validation epoch's weights (the starting ones count), or the last epoch's.")
+@click.option("--patience", type=int, default=None, help="Stop after N epochs without a better val_acc.")
 @click.option("--train-layers", default="all", show_default=True, help="'all' or 'last:K' Conv/Gemm layers.")
+@click.option("--num-classes", type=int, default=None, help="Replace the last Gemm/MatMul with a fresh K-output layer.")
+@click.option("--normalize", default=None, metavar="MEAN,STD",
+              help="Per channel (x - MEAN) / STD after scaling to [0,1]; MEAN,STD or C means then C stds.")
 @click.option("--engine", type=click.Choice(["native", "dense", "device"]), default="native", show_default=True)
 @click.option("--dense-kernels", is_flag=True, help="native engine: iterate densely (no zero skipping).")
+@click.option("--threads", type=int, default=None, help="native engine: kernel threads (default: all cores).")
 @click.option("--device", default=None, help="device engine: a pyserial URL, or 'emulator'.")
 @click.option("--out", default=None, help="Fine-tuned ONNX path (default MODEL-finetuned.onnx).")
-@click.option("--checkpoint", default=None, help="Folder for atomic checkpoints.")
+@click.option("--checkpoint", default=None, help="Folder for atomic checkpoints (one run at a time).")
 @click.option("--checkpoint-every", type=int, default=0, help="Also checkpoint every N steps.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --checkpoint.")
-@click.option("--report", default=None, help="Write the JSON report here.")
+@click.option("--report", default=None, help="Write the JSON report here (view it with 'edgetune report').")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--loss", type=click.Choice(["cross_entropy", "mse"]), default="cross_entropy", show_default=True)
+@quiet_option
 @click.pass_context
-def finetune(ctx, model, data, epochs, batch_size, lr, optimizer, weight_decay, train_layers, engine,
-             dense_kernels, device, out, checkpoint, checkpoint_every, resume, report, seed, loss):
+def finetune(ctx, model, data, epochs, batch_size, lr, optimizer, weight_decay, schedule, keep, patience,
+             train_layers, num_classes, normalize, engine, dense_kernels, threads, device, out, checkpoint,
+             checkpoint_every, resume, report, seed, loss):
     """Fine-tune MODEL (default: the bundled default) on the device."""
+    from .data import parse_normalize
+    from .progress import ProgressBar
     from .trainer import FinetuneConfig, finetune as run
 
     cfg = FinetuneConfig(model=model, data=data, epochs=epochs, batch_size=batch_size, lr=lr,
                          optimizer=optimizer, weight_decay=weight_decay, train_layers=train_layers,
                          engine=engine, device=device, out=out, checkpoint=checkpoint,
                          checkpoint_every=checkpoint_every, resume=resume, report=report, seed=seed,
-                         loss=loss, engine_options={"dense": True} if dense_kernels else {})
-    quiet = ctx.obj.get("quiet")
+                         loss=loss, keep=keep, patience=patience, schedule=schedule, num_classes=num_classes,
+                         normalize=parse_normalize(normalize) if normalize is not None else None,
+                         threads=threads, dense_kernels=dense_kernels)
+    quiet = (ctx.obj or {}).get("quiet")
 
     def progress(steps, epoch, epochs):
         if quiet or not sys.stderr.isatty():
             return None
-        return click.progressbar(length=steps, label=f"epoch {epoch}/{epochs}", file=sys.stderr)
+        return ProgressBar(steps, f"epoch {epoch}/{epochs}", sys.stderr)
 
-    run(cfg, log=_log(ctx), progress=progress)
+    run(cfg, log=_log(ctx), progress=progress, warn=_warn, result=click.echo)
 
 
 @cli.command(name="eval")
 @click.argument("model")
 @click.option("--data", "data", required=True, help="Bundled dataset name, .npz file or image folder.")
 @click.option("--split", type=click.Choice(["val", "train", "all"]), default="val", show_default=True)
-def eval_cmd(model, data, split):
-    """Accuracy and loss of MODEL on DATA, run by onnxruntime."""
+@click.option("--threads", type=int, default=None, help="onnxruntime threads (default: all cores).")
+@click.option("--normalize", default=None, metavar="MEAN,STD",
+              help="Per channel normalization [default: the model's metadata, else none].")
+@quiet_option
+@click.pass_context
+def eval_cmd(ctx, model, data, split, threads, normalize):
+    """Accuracy and loss of MODEL on DATA, run by onnxruntime; outputs mapped to the model's class names."""
+    from .data import parse_normalize
+    from .errors import UsageError
     from .evaluate import evaluate_onnx
 
-    res = evaluate_onnx(model, data, split)
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {threads}")
+    res = evaluate_onnx(model, data, split, threads=threads,
+                        normalize=parse_normalize(normalize) if normalize is not None else None)
+    log = _log(ctx)
+    log(res["data_summary"])
+    if res["normalize"]:
+        log(f"normalization from {res['normalize']}")
+    if res["labels"]:
+        log(f"outputs -> labels (model metadata): {', '.join(f'{i}={n}' for i, n in enumerate(res['labels']))}")
+    if len(res["per_class"]) <= 20:
+        for c in res["per_class"]:
+            log(f"  {c['class']:<16} {100 * c['accuracy']:6.1f}%  ({c['n']} samples)")
     click.echo(f"{res['model']} on {res['data']} ({res['split']}, {res['n']} samples): "
                f"accuracy {100 * res['accuracy']:.2f}%  loss {res['loss']:.4f}")
+
+
+@cli.command(name="report")
+@click.argument("report_file", metavar="REPORT.json")
+@click.option("--plot", default=None, metavar="OUT.png", help="Also draw the curves and per-layer bars (needs .[plots]).")
+@quiet_option
+def report_cmd(report_file, plot):
+    """Show a finetune --report: epochs, the per-layer table (sparsity, MACs, bytes) and the summary."""
+    from .report import read_report
+    from .summary import report_text
+
+    rep = read_report(report_file)
+    if plot:
+        from .options import check_output_path
+        from .plot import plot_report
+
+        check_output_path(plot, "--plot")
+        plot_report(rep, plot)
+    click.echo(report_text(rep))
+    if plot:
+        click.echo(f"plot written to {plot}")
 
 
 @cli.command()

@@ -1,56 +1,102 @@
-"""Training data: bundled names, .npz files and image folders, validated before training."""
+"""Training data: bundled names, .npz files and image folders, validated before training.
+
+Every loader also says what it found and what it did (`Dataset.summary`, one line) and
+what it skipped (`Dataset.warnings`), so a conversion is shown rather than guessed.
+"""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Optional, Tuple
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import DataError
-
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pgm", ".ppm")
+from .errors import DataError, UsageError
+from .images import counts_by_label, load_image_folder, per_class_text
 
 
 @dataclass
 class Dataset:
-    """Training and validation arrays: x float32 (N, ...), y int64 (N,)."""
+    """Training and validation arrays: x float32 (N, ...), y int64 (N,); class names when known."""
 
     name: str
     x: np.ndarray
     y: np.ndarray
     x_val: np.ndarray
     y_val: np.ndarray
+    classes: Optional[List[str]] = None
+    summary: str = ""
+    warnings: List[str] = field(default_factory=list)
+    normalize: Optional[dict] = None
+
+    def num_classes(self) -> int:
+        """Declared class names, else the largest label + 1."""
+        if self.classes:
+            return len(self.classes)
+        ys = [a for a in (self.y, self.y_val) if len(a)]
+        return int(max(int(a.max()) for a in ys)) + 1 if ys else 0
 
 
 def load_data(spec: str, input_shape: Tuple[Optional[int], ...] = (), val_fraction: float = 0.2,
-              seed: int = 0) -> Dataset:
-    """Load `spec` (bundled name, .npz path or image folder) without checking it against a model."""
+              seed: int = 0, normalize: Optional[Sequence[float]] = None) -> Dataset:
+    """Load `spec` (bundled name, .npz path or image folder) without checking it against a model.
+    `normalize` is (mean, std) or (means..., stds...) per channel, applied after scaling to [0, 1]."""
     from edgetune import models
 
+    spec = str(spec)
+    notes: List[str] = []
     if os.path.isdir(spec):
-        arrays = _load_image_folder(spec, input_shape)
+        arrays = load_image_folder(spec, input_shape)
+        kind = f"image folder, {arrays['layout']}"
+        notes.append(arrays["conversion"])
     elif os.path.exists(spec):
-        arrays = _load_npz(spec)
+        arrays, kind = _load_npz(spec), ".npz"
     elif models.is_bundled_dataset(spec):
-        arrays = _load_npz(str(models.dataset_path(spec)))
+        arrays, kind = _load_npz(str(models.dataset_path(spec))), "bundled"
     else:
         raise DataError(f"{spec}: no such data file, folder or bundled dataset (see 'edgetune models')")
     x, y = arrays["x"], arrays["y"]
     if "x_val" in arrays and "y_val" in arrays:
         xv, yv = arrays["x_val"], arrays["y_val"]
+        split = ""
     else:
         if len(x) < 2:
             raise DataError(f"{spec}: needs at least 2 samples to hold some out for validation")
         order = np.random.default_rng(seed).permutation(len(x))
         cut = max(1, int(round(len(x) * val_fraction)))
         xv, yv, x, y = x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]]
-    return Dataset(spec, *(_as_float(a, spec, k) if k.startswith("x") else a
-                           for k, a in (("x", x), ("y", y), ("x_val", xv), ("y_val", yv))))
+        split = f" ({round(100 * val_fraction)}% held out for validation, seed {seed})"
+    if not kind.startswith("image"):
+        notes.append(_value_note(arrays["x"], spec))
+    x, xv = (_as_float(a, spec, k) for a, k in ((x, "x"), (xv, "x_val")))
+    ds = Dataset(spec, x, y, xv, yv, classes=arrays.get("classes"), warnings=list(arrays.get("warnings", [])))
+    if normalize is not None:
+        ds.normalize = apply_normalize(ds, normalize)
+        notes.append(f"normalized per channel with mean {_fmt_list(ds.normalize['mean'])} "
+                     f"std {_fmt_list(ds.normalize['std'])}")
+    k = ds.num_classes() if len(y) else 0
+    names = ds.classes or [str(i) for i in range(k)]
+    per_class = per_class_text(names, counts_by_label(y, k)) if k else "no samples"
+    ds.summary = (f"data: {spec} ({kind}): {k} classes ({per_class}); {len(x)} train / {len(xv)} val{split}; "
+                  + "; ".join(notes))
+    return ds
+
+
+def _value_note(x: np.ndarray, spec: str) -> str:
+    if x.dtype == np.uint8:
+        return "uint8 values 0..255 scaled by 1/255 -> [0, 1]"
+    if x.size and np.issubdtype(x.dtype, np.floating) and np.isfinite(x).all():
+        return f"{x.dtype} values in [{float(x.min()):.3g}, {float(x.max()):.3g}], used as given"
+    return f"{x.dtype} values, used as given"
 
 
 def _as_float(a, spec, key):
-    if not np.issubdtype(a.dtype, np.number):
+    if a.dtype == np.uint8:      # 8-bit images: the usual 0..255 pixels, scaled like image folders
+        return a.astype(np.float32) / np.float32(255.0)
+    if a.dtype == np.bool_ or (np.issubdtype(a.dtype, np.integer)):
+        raise DataError(f"{spec}: array {key!r} has dtype {a.dtype}; give float32 values (already scaled) "
+                        "or uint8 pixels 0..255 (scaled by 1/255)")
+    if not np.issubdtype(a.dtype, np.floating):
         raise DataError(f"{spec}: array {key!r} has dtype {a.dtype}; expected numbers")
     return a.astype(np.float32, copy=False)
 
@@ -68,38 +114,48 @@ def _load_npz(path: str) -> dict:
             raise DataError(f"{path}: missing array {key!r} (found: {', '.join(sorted(arrays)) or 'none'})")
     if ("x_val" in arrays) != ("y_val" in arrays):
         raise DataError(f"{path}: give both 'x_val' and 'y_val', or neither")
+    if "classes" in arrays:
+        names = arrays["classes"]
+        if names.ndim != 1 or names.dtype.kind not in "US":
+            raise DataError(f"{path}: 'classes' must be a 1-D array of strings, got {names.dtype} {names.shape}")
+        arrays["classes"] = [str(n.decode() if isinstance(n, bytes) else n) for n in names.tolist()]
+        if len(set(arrays["classes"])) != len(arrays["classes"]):
+            raise DataError(f"{path}: 'classes' has duplicate names")
     return arrays
 
 
-def _load_image_folder(root: str, input_shape) -> dict:
+def parse_normalize(text: str) -> List[float]:
+    """'MEAN,STD' or 'M1,M2,M3,S1,S2,S3' -> floats (checked against the channels later)."""
     try:
-        from PIL import Image
-    except ImportError:
-        raise DataError("image folders need Pillow: pip install 'edgetune[images]'") from None
-    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
-    if not classes:
-        raise DataError(f"{root}: an image folder needs one subfolder per class; found none")
-    if len(input_shape) != 4 or None in input_shape[1:]:
-        raise DataError(f"{root}: image folders need a model with a fixed (N, C, H, W) input")
-    c, h, w = input_shape[1:]
-    xs, ys = [], []
-    for label, cls in enumerate(classes):
-        folder = os.path.join(root, cls)
-        for fname in sorted(os.listdir(folder)):
-            if not fname.lower().endswith(IMAGE_EXTS):
-                continue
-            path = os.path.join(folder, fname)
-            try:
-                with Image.open(path) as im:
-                    im = im.convert("L" if c == 1 else "RGB").resize((w, h))
-                    arr = np.asarray(im, np.float32) / 255.0
-            except Exception as exc:
-                raise DataError(f"{path}: unreadable image ({type(exc).__name__})") from None
-            xs.append(arr[None] if c == 1 else arr.transpose(2, 0, 1))
-            ys.append(label)
-    if not xs:
-        raise DataError(f"{root}: no images found in the class subfolders")
-    return {"x": np.stack(xs), "y": np.array(ys, np.int64)}
+        vals = [float(v) for v in text.replace(" ", "").split(",") if v != ""]
+    except ValueError:
+        raise UsageError(f"--normalize {text!r}: expected numbers MEAN,STD (or one mean per channel "
+                         "then one std per channel)") from None
+    if len(vals) < 2 or len(vals) % 2:
+        raise UsageError(f"--normalize {text!r}: give MEAN,STD, or C means then C stds")
+    if any(not np.isfinite(v) for v in vals) or any(v <= 0 for v in vals[len(vals) // 2:]):
+        raise UsageError(f"--normalize {text!r}: the stds must be positive finite numbers")
+    return vals
+
+
+def apply_normalize(ds: Dataset, values: Sequence[float]) -> dict:
+    """(x - mean) / std per channel (axis 1) on both splits; returns {'mean': [...], 'std': [...]}."""
+    channels = ds.x.shape[1] if ds.x.ndim >= 2 else 1
+    half = len(values) // 2
+    mean, std = list(values[:half]), list(values[half:])
+    if half == 1:
+        mean, std = mean * channels, std * channels
+    elif half != channels:
+        raise UsageError(f"--normalize: {half} means and {half} stds given, but the data has {channels} channels")
+    shape = (1, channels) + (1,) * max(ds.x.ndim - 2, 0)
+    m, s = np.asarray(mean, np.float32).reshape(shape), np.asarray(std, np.float32).reshape(shape)
+    ds.x = ((ds.x - m) / s).astype(np.float32)
+    ds.x_val = ((ds.x_val - m) / s).astype(np.float32)
+    return {"mean": mean, "std": std}
+
+
+def _fmt_list(v) -> str:
+    return "(" + ", ".join(f"{x:g}" for x in v) + ")"
 
 
 def validate(ds: Dataset, input_shape, num_classes: Optional[int] = None) -> None:
@@ -121,9 +177,14 @@ def validate(ds: Dataset, input_shape, num_classes: Optional[int] = None) -> Non
             raise DataError(f"{ds.name}: {part} inputs contain NaN or Inf values ({bad} samples)")
         if ys.ndim != 1 or not np.issubdtype(ys.dtype, np.integer):
             raise DataError(f"{ds.name}: {part} labels must be a 1-D integer array, got {ys.dtype} {ys.shape}")
+        if ds.classes and (ys.min() < 0 or ys.max() >= len(ds.classes)):
+            raise DataError(f"{ds.name}: {part} labels span {ys.min()}..{ys.max()}, but 'classes' names "
+                            f"{len(ds.classes)} classes")
         if num_classes is not None and (ys.min() < 0 or ys.max() >= num_classes):
+            hint = (f"; to train a new {ds.num_classes()}-class last layer add --num-classes {ds.num_classes()}"
+                    if ys.min() >= 0 else "")
             raise DataError(f"{ds.name}: {part} labels span {ys.min()}..{ys.max()}, "
-                            f"outside the model's {num_classes} classes (0..{num_classes - 1})")
+                            f"outside the model's {num_classes} classes (0..{num_classes - 1}){hint}")
 
 
 def _fmt(shape) -> str:

@@ -45,6 +45,9 @@ class Model:
     final: Optional[str] = None  # "softmax"/"logsoftmax" dropped from the training graph
     onnx_model: object = None
     source: str = ""
+    notes: List[str] = field(default_factory=list)   # what import rewrote (see onnx_batch)
+    export_batch: Optional[int] = None                # the batch the file was exported with, if fixed
+    metadata: Dict[str, str] = field(default_factory=dict)   # the file's metadata_props
 
     def weight_layers(self) -> List[Node]:
         """Conv and Gemm nodes in topological order: the unit of --train-layers."""

@@ -56,8 +56,27 @@ def layer_table(model: Model, vals: Dict[str, np.ndarray], dvals: Dict[str, np.n
                      "rule": RULES.get(act.op if act else None, RULES[None]),
                      "act_sparsity": float((a == 0).mean()), "act_elems": int(a.size), "input_sparsity": float(1 - a_in.mean()),
                      "grad_sparsity": float((d == 0).mean()),
-                     "macs_dense": dense, "macs_required": req})
+                     "macs_dense": dense, "macs_required": req,
+                     "act_bytes": act_bytes(act, m["z"], a)})
     return rows
+
+
+def act_bytes(act, z, a) -> dict:
+    """fp32 bytes of a layer's output activation, dense, and as the rule stores it for backward
+    (DESIGN: ReLU 1-bit mask + packed non-zeros; ReLU6 2-bit state + packed a; hard-swish 2-bit
+    region + z where curved; other activations dense)."""
+    size = int(a.size)
+    dense = 4 * size
+    op = act.op if act is not None else None
+    if op == "relu":
+        stored = -(-size // 8) + 4 * int(np.count_nonzero(a))
+    elif op == "clip" and act.attrs.get("min") == 0.0:
+        stored = -(-size // 4) + 4 * int(np.count_nonzero(a))
+    elif op == "hardswish":
+        stored = -(-size // 4) + 4 * int(np.count_nonzero((z > -3) & (z < 3)))
+    else:
+        stored = dense
+    return {"dense": dense, "stored": int(stored)}
 
 
 def layer_masks(model, node, vals, dvals, producers) -> dict:

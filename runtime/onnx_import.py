@@ -28,16 +28,22 @@ def load_model(path_or_name, bundled: bool = True) -> Model:
         proto = onnx.load(path)
     except Exception as exc:  # protobuf raises several types for garbage
         raise ModelError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from None
-    graph = proto.graph
-    if not graph.node:
+    if not proto.graph.node:
         raise ModelError(f"{path}: not a readable ONNX model (the graph has no nodes)")
+    from .onnx_batch import normalise
+
+    norm = normalise(proto, path)
+    proto, graph = norm.proto, norm.proto.graph
     consts: Dict[str, np.ndarray] = {}
     for init in graph.initializer:
         try:
             consts[init.name] = numpy_helper.to_array(init)
         except Exception as exc:
             raise ModelError(f"{path}: initializer {init.name!r} is unreadable ({_first_line(exc)})") from None
-    return _Importer(path, proto, consts).run()
+    model = _Importer(path, proto, consts).run()
+    model.notes, model.export_batch = norm.notes, norm.export_batch
+    model.metadata = {p.key: p.value for p in proto.metadata_props}
+    return model
 
 
 def _resolve(path: str, bundled: bool) -> str:

@@ -1,12 +1,20 @@
-"""SGD (momentum, weight decay) and AdamW with torch's update rules."""
+"""SGD (momentum, weight decay) and AdamW with torch's update rules, and the learning-rate schedule.
+
+The schedule is part of the optimizer configuration and a function of the optimizer's own
+step counter, so every engine applies it identically: the device engine sends the
+configuration with the model and the device computes each step's rate itself (resets and
+replays included), with no per-step message.
+"""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, asdict
 from typing import Dict, Optional
 
 import numpy as np
 
 OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -19,9 +27,27 @@ class OptimizerConfig:
     weight_decay: Optional[float] = None
     betas: tuple = (0.9, 0.999)
     eps: float = 1e-8
+    schedule: str = "constant"
+    total_steps: int = 0          # cosine: steps over which the rate decays to min_lr
+    min_lr: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def lr_at(self, t: int) -> float:
+        """The learning rate of optimizer step t (1-based).
+
+        cosine is torch's CosineAnnealingLR stepped once per optimizer step with
+        T_max = total_steps and eta_min = min_lr, in closed form:
+        min_lr + (lr - min_lr) * (1 + cos(pi * (t - 1) / total_steps)) / 2, held at min_lr after."""
+        if self.schedule == "constant":
+            return self.lr
+        if self.schedule == "cosine":
+            if self.total_steps < 1:
+                raise ValueError("the cosine schedule needs total_steps >= 1")
+            done = min(t - 1, self.total_steps)
+            return self.min_lr + (self.lr - self.min_lr) * (1.0 + math.cos(math.pi * done / self.total_steps)) / 2
+        raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
 
 
 class SGD:
@@ -35,7 +61,7 @@ class SGD:
 
     def step(self, params: Dict[str, np.ndarray], grads: Dict[str, np.ndarray]) -> None:
         self.t += 1
-        lr, m = np.float32(self.cfg.lr), np.float32(self.cfg.momentum)
+        lr, m = np.float32(self.cfg.lr_at(self.t)), np.float32(self.cfg.momentum)
         for name, g in grads.items():
             p = params[name]
             d = g + np.float32(self.wd) * p if self.wd else g.astype(np.float32, copy=True)
@@ -68,7 +94,7 @@ class AdamW:
     def step(self, params: Dict[str, np.ndarray], grads: Dict[str, np.ndarray]) -> None:
         self.t += 1
         b1, b2 = self.cfg.betas
-        lr = self.cfg.lr
+        lr = self.cfg.lr_at(self.t)
         c1, c2 = 1.0 - b1 ** self.t, 1.0 - b2 ** self.t
         for name, g in grads.items():
             p = params[name]

@@ -27,16 +27,35 @@ def _sum_phases(rows, key):
 
 
 def build_report(cfg, model, ds, engine, trainable, params, state, after, export) -> dict:
-    """Assemble the report dict from a finished run."""
+    """Assemble the report dict from a finished run.
+
+    MACs are measured on one validation batch: `dense` and `required` (the constraints'
+    minimum) by the dense reference, `executed` by the engine that trained (the native
+    kernels' own counters); the dense engine executes every MAC. A device reports all three
+    from its own counters, for its last training step."""
     xb, yb = ds.x_val[:cfg.batch_size], ds.y_val[:cfg.batch_size]
     rows = measure_layers(model, params, trainable, xb, yb, cfg.loss)
     dense, required = _sum_phases(rows, "macs_dense"), _sum_phases(rows, "macs_required")
-    executed = dict(dense)
+    executed, source = dict(dense), "the dense engine executes every MAC"
     counters = {}
     if hasattr(engine, "measure_step"):
-        counters = engine.measure_step(xb, yb)
-        executed = counters.get("macs_executed", executed)
+        counters = engine.measure_step(xb, yb) or {}
+        if counters.get("macs_executed"):
+            executed = counters["macs_executed"]
+            source = counters.get("source", f"{engine.name} engine counters")
+    per_layer = {r["name"]: r for r in counters.get("layers", [])}
+    for r in rows:
+        got = per_layer.get(r["name"])
+        r["macs_executed"] = ({ph: int(got[ph]["executed"]) for ph in ("fp", "bp", "wg")} if got
+                              else dict(r["macs_dense"]) if engine.name == "dense" else None)
     act_bytes = counters.get("activation_bytes") or _dense_activation_bytes(rows, model, xb, params)
+    batch = int(len(xb))
+    dev = engine.device_step_macs() if hasattr(engine, "device_step_macs") else None
+    if dev:     # the device's own counts (its last training step), never the dense count
+        dense, required, executed = dev["dense"], dev["required"], dev["executed"]
+        batch = dev.get("batch") or batch
+        source = "device counters (accelerator.last_step: the last training step)"
+        act_bytes = dev.get("activation_bytes") or act_bytes
     report = {
         "model": cfg.model, "data": cfg.data, "engine": engine.name,
         "config": {k: v for k, v in cfg.__dict__.items() if k != "engine_options"},
@@ -44,16 +63,18 @@ def build_report(cfg, model, ds, engine, trainable, params, state, after, export
         "before": state["before"], "after": after,
         "history": state["history"],
         "layers": [{k: r[k] for k in ("name", "op", "activation", "rule", "act_sparsity", "input_sparsity",
-                                      "grad_sparsity", "macs_dense", "macs_required")} for r in rows],
-        "macs": {"batch": int(len(xb)), "dense": dense["total"], "required": required["total"],
-                 "executed": executed["total"], "per_phase": {"dense": dense, "required": required,
-                                                              "executed": executed}},
+                                      "grad_sparsity", "macs_dense", "macs_required", "macs_executed",
+                                      "act_bytes")} for r in rows],
+        "macs": {"batch": batch, "dense": dense["total"], "required": required["total"],
+                 "executed": executed["total"], "executed_source": source,
+                 "per_phase": {"dense": dense, "required": required, "executed": executed}},
         "phase_seconds": state["phase_seconds"],
+        "steps": int(state.get("steps_done", 0)),
         "activation_bytes": act_bytes,
         "export": export,
     }
     extra = engine.counters()
-    for key in ("link", "device"):
+    for key in ("link", "device", "threads"):
         if key in extra:
             report[key] = extra[key]
     return report
@@ -89,3 +110,23 @@ def _jsonable(o):
     if isinstance(o, np.ndarray):
         return o.tolist()
     raise TypeError(type(o))
+
+
+REQUIRED_KEYS = ("model", "engine", "before", "after", "history", "layers", "macs")
+
+
+def read_report(path: str) -> dict:
+    """Load a report JSON written by `finetune --report`, with a clear error for anything else."""
+    from .errors import DataError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            rep = json.load(f)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such report file") from None
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable JSON report ({type(exc).__name__})") from None
+    missing = [k for k in REQUIRED_KEYS if not isinstance(rep, dict) or k not in rep]
+    if missing:
+        raise DataError(f"{path}: not an edgetune finetune report (missing {', '.join(missing)})")
+    return rep

@@ -1,10 +1,11 @@
-"""The fine-tuning loop: data order, checkpoints, evaluation, export and the report."""
+"""The fine-tuning run: data order, checkpoints, evaluation, the kept weights, export and the report."""
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, asdict, field
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 import numpy as np
 
@@ -12,6 +13,8 @@ from . import checkpoint as ckpt
 from .data import load_data, validate
 from .errors import EdgetuneError, UsageError
 from .optim import OptimizerConfig
+
+FALLBACK_LR = 0.02     # --lr for a model that is not bundled (bundled models carry their own)
 
 
 @dataclass
@@ -22,7 +25,7 @@ class FinetuneConfig:
     data: Optional[str] = None
     epochs: int = 4
     batch_size: int = 32
-    lr: float = 0.02
+    lr: Optional[float] = None          # None: the bundled model's default, else FALLBACK_LR
     optimizer: str = "sgd"
     weight_decay: Optional[float] = None
     train_layers: str = "all"
@@ -36,47 +39,42 @@ class FinetuneConfig:
     seed: int = 0
     loss: str = "cross_entropy"
     engine_options: dict = field(default_factory=dict)
+    keep: str = "best"
+    patience: Optional[int] = None
+    schedule: str = "constant"
+    num_classes: Optional[int] = None
+    normalize: Optional[List[float]] = None
+    threads: Optional[int] = None
+    dense_kernels: bool = False
 
     def fingerprint(self) -> dict:
         """The settings a resumed run must share with the run that wrote the checkpoint."""
-        keys = ("model", "data", "batch_size", "lr", "optimizer", "weight_decay", "train_layers", "seed", "loss")
-        return {k: getattr(self, k) for k in keys}
+        keys = ("model", "data", "batch_size", "lr", "optimizer", "weight_decay", "train_layers", "seed", "loss",
+                "schedule", "num_classes", "normalize", "keep")
+        out = {k: getattr(self, k) for k in keys}
+        if self.schedule != "constant":
+            out["epochs"] = self.epochs      # the schedule spans the planned epochs
+        return out
 
 
 def resolve_defaults(cfg: FinetuneConfig) -> FinetuneConfig:
-    """Fill in the bundled model, its default data and the output path."""
+    """Fill in the bundled model, its default data and learning rate, and the output path."""
     from edgetune import models
 
     if cfg.model is None:
         cfg.model = models.DEFAULT_MODEL
+    bundled = models.is_bundled_model(cfg.model) and not os.path.exists(cfg.model)
     if cfg.data is None:
-        cfg.data = models.model_info(cfg.model).get("default_data") if models.is_bundled_model(cfg.model) else None
+        cfg.data = models.model_info(cfg.model).get("default_data") if bundled else None
         if cfg.data is None:
             raise UsageError(f"--data is required for {cfg.model} (it is not a bundled model)")
+    if cfg.lr is None:
+        cfg.lr = float(models.model_info(cfg.model).get("finetune_defaults", {}).get("lr", FALLBACK_LR)) \
+            if bundled else FALLBACK_LR
     if cfg.out is None:
         stem = os.path.splitext(os.path.basename(cfg.model))[0]
         cfg.out = f"{stem}-finetuned.onnx"
     return cfg
-
-
-def _check_config(cfg: FinetuneConfig) -> None:
-    if cfg.batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {cfg.batch_size}")
-    if cfg.epochs < 1:
-        raise UsageError(f"--epochs must be at least 1, got {cfg.epochs}")
-    if not (cfg.lr > 0 and np.isfinite(cfg.lr)):
-        raise UsageError(f"--lr must be a positive number, got {cfg.lr}")
-    for path, what in ((cfg.out, "--out"), (cfg.report, "--report")):
-        if path:
-            if os.path.isdir(path):
-                raise UsageError(f"{what} {path}: is a folder; give a file path")
-            folder = os.path.dirname(os.path.abspath(path)) or "."
-            if not os.path.isdir(folder):
-                raise UsageError(f"{what} {path}: folder {folder} does not exist")
-            if not os.access(folder, os.W_OK):
-                raise UsageError(f"{what} {path}: folder {folder} is not writable")
-    if cfg.resume and not cfg.checkpoint:
-        raise UsageError("--resume needs --checkpoint DIR")
 
 
 def evaluate(engine, x, y, batch: int = 256):
@@ -88,96 +86,136 @@ def evaluate(engine, x, y, batch: int = 256):
     return float((logits.argmax(1) == y).mean()), loss, logits
 
 
-def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print, progress=None) -> dict:
-    """Run a fine-tune end to end and return the report dict."""
+def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print, progress=None,
+             warn: Optional[Callable[[str], None]] = None, result: Optional[Callable[[str], None]] = None) -> dict:
+    """Run a fine-tune end to end and return the report dict.
+
+    `log` gets the progress lines, `warn` the warnings (default: log them), `result` the final
+    result line (default: log it; the CLI prints it even with -q)."""
     from .engines import make_engine
     from .onnx_import import load_model
+    from .options import check_options
+    from .preflight import check_export, prepare_classes
+    from .run_lock import FolderLock
 
+    warn = warn or (lambda msg: log(f"warning: {msg}"))
+    result = result or log
     cfg = resolve_defaults(cfg)
-    _check_config(cfg)
+    check_options(cfg)
     model = load_model(cfg.model)
-    ds = load_data(cfg.data, model.input_shape, seed=cfg.seed)
+    for note in model.notes:
+        log(f"import: {note}")
+    meta = _model_metadata(model)
+    norm = cfg.normalize
+    if norm is None and meta["normalize"]:
+        norm = list(meta["normalize"]["mean"]) + list(meta["normalize"]["std"])
+        log("input normalization from the model's metadata (it was fine-tuned with --normalize)")
+    ds = load_data(cfg.data, model.input_shape, seed=cfg.seed, normalize=norm)
+    log(ds.summary)
+    for w in ds.warnings:
+        warn(w)
     validate(ds, model.input_shape)
-    validate(ds, model.input_shape, num_classes=_num_classes(model, ds.x[:1]))
-    trainable = model.trainable_names(cfg.train_layers)
-    opt = OptimizerConfig(name=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    classes = prepare_classes(cfg, model, ds, meta, log, warn)
+    check_export(model, ds.x_val[:2])
+    trainable = model.trainable_names(cfg.train_layers)    # always includes the last layer (a new head)
+    steps_per_epoch = -(-len(ds.x) // cfg.batch_size)
+    opt = OptimizerConfig(name=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, schedule=cfg.schedule,
+                          total_steps=cfg.epochs * steps_per_epoch)
     kwargs = dict(cfg.engine_options)
     if cfg.engine == "device":
         kwargs.setdefault("device", cfg.device or "emulator")
-    engine = make_engine(cfg.engine, **kwargs)
-    try:
-        engine.load(model, trainable, opt, cfg.loss)
-        return _run(cfg, model, ds, engine, trainable, log, progress)
-    finally:
-        engine.close()
+    if cfg.dense_kernels:
+        kwargs["dense"] = True
+    if cfg.threads:
+        kwargs["threads"] = cfg.threads
+    lock = FolderLock(cfg.checkpoint) if cfg.checkpoint else contextlib.nullcontext()
+    with lock:
+        engine = make_engine(cfg.engine, **kwargs)
+        try:
+            engine.load(model, trainable, opt, cfg.loss)
+            run = _Run(cfg, model, ds, engine, trainable, classes, log, warn, result)
+            return run.go(progress)
+        finally:
+            engine.close()
 
 
-def _num_classes(model, sample) -> int:
-    from .engines.dense import DenseEngine
+def _model_metadata(model) -> dict:
+    from .onnx_export import read_metadata
 
-    probe = DenseEngine()
-    probe.load(model, [])
-    try:
-        return int(probe.predict(sample).shape[1])
-    except ValueError as exc:
-        raise EdgetuneError(f"inputs of shape {sample.shape[1:]} do not fit the model ({exc})") from None
+    return read_metadata(model)
 
 
 def new_fit_state(seed: int) -> dict:
     """A fresh training position: epoch 0, step 0, the seeded data-order RNG, empty history."""
     rng = np.random.default_rng(seed)
     return {"epoch": 0, "step": 0, "rng": rng.bit_generator.state, "history": [],
-            "phase_seconds": {"fp": 0.0, "bp": 0.0, "wg": 0.0, "update": 0.0}, "epoch_stats": [0.0, 0, 0, 0.0]}
+            "phase_seconds": {"fp": 0.0, "bp": 0.0, "wg": 0.0, "update": 0.0}, "epoch_stats": [0.0, 0, 0, 0.0],
+            "steps_done": 0, "stopped_early": None, "keeper": None}
 
 
 def local_fit(engine, x, y, *, epochs: int, batch_size: int, state: dict, rng=None,
-              on_step=None, on_epoch_end=None, after_epoch=None, progress=None) -> dict:
+              on_step=None, on_epoch_end=None, after_epoch=None, progress=None, keeper=None) -> dict:
     """The one training loop: run `engine.train_step` over (x, y) until `state["epoch"] == epochs`.
 
     `state` (from `new_fit_state`) is the resumable position and is updated in place, so a
     checkpoint of it continues the same data order. Used by `finetune` and by the fleet client.
     Hooks: `on_step(step)` after each step; `on_epoch_end(entry)` may add keys to the history
-    entry and returns True to stop early; `after_epoch()` runs once the epoch is recorded.
+    entry (val_acc, val_loss for a keeper) and returns True to stop early; `after_epoch()` runs
+    once the epoch is recorded. `keeper` (a selection.BestEpoch) sees each entry after
+    on_epoch_end, remembers the best epoch and stops the loop when its patience runs out
+    (state["stopped_early"] = that epoch, so a resumed run stays stopped).
+    `progress(steps, epoch, epochs)` returns a bar with update(n) and finish() (and optionally
+    set_loss(running_mean_loss)), or None; the bar is finished even when a step fails.
     """
     n = len(x)
     steps_per_epoch = -(-n // batch_size)
     rng = rng if rng is not None else np.random.default_rng()
-    while state["epoch"] < epochs:
+    while state["epoch"] < epochs and not state.get("stopped_early"):
         rng.bit_generator.state = state["rng"]
         order = rng.permutation(n)
         t_epoch = time.perf_counter()
         bar = progress(steps_per_epoch, state["epoch"] + 1, epochs) if progress else None
-        if bar is not None and state["step"]:
-            bar.update(state["step"])
-        while state["step"] < steps_per_epoch:
-            idx = order[state["step"] * batch_size:(state["step"] + 1) * batch_size]
-            # a diverging run overflows: the check below reports it, numpy's warnings would only add noise
-            with np.errstate(over="ignore", invalid="ignore"):
-                res = engine.train_step(x[idx], y[idx])
-            if not np.isfinite(res.loss):
-                raise EdgetuneError(f"training diverged at epoch {state['epoch'] + 1} step {state['step'] + 1} "
-                                    f"(loss {res.loss}); lower --lr")
-            for k, v in res.phase_seconds.items():
-                state["phase_seconds"][k] = state["phase_seconds"].get(k, 0.0) + v
-            st = state["epoch_stats"]
-            st[0] += res.loss * res.batch
-            st[1] += res.correct
-            st[2] += res.batch
-            state["step"] += 1
+        try:
+            if bar is not None and state["step"]:
+                bar.update(state["step"])
+            while state["step"] < steps_per_epoch:
+                idx = order[state["step"] * batch_size:(state["step"] + 1) * batch_size]
+                # a diverging run overflows: the check below reports it, numpy's warnings would only add noise
+                with np.errstate(over="ignore", invalid="ignore"):
+                    res = engine.train_step(x[idx], y[idx])
+                if not np.isfinite(res.loss):
+                    raise EdgetuneError(f"training diverged at epoch {state['epoch'] + 1} step {state['step'] + 1} "
+                                        f"(loss {res.loss}); lower --lr")
+                for k, v in res.phase_seconds.items():
+                    state["phase_seconds"][k] = state["phase_seconds"].get(k, 0.0) + v
+                st = state["epoch_stats"]
+                st[0] += res.loss * res.batch
+                st[1] += res.correct
+                st[2] += res.batch
+                state["step"] += 1
+                state["steps_done"] = state.get("steps_done", 0) + 1
+                if bar is not None:
+                    if hasattr(bar, "set_loss"):
+                        bar.set_loss(st[0] / st[2])
+                    bar.update(1)
+                if on_step is not None:
+                    on_step(state["step"])
+        finally:
             if bar is not None:
-                bar.update(1)
-            if on_step is not None:
-                on_step(state["step"])
-        if bar is not None:
-            bar.finish()
+                bar.finish()
         st = state["epoch_stats"]
         st[3] += time.perf_counter() - t_epoch
         entry = {"epoch": state["epoch"] + 1, "loss": st[0] / st[2], "train_acc": st[1] / st[2],
                  "seconds": st[3]}
         stop = bool(on_epoch_end(entry)) if on_epoch_end is not None else False
+        if keeper is not None:
+            stop = keeper.observe(engine, entry) or stop
+            state["keeper"] = keeper.state_dict()
         state["history"].append(entry)
         state["rng"] = rng.bit_generator.state
         state.update(epoch=state["epoch"] + 1, step=0, epoch_stats=[0.0, 0, 0, 0.0])
+        if stop and state["epoch"] < epochs:
+            state["stopped_early"] = state["epoch"]
         if after_epoch is not None:
             after_epoch()
         if stop:
@@ -185,71 +223,153 @@ def local_fit(engine, x, y, *, epochs: int, batch_size: int, state: dict, rng=No
     return state
 
 
-def _run(cfg, model, ds, engine, trainable, log, progress) -> dict:
-    n, bs = len(ds.x), cfg.batch_size
-    steps_per_epoch = -(-n // bs)
-    rng = np.random.default_rng(cfg.seed)
-    state = new_fit_state(cfg.seed)
-    before_acc, before_loss, _ = evaluate(engine, ds.x_val, ds.y_val)
-    state["before"] = {"val_acc": before_acc, "val_loss": before_loss}
-    if cfg.resume:
+class _Run:
+    """One fine-tune after its checks: train (or resume), keep the chosen epoch, export, report."""
+
+    def __init__(self, cfg, model, ds, engine, trainable, classes, log, warn, result):
+        from .selection import BestEpoch
+
+        self.cfg, self.model, self.ds, self.engine, self.trainable = cfg, model, ds, engine, trainable
+        self.classes, self.log, self.warn, self.result = classes, log, warn, result
+        self.keeper = BestEpoch(cfg.keep, cfg.patience)
+        self.state = new_fit_state(cfg.seed)
+        self.steps_per_epoch = -(-len(ds.x) // cfg.batch_size)
+        self._link_seen: dict = {}
+
+    def go(self, progress) -> dict:
+        cfg, ds, engine, state = self.cfg, self.ds, self.engine, self.state
+        before_acc, before_loss, _ = evaluate(engine, ds.x_val, ds.y_val)
+        state["before"] = {"val_acc": before_acc, "val_loss": before_loss}
+        resumed = cfg.resume and self._resume()
+        if not resumed:
+            self.keeper.start(engine, before_acc, before_loss)
+            state["keeper"] = self.keeper.state_dict()
+        self.log(f"{cfg.model} on {ds.name}: {len(ds.x)} train / {len(ds.x_val)} val samples, engine {engine.name}, "
+                 f"training {len(self.trainable)} tensors, lr {cfg.lr:g} ({cfg.optimizer}, {cfg.schedule}); "
+                 f"val acc before {100 * state['before']['val_acc']:.1f}%")
+        self._link_health()     # baseline, so the first epoch reports only its own retries
+        local_fit(engine, ds.x, ds.y, epochs=cfg.epochs, batch_size=cfg.batch_size, state=state,
+                  rng=np.random.default_rng(cfg.seed), on_step=self._on_step, on_epoch_end=self._on_epoch_end,
+                  after_epoch=self._save, progress=progress, keeper=self.keeper)
+        if state.get("stopped_early"):
+            self.log(f"stopped early after epoch {state['stopped_early']}: no better val_acc for "
+                     f"{cfg.patience} epoch{'s' if cfg.patience != 1 else ''} (--patience)")
+        return self._finish()
+
+    # -- resume / checkpoints -----------------------------------------------------------------
+    def _resume(self) -> bool:
+        cfg, state = self.cfg, self.state
         found = ckpt.load(cfg.checkpoint)
         if found is None:
-            log(f"no checkpoint in {cfg.checkpoint} yet; starting from the beginning")
+            self.log(f"no checkpoint in {cfg.checkpoint} yet; starting from the beginning")
+            return False
+        meta = found["meta"]
+        mine = cfg.fingerprint()
+        # a checkpoint from before a setting existed was written with that setting's default
+        theirs = {**FinetuneConfig().fingerprint(), **meta["fingerprint"]}
+        if theirs != mine:
+            diff = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
+            raise UsageError(f"--resume: the checkpoint in {cfg.checkpoint} was written with different "
+                             f"settings ({', '.join(diff)})")
+        self.engine.set_params(found["params"])
+        self.engine.set_optimizer_state(found["opt_state"])
+        state.update({k: meta.get(k, state[k]) for k in state})
+        if state.get("keeper"):
+            self.keeper.load_state_dict(state["keeper"], found["best"])
         else:
-            meta = found["meta"]
-            if meta["fingerprint"] != cfg.fingerprint():
-                diff = [k for k in meta["fingerprint"] if meta["fingerprint"][k] != cfg.fingerprint().get(k)]
-                raise UsageError(f"--resume: the checkpoint in {cfg.checkpoint} was written with different "
-                                 f"settings ({', '.join(diff)})")
-            engine.set_params(found["params"])
-            engine.set_optimizer_state(found["opt_state"])
-            state.update({k: meta[k] for k in state})
-            log(f"resumed from {cfg.checkpoint}: epoch {state['epoch'] + 1}, step {state['step']}")
-    log(f"{cfg.model} on {ds.name}: {n} train / {len(ds.x_val)} val samples, engine {engine.name}, "
-        f"training {len(trainable)} tensors; val acc before {100 * state['before']['val_acc']:.1f}%")
+            self.keeper.start(self.engine, state["before"]["val_acc"], state["before"]["val_loss"])
+        self.log(f"resumed from {cfg.checkpoint}: epoch {state['epoch'] + 1}, step {state['step']}")
+        return True
 
-    def save():
+    def _save(self) -> None:
+        cfg = self.cfg
         if cfg.checkpoint:
-            meta = {**{k: state[k] for k in state}, "fingerprint": cfg.fingerprint()}
-            ckpt.save(cfg.checkpoint, engine.get_params(), engine.optimizer_state(), meta)
+            meta = {**{k: self.state[k] for k in self.state}, "fingerprint": cfg.fingerprint()}
+            ckpt.save(cfg.checkpoint, self.engine.get_params(), self.engine.optimizer_state(), meta,
+                      best=self.keeper.arrays())
 
-    def on_step(step):
-        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < steps_per_epoch:
-            save()
+    def _on_step(self, step) -> None:
+        every = self.cfg.checkpoint_every
+        if every and step % every == 0 and step < self.steps_per_epoch:
+            self._save()
 
-    def on_epoch_end(entry):
-        entry["val_acc"], entry["val_loss"], _ = evaluate(engine, ds.x_val, ds.y_val)
-        log(f"epoch {entry['epoch']}/{cfg.epochs}  loss {entry['loss']:.4f}  train_acc {100 * entry['train_acc']:.1f}%  "
-            f"val_acc {100 * entry['val_acc']:.1f}%  {entry['seconds']:.1f}s")
+    # -- per epoch ----------------------------------------------------------------------------
+    def _on_epoch_end(self, entry) -> bool:
+        cfg = self.cfg
+        entry["val_acc"], entry["val_loss"], _ = evaluate(self.engine, self.ds.x_val, self.ds.y_val)
+        entry["lr"] = self.engine_lr()
+        self.log(f"epoch {entry['epoch']}/{cfg.epochs}  loss {entry['loss']:.4f}  train_acc {100 * entry['train_acc']:.1f}%  "
+                 f"val_acc {100 * entry['val_acc']:.1f}%  {entry['seconds']:.1f}s"
+                 + (f"  lr {entry['lr']:.3g}" if cfg.schedule != "constant" else ""))
+        link = self._link_health()
+        if link:
+            entry["link"] = link
+            self.log("link: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in link.items()) + " this epoch")
         return False
 
-    local_fit(engine, ds.x, ds.y, epochs=cfg.epochs, batch_size=bs, state=state, rng=rng,
-              on_step=on_step, on_epoch_end=on_epoch_end, after_epoch=save, progress=progress)
-    return _finish(cfg, model, ds, engine, trainable, state, log)
+    def engine_lr(self) -> float:
+        """The learning rate of the last step taken (the schedule is a function of the step)."""
+        opt = OptimizerConfig(name=self.cfg.optimizer, lr=self.cfg.lr, schedule=self.cfg.schedule,
+                              total_steps=self.cfg.epochs * self.steps_per_epoch)
+        return opt.lr_at(max(self.state.get("steps_done", 0), 1))
 
+    def _link_health(self) -> dict:
+        """Retries, resyncs, timeouts and device resets since the last call (device engine only)."""
+        get = getattr(self.engine, "link_health", None)
+        if get is None:
+            return {}
+        now = get()
+        delta = {k: v - self._link_seen.get(k, 0) for k, v in now.items()}
+        self._link_seen = now
+        return {k: v for k, v in delta.items() if v}
 
-def _finish(cfg, model, ds, engine, trainable, state, log) -> dict:
-    from .onnx_export import export_onnx, ort_logits
-    from .report import build_report
+    # -- the end ----------------------------------------------------------------------------------
+    def _finish(self) -> dict:
+        from .onnx_export import export_onnx, ort_logits
+        from .report import build_report
+        from .summary import summary_lines
 
-    after_acc, after_loss, logits = evaluate(engine, ds.x_val, ds.y_val)
-    params = engine.get_params()
-    export_onnx(model, params, cfg.out)
-    ort = ort_logits(cfg.out, ds.x_val)
-    expected = _apply_final(model.final, logits)
-    diff = float(np.abs(ort - expected).max())
-    log(f"val acc {100 * state['before']['val_acc']:.1f}% -> {100 * after_acc:.1f}%; wrote {cfg.out} "
-        f"(onnxruntime max abs diff {diff:.2e})")
-    report = build_report(cfg, model, ds, engine, trainable, params, state,
-                          {"val_acc": after_acc, "val_loss": after_loss},
-                          {"path": os.path.abspath(cfg.out), "ort_max_abs_diff": diff})
-    if cfg.report:
-        from .report import write_report
+        cfg, ds, engine, state, keeper = self.cfg, self.ds, self.engine, self.state, self.keeper
+        last = state["history"][-1] if state["history"] else None
+        if keeper.restore(engine) and last is not None and keeper.best_epoch != last["epoch"]:
+            which = "the starting weights (epoch 0)" if keeper.best_epoch == 0 else f"epoch {keeper.best_epoch}"
+            self.log(f"kept {which}: best val_acc {100 * keeper.best_acc:.1f}% "
+                     f"(last epoch {100 * last['val_acc']:.1f}%; --keep last keeps the last)")
+        after_acc, after_loss, logits = evaluate(engine, ds.x_val, ds.y_val)
+        params = engine.get_params()
+        metadata = {"classes": self.classes, "normalize": ds.normalize}
+        export_onnx(self.model, params, cfg.out, metadata)
+        ort = ort_logits(cfg.out, ds.x_val, threads=cfg.threads)
+        expected = _apply_final(self.model.final, logits)
+        diff = float(np.abs(ort - expected).max())
+        before = state["before"]["val_acc"]
+        selected = {"keep": cfg.keep, "epoch": keeper.best_epoch if cfg.keep == "best" else len(state["history"]),
+                    "epochs_run": len(state["history"]), "stopped_early": state.get("stopped_early")}
+        report = build_report(cfg, self.model, ds, engine, self.trainable, params, state,
+                              {"val_acc": after_acc, "val_loss": after_loss},
+                              {"path": os.path.abspath(cfg.out), "ort_max_abs_diff": diff,
+                               "metadata": {k: v for k, v in metadata.items() if v is not None}})
+        report["selected"] = selected
+        report["classes"] = self.classes
+        report["data_summary"] = ds.summary
+        if cfg.report:
+            from .report import write_report
 
-        write_report(cfg.report, report)
-        log(f"report written to {cfg.report}")
-    return report
+            write_report(cfg.report, report)
+        for line in summary_lines(report):
+            self.log(line)
+        if after_acc < before:
+            self.warn(f"the fine-tuned model is worse than the model it started from on the validation set "
+                      f"({100 * before:.1f}% -> {100 * after_acc:.1f}%); try a lower --lr, fewer --epochs, "
+                      "or --keep best")
+        elif selected["epoch"] == 0 and cfg.keep == "best" and state["history"]:
+            self.warn(f"no epoch beat the starting model ({100 * before:.1f}%), so {cfg.out} holds the starting "
+                      "weights; try a lower --lr")
+        self.result(f"val acc {100 * before:.1f}% -> {100 * after_acc:.1f}%; wrote {cfg.out} "
+                    f"(onnxruntime max abs diff {diff:.2e})")
+        if cfg.report:
+            self.log(f"report written to {cfg.report}")
+        return report
 
 
 def _apply_final(final, logits):

@@ -42,3 +42,35 @@ def digits_like(path, n=64, classes=10, shape=(1, 8, 8), seed=0, **overrides):
     arrays.update(overrides)
     np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
     return path
+
+
+def digit_image_folder(root, names=("cat", "dog", "owl"), digits=(0, 1, 2), per_class=30, size=32,
+                       layout="train_val", mode="RGB", ext="png"):
+    """A folder of real-looking images: bundled digits `digits`, upscaled to size x size and coloured,
+    saved under one subfolder per class name (inside train/ and val/ for layout="train_val")."""
+    from PIL import Image
+    from edgetune import models
+
+    d = models.load_dataset("digits_shifted")
+    splits = {"train": (d["x"], d["y"]), "val": (d["x_val"], d["y_val"])}
+    if layout != "train_val":
+        splits = {"": (np.concatenate([d["x"], d["x_val"]]), np.concatenate([d["y"], d["y_val"]]))}
+    for split, (x, y) in splits.items():
+        for name, digit in zip(names, digits):
+            folder = root / split / name if split else root / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i, img in enumerate(x[y == digit][:per_class]):
+                a = (np.clip(img[0], 0, 1) * 255).astype(np.uint8)
+                im = Image.fromarray(np.stack([a, a // 2, 255 - a], -1)).resize((size, size), Image.NEAREST)
+                im.convert(mode).save(folder / f"{i}.{ext}")
+    return root
+
+
+def save_graph(path, nodes, inits, in_shape, out_shape, name="g"):
+    """An opset-17 model with one float input `input` and one output `logits`, saved to `path`."""
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("input", TensorProto.FLOAT, in_shape)],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, out_shape)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path

@@ -50,7 +50,7 @@ def test_eval_runs_the_export_in_onnxruntime(main_job):
     result = run_cli("eval", out, "--data", "digits_shifted")
     assert result.exit_code == 0, result.output
     acc = float(result.output.split("accuracy ")[1].split("%")[0]) / 100
-    assert abs(acc - rep["after"]["val_acc"]) < 1e-9
+    assert abs(acc - rep["after"]["val_acc"]) < 5e-5      # printed with two decimals
 
 
 def test_compute_gradients_keys_and_shapes():

@@ -86,12 +86,28 @@ class MixedOps(nn.Module):
         return self.fc2(torch.sigmoid(self.fc1(torch.flatten(x, 1))))
 
 
+class ViewSame(nn.Module):
+    """What a user's own CNN export often looks like: padding="same" and x.view(x.size(0), -1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 8, 3, padding="same")
+        self.c2 = nn.Conv2d(8, 12, 3, stride=2, padding=1)
+        self.fc = nn.Linear(12 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.c1(x))
+        x = torch.relu(self.c2(x))
+        return self.fc(x.view(x.size(0), -1))
+
+
 ZOO = {
     "mlp_relu": (MLP, (1, 4, 5)),
     "cnn_relu6_strided": (StridedRelu6CNN, (3, 13, 13)),
     "dw_hardswish_maxpool_gap": (DepthwiseHardswishCNN, (3, 12, 12)),
     "residual_add_leaky": (ResidualLeaky, (3, 9, 9)),
     "mixed_avgpool_sigmoid": (MixedOps, (2, 8, 8)),
+    "view_same": (ViewSame, (1, 8, 8)),
 }
 
 
@@ -102,20 +118,23 @@ def build(name: str, seed: int = 0):
     return cls().eval(), chw
 
 
-def export(module, chw, path, exporter: str):
-    """Export with the TorchScript ('script') or torch.export-based ('dynamo') exporter."""
-    x = torch.randn(2, *chw)
+def export(module, chw, path, exporter: str, batch: str = "dynamic"):
+    """Export with the TorchScript ('script') or torch.export-based ('dynamo') exporter.
+
+    batch="dynamic" declares a symbolic batch; batch="fixed" is the most common user export:
+    a batch-1 dummy input and nothing else, so the file's batch is fixed at 1."""
+    x = torch.randn(2 if batch == "dynamic" else 1, *chw)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
             contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         if exporter == "script":
+            dyn = {"dynamic_axes": {"input": {0: "batch"}, "logits": {0: "batch"}}} if batch == "dynamic" else {}
             torch.onnx.export(module, (x,), str(path), dynamo=False, opset_version=17,
-                              input_names=["input"], output_names=["logits"],
-                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+                              input_names=["input"], output_names=["logits"], **dyn)
         else:
+            dyn = {"dynamic_shapes": ({0: torch.export.Dim("batch")},)} if batch == "dynamic" else {}
             torch.onnx.export(module, (x,), str(path), dynamo=True, input_names=["input"],
-                              output_names=["logits"],
-                              dynamic_shapes=({0: torch.export.Dim("batch")},))
+                              output_names=["logits"], **dyn)
     return path
 
 

@@ -21,7 +21,8 @@ import numpy as np
 from .base import Engine, StepResult
 from ..optim import OptimizerConfig, make_optimizer
 from ...firmware_bridge import protocol as P
-from ...firmware_bridge.client import DeviceClient
+from ...firmware_bridge.client import (DEFAULT_GIVE_UP, DEFAULT_MAX_TIMEOUT, DEFAULT_RETRIES, DEFAULT_TIMEOUT,
+                                       DeviceClient)
 from ...firmware_bridge.codecs import (decode_tensor_set, encode_batch, encode_model_descriptor,
                                        state_to_tensor_set, tensor_set_to_state)
 from ...firmware_bridge.errors import (DeviceError, DeviceResetLoopError, SessionChangedError,
@@ -83,8 +84,9 @@ class DeviceEngine(Engine):
 
     name = "device"
 
-    def __init__(self, device: str = "emulator", baudrate: int = 921600, timeout: float = 0.5,
-                 retries: int = 8, max_timeout: float = 8.0, snapshot_every: int = 32,
+    def __init__(self, device: str = "emulator", baudrate: int = 921600, timeout: float = DEFAULT_TIMEOUT,
+                 retries: int = DEFAULT_RETRIES, max_timeout: float = DEFAULT_MAX_TIMEOUT,
+                 give_up_after: float = DEFAULT_GIVE_UP, snapshot_every: int = 32,
                  max_recoveries: int = 4, fault_rate: float = 0.0, fmt: str = "fp32",
                  reset_after: Optional[int] = None, seed: int = 0, emulator_engine: Optional[str] = None,
                  max_payload: int = 4096, **_ignored):
@@ -106,7 +108,7 @@ class DeviceEngine(Engine):
             self.close()
             raise
         self.client = DeviceClient(self.transport, timeout=timeout, retries=retries, max_timeout=max_timeout,
-                                   baudrate=baudrate, max_payload=max_payload)
+                                   baudrate=baudrate, max_payload=max_payload, give_up_after=give_up_after)
         self.model = None
         self.n = {"steps": 0, "device_resets": 0, "replayed_steps": 0, "snapshots": 0, "snapshot_bytes": 0,
                   "state_uploads": 0, "dense_input_bytes": 0, "batch_bytes_up": 0, "train_bytes_up": 0,
@@ -137,6 +139,7 @@ class DeviceEngine(Engine):
         self.n["dense_input_bytes"] += x.nbytes
         self.n["batch_bytes_up"] += len(batch)
         step, loss, correct, nb, fp, bp, wg, upd, cycles = rsp
+        self._last_batch = int(nb)
         self._log.append((batch, loss))
         self.step += 1
         self.n["steps"] += 1
@@ -197,6 +200,33 @@ class DeviceEngine(Engine):
         except DeviceError as exc:
             self._device_counters = {**self._device_counters, "error": str(exc)}
         return {"link": link, "device": self._device_counters}
+
+    def link_health(self) -> dict:
+        """Host-side link trouble so far (no I/O): retries, resyncs, timeouts, device resets."""
+        s = self.client.link_stats()
+        return {"retries": s["retries"], "resyncs": s["resyncs"], "timeouts": s["timeouts"],
+                "device_resets": self.n["device_resets"]}
+
+    def device_step_macs(self) -> Optional[dict]:
+        """The device's own counts for its most recent training step (PROTOCOL.md section 12,
+        `accelerator.last_step`): {"dense"|"required"|"executed": {fp, bp, wg, total}, "batch",
+        "activation_bytes" (per step, averaged over the session)}; None when it reports none."""
+        counters = self._run(self._read_counters)
+        acc = counters.get("accelerator") or {}
+        phases = (acc.get("last_step") or {}).get("phases")
+        if not phases:
+            return None
+        out: dict = {}
+        for kind in ("dense", "required", "executed"):
+            per = {ph: int(phases[ph][f"{kind}_macs"]) for ph in ("fp", "bp", "wg")}
+            per["total"] = sum(per.values())
+            out[kind] = per
+        out["batch"] = getattr(self, "_last_batch", None)
+        totals = acc.get("totals") or {}
+        store, steps = totals.get("activation_store_bytes"), totals.get("steps")
+        if store and steps:
+            out["activation_bytes"] = {k: int(round(v / steps)) for k, v in store.items()}
+        return out
 
     def close(self) -> None:
         t = getattr(self, "transport", None)

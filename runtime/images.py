@@ -1,0 +1,160 @@
+"""Image folders as training data: one subfolder per class, optionally under train/ and val/.
+
+Nothing is guessed silently: the loader returns, beside the arrays, what it found
+(classes, images per class, source sizes and colour modes) and what it did to fit
+the model (resizing, colour conversion, scaling), and it counts the files it could
+not use. An empty class is an error.
+"""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from .errors import DataError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pgm", ".ppm", ".pbm", ".webp", ".tif", ".tiff")
+TRAIN_DIRS = ("train", "training")
+VAL_DIRS = ("val", "valid", "validation")
+PILLOW_HINT = 'image folders need Pillow: pip install ".[images]" in the edgetune checkout (or pip install pillow)'
+
+
+def _subdirs(folder: str) -> List[str]:
+    return sorted(d for d in os.listdir(folder) if not d.startswith(".") and os.path.isdir(os.path.join(folder, d)))
+
+
+def split_layout(root: str) -> Tuple[str, Optional[str]]:
+    """(train folder, val folder or None): ROOT/train + ROOT/val when present, else ROOT itself."""
+    subs = _subdirs(root)
+    train = next((os.path.join(root, d) for d in subs if d.lower() in TRAIN_DIRS), None)
+    if train is None:
+        return root, None
+    val = next((os.path.join(root, d) for d in subs if d.lower() in VAL_DIRS), None)
+    others = [d for d in subs if d.lower() not in TRAIN_DIRS + VAL_DIRS]
+    if others:
+        raise DataError(f"{root}: has {os.path.basename(train)}/ and also {', '.join(others)}/; use either "
+                        "train/ + val/ subfolders, or one subfolder per class")
+    return train, val
+
+
+def load_image_folder(root: str, input_shape) -> dict:
+    """Arrays x, y (and x_val, y_val with a val/ folder), classes, and a record of the conversion."""
+    try:
+        from PIL import Image  # noqa: F401
+    except ImportError:
+        raise DataError(PILLOW_HINT) from None
+    if len(input_shape) != 4 or None in input_shape[1:]:
+        raise DataError(f"{root}: image folders need a model with a fixed (N, C, H, W) input")
+    c, h, w = input_shape[1:]
+    if c not in (1, 3):
+        raise DataError(f"{root}: image folders need a model with 1 (gray) or 3 (RGB) input channels, not {c}")
+    train_dir, val_dir = split_layout(root)
+    classes = _subdirs(train_dir)
+    if not classes:
+        raise DataError(f"{train_dir}: an image folder needs one subfolder per class; found none")
+    seen = {"sizes": Counter(), "modes": Counter(), "unreadable": [], "ignored": []}
+    out = {"classes": classes, "layout": "train/ + val/" if val_dir else "one subfolder per class"}
+    out["x"], out["y"], out["per_class"] = _read_split(train_dir, classes, (c, h, w), seen, required=True)
+    if val_dir:
+        extra = sorted(set(_subdirs(val_dir)) - set(classes))
+        if extra:
+            raise DataError(f"{val_dir}: class folder(s) {', '.join(extra)} are not in {train_dir}")
+        out["x_val"], out["y_val"], out["per_class_val"] = _read_split(val_dir, classes, (c, h, w), seen,
+                                                                       required=False)
+        if len(out["x_val"]) == 0:
+            raise DataError(f"{val_dir}: no images found in its class subfolders")
+    out["conversion"] = _describe(seen, (c, h, w))
+    out["warnings"] = _warnings(seen)
+    return out
+
+
+def _read_split(folder, classes, chw, seen, required: bool):
+    from PIL import Image
+
+    c, h, w = chw
+    xs, ys, counts = [], [], []
+    for label, cls in enumerate(classes):
+        path = os.path.join(folder, cls)
+        n = 0
+        names = sorted(os.listdir(path)) if os.path.isdir(path) else []
+        for fname in names:
+            fpath = os.path.join(path, fname)
+            if fname.startswith(".") or os.path.isdir(fpath):
+                continue
+            if not fname.lower().endswith(IMAGE_EXTS):
+                seen["ignored"].append(fpath)
+                continue
+            try:
+                with Image.open(fpath) as im:
+                    im.load()
+                    seen["sizes"][im.size] += 1
+                    seen["modes"][im.mode] += 1
+                    im = im.convert("L" if c == 1 else "RGB")
+                    if im.size != (w, h):
+                        im = im.resize((w, h), Image.BILINEAR)
+                    arr = np.asarray(im, np.float32) / np.float32(255.0)
+            except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad files
+                seen["unreadable"].append(f"{fpath} ({type(exc).__name__})")
+                continue
+            xs.append(arr[None] if c == 1 else arr.transpose(2, 0, 1))
+            ys.append(label)
+            n += 1
+        if n == 0 and (required or os.path.isdir(path)):
+            raise DataError(f"{path}: class {cls!r} has no readable images" +
+                            (f" ({len(names)} files, none usable)" if names else " (the folder is empty)"))
+        counts.append(n)
+    x = np.stack(xs) if xs else np.zeros((0, c, h, w), np.float32)
+    return x, np.array(ys, np.int64), counts
+
+
+def _describe(seen, chw) -> str:
+    c, h, w = chw
+    sizes = seen["sizes"]
+    if len(sizes) == 1:
+        (sw, sh), = sizes
+        src = f"{sw}x{sh}"
+    else:
+        src = f"{len(sizes)} sizes ({min(sizes)[0]}x{min(sizes)[1]} .. {max(sizes)[0]}x{max(sizes)[1]})"
+    modes = "/".join(sorted(seen["modes"]))
+    target = "gray" if c == 1 else "RGB"
+    steps = []
+    if any(s != (w, h) for s in sizes):
+        steps.append("resized")
+        if any(abs(sw / sh - w / h) > 0.02 for sw, sh in sizes):
+            steps.append("aspect ratio changed")
+    gray_src = {m for m in seen["modes"] if m in ("L", "1", "I", "I;16", "F")}
+    if c == 1 and set(seen["modes"]) - gray_src:
+        steps.append("colour -> gray")
+    if c == 3 and gray_src:
+        steps.append("gray -> RGB (channel repeated)")
+    if "RGBA" in seen["modes"] or "LA" in seen["modes"]:
+        steps.append("alpha dropped")
+    how = f" ({', '.join(steps)})" if steps else ""
+    return f"images {src} {modes} -> {c}x{h}x{w} {target}{how}, pixels /255 -> [0, 1]"
+
+
+def _warnings(seen) -> List[str]:
+    out = []
+    if seen["unreadable"]:
+        n = len(seen["unreadable"])
+        out.append(f"skipped {n} unreadable image file{'s' if n > 1 else ''} (first: {seen['unreadable'][0]})")
+    if seen["ignored"]:
+        n = len(seen["ignored"])
+        exts = Counter(os.path.splitext(p)[1].lower() or "(no extension)" for p in seen["ignored"])
+        kinds = ", ".join(f"{k} x{v}" for k, v in exts.most_common(4))
+        out.append(f"ignored {n} file{'s' if n > 1 else ''} that {'are' if n > 1 else 'is'} not an image "
+                   f"({kinds}; images are {', '.join(IMAGE_EXTS)})")
+    return out
+
+
+def per_class_text(classes: List[str], counts: List[int], limit: int = 12) -> str:
+    """'cat 10, dog 12' (or a min..max range for many classes)."""
+    if len(classes) <= limit:
+        return ", ".join(f"{c} {n}" for c, n in zip(classes, counts))
+    return f"{min(counts)}..{max(counts)} per class"
+
+
+def counts_by_label(y: np.ndarray, k: int) -> List[int]:
+    return np.bincount(np.asarray(y, np.int64), minlength=k)[:k].tolist() if len(y) else [0] * k
