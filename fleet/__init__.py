@@ -1,0 +1,29 @@
+"""edgetune.fleet: federated fine-tuning of many devices on Flower (docs/FLEET.md).
+
+The Flower parts (client_app.py, server_app.py, strategy.py, processes.py) need the optional
+extra `pip install "edgetune[fleet]"` (Flower 1.42, Python 3.11 or newer). task.py,
+partition.py and packing.py import no Flower and work everywhere.
+"""
+from __future__ import annotations
+
+import sys
+
+from edgetune.runtime.errors import EdgetuneError
+
+MIN_PYTHON = (3, 11)
+FLOWER_SPEC = "flwr[simulation]==1.42.*"
+
+
+class FleetError(EdgetuneError):
+    """A fleet run could not start, or ended without a usable result."""
+
+
+def require_flower() -> None:
+    """Raise FleetError, saying what to do, unless Python and Flower can run a fleet here."""
+    if sys.version_info < MIN_PYTHON:
+        raise FleetError(f"edgetune fleet needs Python {MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer (Flower 1.42 does); "
+                         f"this is Python {sys.version_info[0]}.{sys.version_info[1]}")
+    try:
+        import flwr  # noqa: F401
+    except ImportError:
+        raise FleetError('edgetune fleet needs Flower: pip install "edgetune[fleet]"') from None
