@@ -18,11 +18,16 @@ class FleetError(EdgetuneError):
     """A fleet run could not start, or ended without a usable result."""
 
 
+def python_version() -> tuple:
+    return tuple(sys.version_info[:2])
+
+
 def require_flower() -> None:
     """Raise FleetError, saying what to do, unless Python and Flower can run a fleet here."""
-    if sys.version_info < MIN_PYTHON:
+    here = python_version()
+    if here < MIN_PYTHON:
         raise FleetError(f"edgetune fleet needs Python {MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer (Flower 1.42 does); "
-                         f"this is Python {sys.version_info[0]}.{sys.version_info[1]}")
+                         f"this is Python {here[0]}.{here[1]}")
     try:
         import flwr  # noqa: F401
     except ImportError:

@@ -22,6 +22,8 @@ RUN_OPTIONS = [
                  help="Client-side fixed clipping norm of each node's update (0: no differential privacy)."),
     click.option("--dp-noise", type=float, default=0.0, show_default=True,
                  help="Noise multiplier of the Gaussian noise added to the aggregate (with --dp-clip)."),
+    click.option("--fraction-evaluate", type=float, default=1.0, show_default=True,
+                 help="Share of the nodes that also score each round's model on their own validation data."),
     click.option("--seed", type=int, default=0, show_default=True),
     click.option("--allow-client-failures", is_flag=True,
                  help="Finish successfully even when some node failed (failures are still reported)."),
@@ -35,7 +37,7 @@ def run_options(fn):
 
 
 def _settings(model, data, rounds, strategy, mu, train_layers, epochs, batch_size, lr, optimizer, engine,
-              dp_clip, dp_noise, seed, allow_client_failures, **extra):
+              dp_clip, dp_noise, fraction_evaluate, seed, allow_client_failures, **extra):
     from edgetune import models
 
     from .task import RunSettings
@@ -49,7 +51,8 @@ def _settings(model, data, rounds, strategy, mu, train_layers, epochs, batch_siz
     return RunSettings(model=model, data=data, rounds=rounds, strategy=strategy, proximal_mu=mu or 0.0,
                        train_layers=train_layers, local_epochs=epochs, batch_size=batch_size, lr=lr,
                        optimizer=optimizer, engine=engine, dp_clipping_norm=dp_clip, dp_noise_multiplier=dp_noise,
-                       seed=seed, allow_client_failures=allow_client_failures, **extra).checked()
+                       fraction_evaluate=fraction_evaluate, seed=seed,
+                       allow_client_failures=allow_client_failures, **extra).checked()
 
 
 @click.group()
@@ -115,12 +118,10 @@ def supernode(superlink, data, engine, device, model, name, threads, root_certif
 @click.option("--force", is_flag=True, help="Replace an existing pyproject.toml in FOLDER.")
 def init(folder, model, min_nodes, out, report, force, **opts):
     """Write the Flower app config in FOLDER, for: flwr run FOLDER <superlink connection>."""
-    import os
-
     from .app_config import write_app
+    from .task import resolve_paths
 
-    settings = _settings(model, min_nodes=min_nodes, out=os.path.abspath(out) if out else "",
-                         report=os.path.abspath(report) if report else "", **opts)
+    settings = resolve_paths(_settings(model, min_nodes=min_nodes, out=out, report=report, **opts))
     path = write_app(folder, settings, overwrite=force)
     click.echo(f"wrote {path}")
     click.echo(f"next: start a SuperLink and {min_nodes} x 'edgetune fleet supernode', then "

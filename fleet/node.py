@@ -84,14 +84,14 @@ def run_supernode(superlink: str, data: str, engine: Optional[str] = None, devic
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         fleet = Fleet(home)
         try:
-            node = fleet.start("supernode", cmd)
             echo(f"node {name or ''} connecting to {superlink} ({'TLS' if not insecure else 'no TLS'}); "
-                 f"data {data}; engine {engine or 'the run default'}; log {node.log_path}; Ctrl-C stops it")
+                 f"data {data}; engine {engine or 'the run default'}; Ctrl-C stops it")
+            node = fleet.start("supernode", cmd, to_log=False)
             while node.alive() and stop["signal"] is None:
                 time.sleep(0.5)
             code = node.proc.returncode
             if code not in (None, 0):
-                echo(f"the SuperNode exited with code {code}:\n{node.log_tail()}")
+                echo(f"the SuperNode exited with code {code}")
         finally:
             fleet.close()
             for s, handler in old.items():

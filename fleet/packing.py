@@ -26,7 +26,8 @@ def pack(params: Mapping[str, np.ndarray], names: Iterable[str]) -> Dict[str, np
     for name in names:
         if name not in params:
             raise TensorMismatch(f"no parameter named {name!r} to send")
-        out[name] = np.ascontiguousarray(params[name], dtype=F32).copy()
+        # np.array, not np.ascontiguousarray: the latter turns a 0-d tensor into shape (1,)
+        out[name] = np.array(params[name], dtype=F32, order="C", copy=True)
     return out
 
 

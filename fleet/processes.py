@@ -65,17 +65,20 @@ def flower_env(home: str, token: str, simulation: bool = False) -> Dict[str, str
 
 
 class Process:
-    """One child in its own session, its output in a log file; `stop()` ends it by PID."""
+    """One child in its own session, its output in a log file (or this process's stdout and stderr
+    when `log_path` is None); `stop()` ends it by PID."""
 
-    def __init__(self, name: str, cmd: Sequence[str], env: Dict[str, str], log_path: str,
+    def __init__(self, name: str, cmd: Sequence[str], env: Dict[str, str], log_path: Optional[str],
                  cwd: Optional[str] = None):
         self.name, self.cmd, self.log_path = name, list(cmd), log_path
-        self._log = open(log_path, "ab")
+        self._log = open(log_path, "ab") if log_path else None
+        out = self._log if self._log else None
         try:
-            self.proc = subprocess.Popen(self.cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=self._log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(self.cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT if out else None, start_new_session=True)
         except OSError as exc:
-            self._log.close()
+            if self._log:
+                self._log.close()
             raise FleetError(f"cannot start {name}: {exc}") from None
         self.pid = self.proc.pid
 
@@ -83,6 +86,8 @@ class Process:
         return self.proc.poll() is None
 
     def log_tail(self, lines: int = 8) -> str:
+        if not self.log_path:
+            return ""
         try:
             with open(self.log_path, errors="replace") as f:
                 return "\n".join(f.read().rstrip().splitlines()[-lines:])
@@ -99,7 +104,8 @@ class Process:
                 _signal_group(self.pid, signal.SIGKILL)
                 self.proc.wait(5)
         _signal_group(self.pid, signal.SIGKILL)   # children left in its group
-        self._log.close()
+        if self._log:
+            self._log.close()
 
 
 def _signal_group(pid: int, sig: int) -> None:
@@ -186,8 +192,9 @@ class Fleet:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def start(self, name: str, cmd: Sequence[str]) -> Process:
-        p = Process(name, cmd, self.env, os.path.join(self.home, f"{name}.log"))
+    def start(self, name: str, cmd: Sequence[str], to_log: bool = True) -> Process:
+        """Start `cmd`; its output goes to HOME/NAME.log, or to this process's output if not `to_log`."""
+        p = Process(name, cmd, self.env, os.path.join(self.home, f"{name}.log") if to_log else None)
         self.procs.append(p)
         return p
 

@@ -10,7 +10,6 @@ import json
 import os
 from typing import List, Optional
 
-from edgetune.runtime.atomic import atomic_write
 from edgetune.runtime.report import write_report
 
 from .task import RunSettings
@@ -47,6 +46,8 @@ def append_progress(path: str, entry: dict) -> None:
 
 def round_line(entry: dict, rounds: int) -> str:
     """One printed line per round: accuracy, node count, bytes each way, time."""
+    if entry["round"] == 0:
+        return f"round 0/{rounds}  val_acc {100 * entry['val_acc']:.1f}%  (the base model, before any round)"
     ok = len(entry["clients"])
     failed = {f["node_id"] for f in entry["failures"]}
     text = (f"round {entry['round']}/{rounds}  val_acc {100 * entry['val_acc']:.1f}%  "
@@ -66,6 +67,3 @@ def _plain(o):
     if isinstance(o, np.generic):
         return o.item()
     raise TypeError(type(o))
-
-
-__all__ = ["build", "write", "append_progress", "round_line", "atomic_write"]

@@ -47,6 +47,7 @@ def main(grid: Grid, context: Context) -> None:
         acc, loss = server.evaluate(tensors)
         if server_round == 0:
             before.update(val_acc=acc, val_loss=loss)
+            on_round({"round": 0, **before})
         strategy.central_result(server_round, acc, loss)
         return MetricRecord({"val-acc": acc, "val-loss": loss})
 

@@ -13,16 +13,18 @@ import os
 import tempfile
 from typing import Callable, Optional
 
+from edgetune.runtime.errors import UsageError
+
 from . import FleetError, require_flower
 from .report import round_line
-from .task import RunSettings, check_writable
+from .task import RunSettings, check_writable, preflight, resolve_paths
 
 # How many simulated nodes Ray runs at once: one CPU each (the host's cores are shared).
 CPUS_PER_NODE = 1
 
 
 def simulate(settings: RunSettings, clients: int, log: Callable[[str], None] = print,
-             timeout: float = 1800.0, keep_home: Optional[str] = None) -> dict:
+             timeout: float = 1800.0) -> dict:
     """Run `settings` on `clients` simulated nodes; return the server's report.
 
     Raises FleetError when the run fails, when any node failed (unless
@@ -30,14 +32,14 @@ def simulate(settings: RunSettings, clients: int, log: Callable[[str], None] = p
     """
     require_flower()
     if clients < 1:
-        raise FleetError(f"--clients must be at least 1, got {clients}")
+        raise UsageError(f"--clients must be at least 1, got {clients}")
     settings.min_nodes = clients
-    settings.checked()
+    resolve_paths(settings.checked())
     check_writable(settings.out, "--out")
     check_writable(settings.report, "--report")
+    preflight(settings, clients)
     # a short path: Ray's unix sockets live below it and must stay under the OS's path limit
-    with tempfile.TemporaryDirectory(prefix="etfleet-") as tmp:
-        home = keep_home or tmp
+    with tempfile.TemporaryDirectory(prefix="etfleet-") as home:
         return _simulate(settings, clients, log, timeout, home)
 
 
@@ -49,8 +51,7 @@ def _simulate(settings: RunSettings, clients: int, log, timeout: float, home: st
     report_path = settings.report or os.path.join(home, "report.json")
     progress = os.path.join(home, "progress.jsonl")
     run_settings = RunSettings(**{**settings.__dict__, "report": os.path.abspath(report_path),
-                                  "progress": progress,
-                                  "out": os.path.abspath(settings.out) if settings.out else ""})
+                                  "progress": progress})
     write_app(app_dir, run_settings, overwrite=True)
     printed = {"lines": 0}
 
@@ -84,8 +85,7 @@ def _simulate(settings: RunSettings, clients: int, log, timeout: float, home: st
         for f in report["failures"]:
             log(f"node failure: round {f['round']} {f['phase']}: {f['reason']}")
     if status != "finished:completed":
-        raise FleetError(f"fleet run {run_id} ended {status}: {details}" + (
-            "" if report else f" (server log: {os.path.join(home, 'flwr', 'superlink.log')})"))
+        raise FleetError(f"fleet run {run_id} ended {status}: {details}")
     if report is None:
         raise FleetError(f"fleet run {run_id} completed but wrote no report")
     _summary(report, settings, log)

@@ -28,8 +28,9 @@ AVERAGED = ("train-loss", "train-acc", "val-acc", "val-loss")
 
 def build_strategy(settings: RunSettings, on_round: Callable[[dict], None]) -> "FleetStrategy":
     """FedAvg or FedProx over `settings.min_nodes` nodes per round, DP-wrapped if asked."""
-    common = dict(fraction_train=1.0, fraction_evaluate=1.0, min_train_nodes=settings.min_nodes,
-                  min_evaluate_nodes=settings.min_nodes, min_available_nodes=settings.min_nodes,
+    common = dict(fraction_train=1.0, fraction_evaluate=settings.fraction_evaluate,
+                  min_train_nodes=settings.min_nodes, min_evaluate_nodes=1 if settings.fraction_evaluate else 0,
+                  min_available_nodes=settings.min_nodes,
                   train_metrics_aggr_fn=_average, evaluate_metrics_aggr_fn=_average)
     inner: Strategy
     if settings.strategy == "fedprox":
@@ -148,6 +149,8 @@ class FleetStrategy(Strategy):
     # -- evaluation ----------------------------------------------------------------------
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
+        if self.settings.fraction_evaluate:
+            self._wait_for_nodes(grid)
         return self._sent(server_round, "evaluate",
                           self.inner.configure_evaluate(server_round, arrays, config, grid))
 

@@ -42,6 +42,7 @@ class RunSettings:
     dp_clipping_norm: float = 0.0      # > 0 turns on client-side fixed clipping with central Gaussian noise
     dp_noise_multiplier: float = 0.0
     min_nodes: int = 2
+    fraction_evaluate: float = 1.0    # share of the nodes that also score each round's model on their data
     engine: str = "native"            # the nodes' engine unless a node names its own
     client_threads: int = 0           # native engine threads per node (0: its default)
     seed: int = 0
@@ -97,6 +98,8 @@ class RunSettings:
         if self.engine == "device" and self.strategy == "fedprox":
             raise UsageError("FedProx needs the gradients on the host, but the device engine updates the weights "
                              "on the device; use --strategy fedavg with --engine device")
+        if not 0.0 <= self.fraction_evaluate <= 1.0:
+            raise UsageError(f"--fraction-evaluate must be between 0 and 1, got {self.fraction_evaluate}")
         if self.round_timeout <= 0 or self.node_wait_timeout <= 0:
             raise UsageError("timeouts must be positive")
         return self
@@ -318,6 +321,29 @@ class Server:
         diff = float(np.abs(ort - _apply_final(self.model.final, logits)).max())
         return {"path": os.path.abspath(path), "ort_max_abs_diff": diff,
                 "ort_val_acc": float((ort.argmax(1) == self.y_val).mean()), "engine_val_acc": float(acc)}
+
+
+def preflight(settings: RunSettings, nodes: int = 0) -> None:
+    """Fail fast, before any process starts, on what the server and the nodes would fail on:
+    the model, the data against the model, and (for a simulation) a partition of it in `nodes`."""
+    from edgetune.runtime.data import load_data
+
+    model = load_model_cached(settings.model)
+    trained_names(model, settings.train_layers)
+    ds = load_data(settings.data, model.input_shape, seed=settings.seed)
+    _validate(ds, model)
+    if nodes:
+        shard(ds.y, ds.y_val, 0, nodes, settings.partition, settings.seed)
+
+
+def resolve_paths(settings: RunSettings) -> RunSettings:
+    """Absolute paths for the model, data and outputs that exist or are meant here: the server and
+    the nodes do not run in this folder."""
+    for name in ("model", "data", "out", "report"):
+        value = getattr(settings, name)
+        if value and (os.path.exists(value) or name in ("out", "report")):
+            setattr(settings, name, os.path.abspath(value))
+    return settings
 
 
 def check_writable(path: Optional[str], what: str) -> None:
