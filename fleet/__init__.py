@@ -6,6 +6,7 @@ partition.py and packing.py import no Flower and work everywhere.
 """
 from __future__ import annotations
 
+import os
 import sys
 
 from edgetune.runtime.errors import EdgetuneError
@@ -28,6 +29,9 @@ def require_flower() -> None:
     if here < MIN_PYTHON:
         raise FleetError(f"edgetune fleet needs Python {MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer (Flower 1.42 does); "
                          f"this is Python {here[0]}.{here[1]}")
+    # Flower's telemetry and update check would reach the network; a user's explicit setting wins
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
     try:
         import flwr  # noqa: F401
     except ImportError:

@@ -23,8 +23,6 @@ PUBLISHER = "edgetune"
 
 def app_toml(settings: RunSettings) -> str:
     """The text of the app's pyproject.toml."""
-    import edgetune.fleet  # noqa: F401  (the components below must be importable where this runs)
-
     return f"""# Flower app of edgetune: run it with  flwr run <this folder> <superlink connection>
 # Written by 'edgetune fleet init'; see docs/FLEET.md. Edit the run settings below, or override
 # them per run with  flwr run . <connection> --run-config 'rounds=5 lr=0.01'.

@@ -21,6 +21,9 @@ import pytest
 
 if sys.version_info < (3, 11):
     pytest.skip("Flower 1.42 needs Python 3.11 or newer", allow_module_level=True)
+# before Flower is imported: its telemetry and update check would reach the network
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict  # noqa: E402
 from flwr.supercore.task_identity import TaskIdentity  # noqa: E402

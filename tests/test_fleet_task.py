@@ -1,7 +1,5 @@
 """edgetune.fleet without Flower: partitioners, tensor packing, FedProx's proximal term against a
 hand-computed step, one node's round (train_round) and the run settings."""
-import os
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
