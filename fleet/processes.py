@@ -7,10 +7,9 @@ home (docs/FLEET.md, "What edgetune sets for Flower"):
   and Ray's usage stats (`RAY_USAGE_STATS_ENABLED=0`) are off;
 - the SuperLink runs with `--disable-runtime-dependency-installation` (no `uv sync`);
 - `OPENBLAS_NUM_THREADS=1`: Ray's start-up can deadlock while the server does BLAS work;
-- `EDGETUNE_FLEET_RUN=<token>` marks every process of one fleet. Flower's SuperExec starts
-  its own session, so a process group is not enough: `Fleet.close()` stops what it started
-  by PID, then finds the marked processes that remain (Ray workers, app processes) by PID
-  and ends them too.
+- `EDGETUNE_FLEET_RUN=<token>` marks every process of one fleet. `Fleet.close()` stops what it
+  started by PID, then ends, by PID, every other process of the fleet (`Reaper`): marked ones,
+  descendants, and those in the sessions they opened (Flower's SuperExec and Ray start their own).
 Every wait has a timeout, and nothing here waits forever.
 """
 from __future__ import annotations
@@ -61,6 +60,7 @@ def flower_env(home: str, token: str, simulation: bool = False) -> Dict[str, str
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     if simulation:
         env["OPENBLAS_NUM_THREADS"] = "1"
+        env["RAY_TMPDIR"] = os.path.join(home, "r")   # Ray's session files go away with the home
     return env
 
 
@@ -113,48 +113,90 @@ def _signal_group(pid: int, sig: int) -> None:
         os.killpg(pid, sig)
 
 
-def marked_pids(token: str, variable: str = MARKER) -> List[int]:
-    """PIDs of live processes whose environment has `variable=token` (Linux /proc)."""
-    needle = f"{variable}={token}".encode()
-    found = []
+def _process_table(needle: bytes) -> Dict[int, tuple]:
+    """{pid: (ppid, session id, carries `needle` in its environment)} of live, non-zombie processes."""
+    table: Dict[int, tuple] = {}
     if not os.path.isdir("/proc"):
-        return found
+        return table
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
+        if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if needle in f.read().split(b"\0"):
-                    if not _zombie(entry):
-                        found.append(int(entry))
-        except OSError:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            if fields[0] == b"Z":
+                continue
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    marked = needle in f.read().split(b"\0")
+            except OSError:
+                marked = False
+            table[int(entry)] = (int(fields[1]), int(fields[3]), marked)
+        except (OSError, IndexError, ValueError):
             continue
-    return found
+    return table
 
 
-def _zombie(pid: str) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-    except (OSError, IndexError):
-        return True
+def marked_pids(token: str, variable: str = MARKER) -> List[int]:
+    """PIDs of live processes whose environment has `variable=token` (Linux /proc)."""
+    me = os.getpid()
+    return sorted(pid for pid, (_, _, marked) in _process_table(f"{variable}={token}".encode()).items()
+                  if marked and pid != me)
 
 
-def end_marked(token: str, grace: float = 5.0) -> List[int]:
-    """SIGTERM, then SIGKILL, every process marked with `token`; return those still alive after."""
-    pids = marked_pids(token)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while pids and time.monotonic() < deadline:
-        time.sleep(0.2)
-        pids = marked_pids(token)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-    time.sleep(0.2)
-    return marked_pids(token)
+class Reaper:
+    """Finds every process of one fleet, by PID, so that none outlives it (Linux /proc).
+
+    A process belongs to the fleet when it carries the fleet's marker in its environment, descends
+    from a process the fleet started, or shares a session with such a process (Flower's SuperExec
+    and Ray start sessions of their own, whose daemons are reparented to init when their parent
+    dies, and some Ray processes no longer show their environment once they rename themselves).
+    The caller's own session is never one of them.
+    """
+
+    def __init__(self, token: str):
+        self.needle = f"{MARKER}={token}".encode()
+        self.roots: List[int] = []
+        self.sessions: set = set()
+
+    def members(self) -> List[int]:
+        table = _process_table(self.needle)
+        me = os.getpid()
+        own_session = table.get(me, (0, os.getsid(0), False))[1]
+        found = {pid for pid, (_, _, marked) in table.items() if marked} | {r for r in self.roots if r in table}
+        children: Dict[int, List[int]] = {}
+        for pid, (ppid, _, _) in table.items():
+            children.setdefault(ppid, []).append(pid)
+        todo = list(found)
+        while todo:
+            for child in children.get(todo.pop(), []):
+                if child not in found:
+                    found.add(child)
+                    todo.append(child)
+        self.sessions |= {table[pid][1] for pid in found} - {own_session, 0}
+        found |= {pid for pid, (_, sid, _) in table.items() if sid in self.sessions}
+        found.discard(me)
+        return sorted(found)
+
+    def end_all(self, grace: float = 5.0) -> List[int]:
+        """SIGTERM every member, SIGKILL what is left after `grace` seconds; return what still lives."""
+        pids = self.members()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while pids and time.monotonic() < deadline:
+            time.sleep(0.2)
+            pids = self.members()
+        for _ in range(3):
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.3)
+            pids = self.members()
+            if not pids:
+                break
+        return pids
 
 
 def wait_healthy(url: str, proc: Process, timeout: float, ca: Optional[str] = None) -> None:
@@ -182,6 +224,7 @@ class Fleet:
         self.home = home
         self.token = secrets.token_hex(8)
         self.env = flower_env(home, self.token, simulation)
+        self.reaper = Reaper(self.token)
         self.procs: List[Process] = []
         self.leftovers: List[int] = []
         os.makedirs(home, exist_ok=True)
@@ -196,12 +239,15 @@ class Fleet:
         """Start `cmd`; its output goes to HOME/NAME.log, or to this process's output if not `to_log`."""
         p = Process(name, cmd, self.env, os.path.join(self.home, f"{name}.log") if to_log else None)
         self.procs.append(p)
+        self.reaper.roots.append(p.pid)
         return p
 
     def close(self) -> None:
+        """Stop what this fleet started, then every other process of it (see Reaper), by PID."""
+        self.reaper.members()            # remember the sessions while the process tree is whole
         for p in reversed(self.procs):
             p.stop()
-        self.leftovers = end_marked(self.token)
+        self.leftovers = self.reaper.end_all()
 
     # -- SuperLink -----------------------------------------------------------------------
     def superlink(self, port: int, simulation: bool = False, certs: Optional[dict] = None,
@@ -264,14 +310,13 @@ class Fleet:
                 return row
         raise FleetError(f"the SuperLink does not know run {run_id}")
 
-    def wait_run(self, run_id: int, timeout: float, tick=None, poll: float = 1.0) -> dict:
-        """Poll until the run has finished (any way) and return its row; `tick()` runs between polls.
-        A run still going after `timeout` seconds is stopped with `flwr stop` and reported."""
+    def wait_run(self, run_id: int, timeout: float, tick=None, poll: float = 2.0) -> dict:
+        """Poll the run's status every `poll` seconds until it has finished (any way) and return its row;
+        `tick()` runs every half second in between. A run still going after `timeout` seconds is stopped
+        with `flwr stop` and reported. (Each poll starts the flwr CLI, about a second of CPU.)"""
         deadline = time.monotonic() + timeout
         while True:
             row = self.run_status(run_id)
-            if tick is not None:
-                tick()
             if str(row.get("status", "")).startswith("finished"):
                 return row
             if time.monotonic() > deadline:
@@ -281,7 +326,11 @@ class Fleet:
             for p in self.procs:
                 if p.name == "superlink" and not p.alive():
                     raise FleetError(f"the SuperLink exited during run {run_id}:\n{p.log_tail()}")
-            time.sleep(poll)
+            next_poll = time.monotonic() + poll
+            while time.monotonic() < next_poll:
+                if tick is not None:
+                    tick()
+                time.sleep(0.5)
 
 
 def toml_value(v: object) -> str:

@@ -19,7 +19,7 @@ from . import FleetError
 from . import report as fleet_report
 from .packing import tensor_bytes
 from .strategy import build_strategy
-from .task import RunSettings, Server
+from .task import RunSettings, Server, check_writable
 
 app = ServerApp()
 
@@ -29,6 +29,8 @@ def main(grid: Grid, context: Context) -> None:
     """Run the configured rounds and write the outputs."""
     t0 = time.time()
     settings = RunSettings.from_run_config(context.run_config)
+    check_writable(settings.out, "out")          # before the rounds, not after them
+    check_writable(settings.report, "report")
     server = Server(settings)
     initial = server.initial()
     latest = {"tensors": initial}

@@ -8,8 +8,10 @@ stopped by PID at the end, whatever happened.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import tempfile
 from typing import Callable, Optional
 
@@ -39,8 +41,25 @@ def simulate(settings: RunSettings, clients: int, log: Callable[[str], None] = p
     check_writable(settings.report, "--report")
     preflight(settings, clients)
     # a short path: Ray's unix sockets live below it and must stay under the OS's path limit
-    with tempfile.TemporaryDirectory(prefix="etfleet-") as home:
+    with tempfile.TemporaryDirectory(prefix="etfleet-") as home, _terminate_as_interrupt():
         return _simulate(settings, clients, log, timeout, home)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM ends the command like Ctrl-C does, so the fleet's processes are still stopped."""
+    def interrupt(_signum, _frame):
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:          # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _simulate(settings: RunSettings, clients: int, log, timeout: float, home: str) -> dict:
@@ -59,7 +78,7 @@ def _simulate(settings: RunSettings, clients: int, log, timeout: float, home: st
         if not os.path.exists(progress):
             return
         with open(progress) as f:
-            lines = f.read().splitlines()
+            lines = f.read().split("\n")[:-1]     # whole lines only
         for line in lines[printed["lines"]:]:
             log(round_line(json.loads(line), settings.rounds))
         printed["lines"] = len(lines)

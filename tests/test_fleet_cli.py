@@ -51,6 +51,7 @@ def test_init_writes_a_flower_app_with_every_run_setting(tmp_path):
     assert tomllib.loads((app / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]["rounds"] == 1
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="the fleet commands need Python 3.11 (tested below)")
 @pytest.mark.parametrize("args, code, message", [
     (["simulate", "--partition", "shards"], 2, "--partition"),
     (["simulate", "--strategy", "fedprox"], 2, "--mu"),
@@ -75,6 +76,7 @@ def test_bad_fleet_input_is_one_error_line(tmp_path, monkeypatch, args, code, me
     assert not (tmp_path / "app").exists() and not list(tmp_path.glob("*.onnx"))
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="the fleet commands need Python 3.11 (tested below)")
 def test_bad_labels_are_caught_before_any_process_starts(tmp_path):
     bad = digits_like(tmp_path / "bad.npz", y=np.full(64, 42))
     result = run_cli("fleet", "simulate", "digits_mlp", "--data", bad, "--clients", "2", "--out", tmp_path / "f.onnx")

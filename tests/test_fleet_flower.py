@@ -39,16 +39,45 @@ CLI = [sys.executable, "-m", "edgetune.runtime.cli"]
 TEST_MARK = "EDGETUNE_FLEET_TEST"
 
 
+FLOWER_LIKE = ("flower-super", "flwr-", "ray::", "raylet", "gcs_server", "ray/dashboard", "ray/_private",
+               "fleet supernode", "fleet simulate")
+
+
+def flower_like_pids():
+    """PIDs whose command line is a Flower, Ray or edgetune fleet process (whoever started it)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                zombie = f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+        except (OSError, IndexError, ValueError):
+            continue
+        if not zombie and any(k in cmd for k in FLOWER_LIKE):
+            found.add(int(entry))
+    return found
+
+
+def assert_nothing_left(token, before):
+    """Neither a process carrying the test's marker nor a new Flower/Ray process may still run."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        left = set(processes.marked_pids(token, TEST_MARK)) | (flower_like_pids() - before)
+        if not left:
+            return
+        time.sleep(0.2)
+    assert not left, f"processes of the fleet are still running: {sorted(left)}"
+
+
 @pytest.fixture
 def no_leftovers(monkeypatch):
     """Mark every process this test starts (the environment is inherited); after the test, none may live."""
     token = secrets.token_hex(6)
+    before = flower_like_pids()
     monkeypatch.setenv(TEST_MARK, token)
     yield token
-    deadline = time.monotonic() + 10
-    while processes.marked_pids(token, TEST_MARK) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert processes.marked_pids(token, TEST_MARK) == [], "processes of the fleet are still running"
+    assert_nothing_left(token, before)
 
 
 # -- ClientApp in process ------------------------------------------------------------------------
@@ -149,6 +178,27 @@ def test_simulation_of_4_nodes_2_rounds_last_layer(tmp_path, no_leftovers):
         assert line in run.stdout, run.stdout
 
 
+@pytest.mark.timeout(120)
+def test_simulate_stopped_by_sigterm_leaves_no_process(tmp_path, no_leftovers):
+    """SIGTERM while Ray starts: the command ends like Ctrl-C, and stops every process of its fleet."""
+    proc = subprocess.Popen(CLI + ["fleet", "simulate", "digits_mlp", "--clients", "2", "--rounds", "50",
+                                   "--out", str(tmp_path / "f.onnx")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+    try:
+        first = proc.stdout.readline()
+        assert "SuperLink on 127.0.0.1:" in first, first
+        time.sleep(3)
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert proc.returncode == 130, first + rest
+    assert "interrupted" in rest and "Traceback" not in rest
+    assert not (tmp_path / "f.onnx").exists()
+
+
 # -- deployment ---------------------------------------------------------------------------------------
 def _certificates(folder):
     """A CA and a server certificate for 127.0.0.1, as PEM files."""
@@ -222,6 +272,7 @@ class Deployment:
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
     token = secrets.token_hex(6)
+    before = flower_like_pids()
     old = os.environ.get(TEST_MARK)
     os.environ[TEST_MARK] = token
     root = tmp_path_factory.mktemp("deploy")
@@ -241,11 +292,7 @@ def deployment(tmp_path_factory):
             os.environ.pop(TEST_MARK, None)
         else:
             os.environ[TEST_MARK] = old
-        deadline = time.monotonic() + 10
-        while processes.marked_pids(token, TEST_MARK) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        left = processes.marked_pids(token, TEST_MARK)
-        assert left == [], f"processes still running after the deployment: {left}"
+        assert_nothing_left(token, before)
 
 
 @pytest.mark.timeout(300)
