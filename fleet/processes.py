@@ -317,6 +317,7 @@ class Fleet:
         deadline = time.monotonic() + timeout
         while True:
             row = self.run_status(run_id)
+            self.reaper.members()        # learn the sessions the run opens while their leaders live
             if str(row.get("status", "")).startswith("finished"):
                 return row
             if time.monotonic() > deadline:
