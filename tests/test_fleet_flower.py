@@ -138,6 +138,85 @@ def test_client_app_error_reply_names_the_node(client_call, tmp_path):
     assert rep.error.reason.startswith("node cam-7: ") and "labels span 42..42" in rep.error.reason
 
 
+class FakeGrid:
+    """The part of Flower's Grid a strategy's configure_* uses."""
+
+    def __init__(self, nodes):
+        self.nodes = nodes
+
+    def get_node_ids(self):
+        return list(self.nodes)
+
+
+def _reply(msg, values, n=10):
+    from flwr.app import MetricRecord
+
+    return Message(RecordDict({"arrays": ArrayRecord({"w": Array(np.full((40, 100), values, np.float32))}),
+                               "metrics": MetricRecord({"num-examples": n, "train-loss": 1.0, "train-acc": 0.5})}),
+                   reply_to=msg)
+
+
+@pytest.fixture
+def strategy_of(monkeypatch):
+    for attr, value in (("_run_id", 1), ("_task_id", 1), ("_node_id", 0)):
+        monkeypatch.setattr(TaskIdentity, attr, value)
+    from edgetune.fleet.strategy import build_strategy
+
+    def make(**kw):
+        reported = []
+        return build_strategy(RunSettings(node_wait_timeout=1.0, **kw), reported.append), reported
+    return make
+
+
+GLOBAL = ArrayRecord({"w": Array(np.zeros((40, 100), np.float32))})
+
+
+def test_strategy_records_bytes_failures_and_missing_replies(strategy_of):
+    from flwr.app import Error
+
+    st, _ = strategy_of(min_nodes=3)
+    msgs = list(st.configure_train(1, GLOBAL, ConfigRecord({}), FakeGrid([11, 22, 33])))
+    assert len(msgs) == 3 and st.rounds[1]["bytes_down"] == 3 * 16000
+    replies = [_reply(msgs[0], 1.0), Message(Error(code=2, reason="node cam-9: broken"), reply_to=msgs[1])]
+    arrays, _ = st.aggregate_train(1, replies)               # msgs[2] never answered
+    rec = st.rounds[1]
+    assert rec["bytes_up"] == 16000 and rec["aggregated"] and len(rec["clients"]) == 1
+    assert arrays["w"].numpy().dtype == np.float32 and np.all(arrays["w"].numpy() == 1.0)
+    reasons = {f["node_id"]: f["reason"] for f in rec["failures"]}
+    assert reasons == {msgs[1].metadata.dst_node_id: "node cam-9: broken",
+                       msgs[2].metadata.dst_node_id: "no reply within 600 s"}
+
+
+def test_a_round_in_which_no_node_succeeded_is_an_error(strategy_of):
+    from flwr.app import Error
+
+    from edgetune.fleet import FleetError
+
+    st, _ = strategy_of(min_nodes=2)
+    msgs = list(st.configure_train(1, GLOBAL, ConfigRecord({}), FakeGrid([1, 2])))
+    with pytest.raises(FleetError, match="round 1: no node finished training; node a: x; node b: y"):
+        st.aggregate_train(1, [Message(Error(code=2, reason=f"node {n}: {r}"), reply_to=m)
+                               for m, n, r in zip(msgs, "ab", "xy")])
+
+
+def test_too_few_nodes_is_an_error_not_a_wait_forever(strategy_of):
+    from edgetune.fleet import FleetError
+
+    st, _ = strategy_of(min_nodes=3)
+    with pytest.raises(FleetError, match="only 2 of 3 nodes connected within 1 s"):
+        st.configure_train(1, GLOBAL, ConfigRecord({}), FakeGrid([1, 2]))
+
+
+def test_dp_sends_the_clipping_norm_and_adds_noise_of_z_c_over_n(strategy_of):
+    st, _ = strategy_of(min_nodes=4, dp_clipping_norm=2.0, dp_noise_multiplier=0.8)
+    msgs = list(st.configure_train(1, GLOBAL, ConfigRecord({}), FakeGrid([1, 2, 3, 4])))
+    assert all(m.content["config"]["clipping_norm"] == 2.0 for m in msgs)
+    arrays, _ = st.aggregate_train(1, [_reply(m, 0.5) for m in msgs])
+    w = arrays["w"].numpy()
+    assert w.dtype == np.float32
+    assert abs(w.mean() - 0.5) < 0.03 and w.std() == pytest.approx(0.8 * 2.0 / 4, rel=0.06)
+
+
 def test_app_config_is_a_valid_flower_app(tmp_path):
     from flwr.cli.config_utils import load_and_validate
 
