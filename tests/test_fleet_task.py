@@ -202,6 +202,21 @@ def test_train_round_runs_local_fit_with_fedprox_as_computed_by_hand(mlp_path, t
     assert max(np.abs(out[k] - fedavg[k]).max() for k in names) > 1e-5, "the proximal term must matter here"
 
 
+@pytest.mark.timeout(120)
+def test_a_gateway_node_trains_on_the_accelerator_emulator_like_on_the_host(mlp_path, tmp_path):
+    """engine=device (the emulator behind a pseudo-terminal) gives the native engine's tensors."""
+    data = digits_like(tmp_path / "node.npz", n=48, seed=6)
+    model = load_model(str(mlp_path))
+    w0 = packing.pack(model.params, model.trainable_names())
+    s = RunSettings(model=str(mlp_path), data=str(data), lr=0.05, batch_size=16, local_epochs=2)
+    host, _ = train_round(s, {"data": str(data), "engine": "native"}, w0, server_round=3)
+    dev, metrics = train_round(s, {"data": str(data), "engine": "device", "device": "emulator"}, w0, server_round=3)
+    assert metrics["num-examples"] == 48 and list(dev) == list(host)
+    for k in host:
+        np.testing.assert_allclose(dev[k], host[k], rtol=1e-5, atol=1e-6, err_msg=k)
+        assert not np.array_equal(dev[k], w0[k])
+
+
 def test_a_node_without_data_or_with_bad_labels_fails_clearly(mlp_path, tmp_path):
     model = load_model(str(mlp_path))
     w0 = packing.pack(model.params, model.trainable_names())
