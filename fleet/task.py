@@ -16,7 +16,7 @@ from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
-from edgetune.runtime.errors import DataError, EdgetuneError, UsageError
+from edgetune.runtime.errors import DataError, UsageError
 
 from . import packing
 from .partition import parse_partition, shard
@@ -360,4 +360,4 @@ def check_writable(path: Optional[str], what: str) -> None:
 
 
 __all__ = ["RunSettings", "ProximalTerm", "NodeData", "Server", "train_round", "evaluate_round", "score",
-           "node_data", "initial_tensors", "check_writable", "EdgetuneError"]
+           "node_data", "initial_tensors", "check_writable", "preflight", "resolve_paths"]
