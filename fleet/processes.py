@@ -34,8 +34,24 @@ from . import FleetError
 MARKER = "EDGETUNE_FLEET_RUN"
 
 
+# Ports to listen on are drawn below Linux's ephemeral range (32768-60999), which outgoing
+# connections use: a port the kernel hands out with bind(0) can be taken by one of those before
+# the child process binds it.
+LISTEN_PORTS = (20000, 32000)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free on `host` a moment ago."""
+    """A TCP port, outside the ephemeral range, that was free on `host` a moment ago."""
+    import random
+
+    for _ in range(50):
+        port = random.randrange(*LISTEN_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
@@ -81,6 +97,7 @@ class Process:
                 self._log.close()
             raise FleetError(f"cannot start {name}: {exc}") from None
         self.pid = self.proc.pid
+        self.port: Optional[int] = None      # the port it listens on, where the caller chose one
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -250,21 +267,33 @@ class Fleet:
         self.leftovers = self.reaper.end_all()
 
     # -- SuperLink -----------------------------------------------------------------------
-    def superlink(self, port: int, simulation: bool = False, certs: Optional[dict] = None,
-                  host: str = "127.0.0.1", timeout: float = 60.0) -> Process:
-        """Start `flower-superlink` (TLS when `certs` has ca/cert/key paths) and wait until it answers."""
-        cmd = [executable("flower-superlink"), "--host", host, "--port", str(port),
-               "--disable-runtime-dependency-installation",
-               "--database", os.path.join(self.home, "superlink.db")]
-        cmd += ["--simulation"] if simulation else []
-        if certs:
-            cmd += ["--ssl-ca-certfile", certs["ca"], "--ssl-certfile", certs["cert"], "--ssl-keyfile", certs["key"]]
-        else:
-            cmd += ["--insecure"]
-        p = self.start("superlink", cmd)
-        scheme = "https" if certs else "http"
-        wait_healthy(f"{scheme}://{host}:{port}/health", p, timeout, certs["ca"] if certs else None)
-        return p
+    def superlink(self, port: Optional[int] = None, simulation: bool = False, certs: Optional[dict] = None,
+                  host: str = "127.0.0.1", timeout: float = 60.0, attempts: int = 3) -> Process:
+        """Start `flower-superlink` (TLS when `certs` has ca/cert/key paths) and wait until it answers.
+        Without `port` it picks a free one, and another if that was taken meanwhile; `.port` tells which."""
+        for attempt in range(1 if port else attempts):
+            use = port or free_port(host)
+            cmd = [executable("flower-superlink"), "--host", host, "--port", str(use),
+                   "--disable-runtime-dependency-installation",
+                   "--database", os.path.join(self.home, "superlink.db")]
+            cmd += ["--simulation"] if simulation else []
+            if certs:
+                cmd += ["--ssl-ca-certfile", certs["ca"], "--ssl-certfile", certs["cert"], "--ssl-keyfile",
+                        certs["key"]]
+            else:
+                cmd += ["--insecure"]
+            p = self.start("superlink", cmd)
+            p.port = use
+            scheme = "https" if certs else "http"
+            try:
+                wait_healthy(f"{scheme}://{host}:{use}/health", p, timeout, certs["ca"] if certs else None)
+                return p
+            except FleetError:
+                if port or attempt == attempts - 1 or "address already in use" not in p.log_tail(20):
+                    raise
+                p.stop()
+                self.procs.remove(p)
+        raise AssertionError("unreachable")
 
     def connection(self, name: str, address: str, ca: Optional[str] = None) -> None:
         """Write the Flower configuration (FLWR_HOME/config.toml) with one SuperLink connection."""

@@ -64,7 +64,7 @@ def _terminate_as_interrupt():
 
 def _simulate(settings: RunSettings, clients: int, log, timeout: float, home: str) -> dict:
     from .app_config import write_app
-    from .processes import Fleet, free_port
+    from .processes import Fleet
 
     app_dir = os.path.join(home, "app")
     report_path = settings.report or os.path.join(home, "report.json")
@@ -85,8 +85,7 @@ def _simulate(settings: RunSettings, clients: int, log, timeout: float, home: st
 
     fleet = Fleet(os.path.join(home, "flwr"), simulation=True)
     try:
-        port = free_port()
-        fleet.superlink(port, simulation=True)
+        port = fleet.superlink(simulation=True).port
         fleet.connection("edgetune", f"127.0.0.1:{port}")
         log(f"{settings.model} on {settings.data}: {clients} simulated nodes ({settings.partition}), "
             f"{settings.rounds} rounds of {settings.strategy}, SuperLink on 127.0.0.1:{port}")

@@ -278,6 +278,28 @@ def test_simulate_stopped_by_sigterm_leaves_no_process(tmp_path, no_leftovers):
     assert not (tmp_path / "f.onnx").exists()
 
 
+@pytest.mark.timeout(120)
+def test_superlink_takes_another_port_when_its_port_was_taken(tmp_path, monkeypatch, no_leftovers):
+    import socket
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    taken, real, calls = busy.getsockname()[1], processes.free_port, []
+
+    def first_taken(host="127.0.0.1"):
+        calls.append(host)
+        return taken if len(calls) == 1 else real(host)
+
+    monkeypatch.setattr(processes, "free_port", first_taken)
+    try:
+        with processes.Fleet(str(tmp_path / "home")) as fleet:
+            link = fleet.superlink()
+            assert link.port != taken and len(calls) == 2 and link.alive()
+    finally:
+        busy.close()
+
+
 # -- deployment ---------------------------------------------------------------------------------------
 def _certificates(folder):
     """A CA and a server certificate for 127.0.0.1, as PEM files."""
@@ -317,8 +339,7 @@ class Deployment:
         self.root = root
         self.certs = _certificates(root)
         self.fleet = processes.Fleet(str(root / "server-home"))
-        self.port = processes.free_port()
-        self.fleet.superlink(self.port, certs=self.certs)
+        self.port = self.fleet.superlink(certs=self.certs).port
         self.fleet.connection("fleet", f"127.0.0.1:{self.port}", ca=self.certs["ca"])
         self.nodes = {}
 
