@@ -245,9 +245,11 @@ def emulator(use_pty, tcp, fault_rate, fmt, reset_after, seed):
 
 
 def _register_extra_commands():
+    from edgetune.fleet.cli import fleet
     from .simulate_cli import simulate
 
     cli.add_command(simulate)
+    cli.add_command(fleet)   # imports no Flower until a fleet command runs
 
 
 _register_extra_commands()

@@ -37,6 +37,7 @@ class Engine:
     """
 
     name = "base"
+    grad_hook = None
 
     def load(self, model, trainable=None, optimizer: Optional[OptimizerConfig] = None,
              loss: str = "cross_entropy") -> None:
@@ -47,6 +48,7 @@ class Engine:
         self.loss_name = loss
         self.optimizer = make_optimizer(optimizer or OptimizerConfig())
         self._counters: Dict[str, float] = {}
+        self.grad_hook = None
         self._prepare()
 
     def _prepare(self) -> None:
@@ -73,12 +75,20 @@ class Engine:
 
         loss, grads, logits, phases = self._forward_backward(x, y)
         t0 = time.perf_counter()
+        if self.grad_hook is not None:
+            self.grad_hook(self.params, grads)
         self.optimizer.step(self.params, grads)
         self._after_update(list(grads))
         phases = dict(phases)
         phases["update"] = phases.get("update", 0.0) + time.perf_counter() - t0
         return StepResult(loss=float(loss), correct=count_correct(logits, y), batch=len(x),
                           phase_seconds=phases)
+
+    def set_grad_hook(self, hook) -> None:
+        """Install `hook(params, grads)`, called in every `train_step` between the backward pass and the
+        optimizer update; it may change `grads` in place (FedProx adds its proximal term this way).
+        `None` removes it. It does not touch `loss_and_grads`, which stays the plain loss's gradient."""
+        self.grad_hook = hook
 
     def _after_update(self, names) -> None:
         """Hook: engines holding packed weights refresh them here."""

@@ -149,6 +149,15 @@ class DeviceEngine(Engine):
         return StepResult(loss=float(loss), correct=int(correct), batch=int(nb),
                           phase_seconds={"fp": fp, "bp": bp, "wg": wg, "update": upd})
 
+    def set_grad_hook(self, hook) -> None:
+        """Refused: the device applies the optimizer update itself, so the host never holds the
+        gradients between backward and update (FedProx's proximal term needs exactly that)."""
+        if hook is not None:
+            from ..errors import UsageError
+
+            raise UsageError("the device engine runs the optimizer update on the device, so a gradient hook "
+                             "(FedProx's proximal term) cannot be applied; use FedAvg, or the native or dense engine")
+
     def predict(self, x) -> np.ndarray:
         batch = encode_batch(np.asarray(x, F32), None, self._link_format())
         _loss, blob = self._run(lambda: self._batch_command(P.PREDICT, batch))
