@@ -197,10 +197,10 @@ def _shard_data(spec: str, partition: str, part: int, parts: int, seed: int, mod
 
 def _validate(ds, model) -> None:
     from edgetune.runtime.data import validate
-    from edgetune.runtime.trainer import _num_classes
+    from edgetune.runtime.preflight import model_outputs
 
     validate(ds, model.input_shape)
-    validate(ds, model.input_shape, num_classes=_num_classes(model, ds.x[:1]))
+    validate(ds, model.input_shape, num_classes=model_outputs(model, ds.x[:1]))
 
 
 def make_node_engine(settings: RunSettings, node_config: Mapping, model, names):
