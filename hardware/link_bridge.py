@@ -114,7 +114,7 @@ class LinkBench:
             got = await self.step(chunk)
             spent += chunk
             out += got
-            busy = self.line_busy() or int(self.dut.core_req.value)
+            busy = self.line_busy() or int(self.dut.u_dev.hold.value)   # hold: a request is being answered
             quiet = 0 if (got or busy) else quiet + chunk
             if quiet >= quiet_clks:
                 break

@@ -33,8 +33,8 @@ DESIGNS = {
 # (8 clocks per bit) and a short idle timeout; Verilator, which also serves `emulator --rtl`,
 # gets staging and result memories big enough for real models (256 KiB each).
 LINK_PARAMS = {
-    "icarus": {"CLKS_PER_BIT": 8, "IDLE_CLKS": 2000, "MAX_PAYLOAD": 4096, "BUF_AW": 13, "STAGE_AW": 12,
-               "RES_AW": 12},
+    "icarus": {"CLKS_PER_BIT": 8, "IDLE_CLKS": 2000, "MAX_PAYLOAD": 4096, "BUF_AW": 13, "STAGE_AW": 14,
+               "RES_AW": 14},
     "verilator": {"CLKS_PER_BIT": 8, "IDLE_CLKS": 2000, "MAX_PAYLOAD": 4096, "BUF_AW": 13, "STAGE_AW": 18,
                   "RES_AW": 18},
 }
