@@ -8,6 +8,8 @@ carrying another sequence number (late duplicates) are ignored; after
 """
 from __future__ import annotations
 
+import math
+import os
 import time
 from dataclasses import dataclass, asdict, field
 from typing import Dict, Optional
@@ -42,13 +44,44 @@ class LinkStats:
         return d
 
 
+TIMEOUT_SCALE_ENV = "EDGETUNE_DEVICE_TIMEOUT_SCALE"
+
+
+def _scale_from_env() -> Optional[float]:
+    raw = os.environ.get(TIMEOUT_SCALE_ENV)
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value <= 0:
+        from ..runtime.errors import UsageError
+
+        raise UsageError(f"{TIMEOUT_SCALE_ENV} must be a positive number, got {raw!r}")
+    return value
+
+
 class DeviceClient:
-    """One device session over a Transport."""
+    """One device session over a Transport.
+
+    `timeout_scale` multiplies every wall-clock timeout (attempt, cap and write): a device
+    simulated in RTL runs its UART thousands of times slower than a board. None means: the
+    EDGETUNE_DEVICE_TIMEOUT_SCALE environment variable if set, else the `link_timeout_scale`
+    the device states in its HELLO capabilities (PROTOCOL.md section 5), else 1.
+    """
 
     def __init__(self, transport: Transport, timeout: float = 0.5, retries: int = 8,
-                 max_timeout: float = 8.0, baudrate: int = 921600, max_payload: int = 4096):
+                 max_timeout: float = 8.0, baudrate: int = 921600, max_payload: int = 4096,
+                 timeout_scale: Optional[float] = None):
         if timeout is None or timeout <= 0 or max_timeout is None or max_timeout <= 0:
             raise ValueError("timeouts must be positive seconds")
+        if timeout_scale is None:
+            timeout_scale = _scale_from_env()
+        if timeout_scale is not None and not (math.isfinite(timeout_scale) and timeout_scale > 0):
+            raise ValueError(f"timeout_scale must be a positive number, got {timeout_scale!r}")
+        self.scale_fixed = timeout_scale is not None
+        self.scale = float(timeout_scale or 1.0)
         self.t, self.timeout, self.retries, self.max_timeout = transport, timeout, retries, max_timeout
         self.baudrate, self.host_max_payload = baudrate, max_payload
         self.decoder = FrameDecoder()
@@ -71,7 +104,8 @@ class DeviceClient:
         self.stats.requests += 1
         pc["requests"] += 1
         t_start = time.monotonic()
-        base = self.timeout + self._wire_seconds(len(wire) + expect_bytes + 16)
+        base = (self.timeout + self._wire_seconds(len(wire) + expect_bytes + 16)) * self.scale
+        cap = self.max_timeout * self.scale
         if ftype in COMPUTE_COMMANDS:
             base += 3.0 * self.rtt.get(ftype, 0.0)
         try:
@@ -79,11 +113,11 @@ class DeviceClient:
                 if attempt:
                     self.stats.retries += 1
                     pc["retries"] += 1
-                self.t.write(wire, timeout_sec=max(1.0, self._wire_seconds(len(wire)) * 2))
+                self.t.write(wire, timeout_sec=max(1.0, self._wire_seconds(len(wire)) * 2) * self.scale)
                 self.stats.bytes_up += len(wire)
                 self.stats.frames_up += 1
                 pc["bytes_up"] += len(wire)
-                frame = self._await(seq, min(base * (2 ** attempt), max(self.max_timeout, base)))
+                frame = self._await(seq, min(base * (2 ** attempt), max(cap, base)))
                 if frame is not None:
                     rtt = time.monotonic() - t_start
                     self.rtt[ftype] = rtt if ftype not in self.rtt else 0.7 * self.rtt[ftype] + 0.3 * rtt
@@ -139,6 +173,9 @@ class DeviceClient:
         if info["proto"] != P.PROTO_VERSION:
             raise ProtocolError(f"device speaks protocol {info['proto']}, host speaks {P.PROTO_VERSION}")
         self.session, self.info = info["session_id"], info
+        hint = info["caps"].get("link_timeout_scale") if isinstance(info["caps"], dict) else None
+        if not self.scale_fixed and isinstance(hint, (int, float)) and math.isfinite(hint) and hint > 0:
+            self.scale = float(hint)
         self.max_payload = min(info["max_payload"], self.host_max_payload)
         return info
 

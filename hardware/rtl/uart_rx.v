@@ -41,8 +41,9 @@ module uart_rx #(
             case (state)
             S_IDLE: if (!rx_q2) begin
                 state <= S_START;
-                // to the middle of the start bit, less the two synchroniser cycles already spent
-                cnt   <= (CLKS_PER_BIT / 2 > 3) ? CLKS_PER_BIT / 2 - 2 : 1;
+                // the synchroniser delays the line by two cycles and this state by one more:
+                // checking after CLKS_PER_BIT/2 - 1 cycles samples the middle of the start bit
+                cnt   <= (CLKS_PER_BIT / 2 > 1) ? CLKS_PER_BIT / 2 - 1 : 1;
             end
             S_START: if (cnt > 1) cnt <= cnt - 1'b1;
                 else if (!rx_q2) begin
