@@ -139,7 +139,8 @@ def cases():
     return out
 
 
-@pytest.mark.parametrize("sim", ["verilator", "icarus"])
+# Icarus runs the 64 behavioural fp32 lanes too slowly for CI (minutes per phase): Verilator only.
+@pytest.mark.parametrize("sim", ["verilator"])
 def test_pe_core_fp_bp_wg_exact_counts_and_cycles(sim, cases, tmp_path):
     from edgetune.hardware import sim as S
     from edgetune.hardware.pe_model import unpack_words
