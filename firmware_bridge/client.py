@@ -10,6 +10,8 @@ answering (last command ...)").
 """
 from __future__ import annotations
 
+import math
+import os
 import time
 from dataclasses import dataclass, asdict, field
 from typing import Dict, Optional
@@ -50,15 +52,45 @@ class LinkStats:
         return d
 
 
+TIMEOUT_SCALE_ENV = "EDGETUNE_DEVICE_TIMEOUT_SCALE"
+
+
+def _scale_from_env() -> Optional[float]:
+    raw = os.environ.get(TIMEOUT_SCALE_ENV)
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value <= 0:
+        from ..runtime.errors import UsageError
+
+        raise UsageError(f"{TIMEOUT_SCALE_ENV} must be a positive number, got {raw!r}")
+    return value
+
+
 class DeviceClient:
-    """One device session over a Transport."""
+    """One device session over a Transport.
+
+    `timeout_scale` multiplies every wall-clock timeout (attempt, cap and write): a device
+    simulated in RTL runs its UART thousands of times slower than a board. None means: the
+    EDGETUNE_DEVICE_TIMEOUT_SCALE environment variable if set, else the `link_timeout_scale`
+    the device states in its HELLO capabilities (PROTOCOL.md section 5), else 1.
+    """
 
     def __init__(self, transport: Transport, timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES,
                  max_timeout: float = DEFAULT_MAX_TIMEOUT, baudrate: int = 921600, max_payload: int = 4096,
-                 give_up_after: float = DEFAULT_GIVE_UP):
+                 give_up_after: float = DEFAULT_GIVE_UP, timeout_scale: Optional[float] = None):
         for name, value in (("timeout", timeout), ("max_timeout", max_timeout), ("give_up_after", give_up_after)):
             if value is None or not value > 0:
                 raise ValueError(f"{name} must be positive seconds, got {value!r}")
+        if timeout_scale is None:
+            timeout_scale = _scale_from_env()
+        if timeout_scale is not None and not (math.isfinite(timeout_scale) and timeout_scale > 0):
+            raise ValueError(f"timeout_scale must be a positive number, got {timeout_scale!r}")
+        self.scale_fixed = timeout_scale is not None
+        self.scale = float(timeout_scale or 1.0)
         self.t, self.timeout, self.retries, self.max_timeout = transport, timeout, retries, max_timeout
         self.give_up_after = give_up_after
         self.baudrate, self.host_max_payload = baudrate, max_payload
@@ -85,8 +117,8 @@ class DeviceClient:
         usual = self._wire_seconds(len(wire) + expect_bytes + 16)
         if ftype in COMPUTE_COMMANDS:
             usual += 3.0 * self.rtt.get(ftype, 0.0)
-        base = self.timeout + usual
-        deadline = t_start + self.give_up_after + usual
+        base = (self.timeout + usual) * self.scale
+        deadline = t_start + (self.give_up_after + usual) * self.scale
         attempts = 0
         try:
             for attempt in range(self.retries + 1):
@@ -96,12 +128,12 @@ class DeviceClient:
                 if attempt:
                     self.stats.retries += 1
                     pc["retries"] += 1
-                self.t.write(wire, timeout_sec=max(1.0, self._wire_seconds(len(wire)) * 2))
+                self.t.write(wire, timeout_sec=max(1.0, self._wire_seconds(len(wire)) * 2) * self.scale)
                 attempts += 1
                 self.stats.bytes_up += len(wire)
                 self.stats.frames_up += 1
                 pc["bytes_up"] += len(wire)
-                wait = min(base * (2 ** attempt), max(self.max_timeout, base), max(left, 0.01))
+                wait = min(base * (2 ** attempt), max(self.max_timeout * self.scale, base), max(left, 0.01))
                 frame = self._await(seq, wait)
                 if frame is not None:
                     rtt = time.monotonic() - t_start
@@ -159,6 +191,9 @@ class DeviceClient:
         if info["proto"] != P.PROTO_VERSION:
             raise ProtocolError(f"device speaks protocol {info['proto']}, host speaks {P.PROTO_VERSION}")
         self.session, self.info = info["session_id"], info
+        hint = info["caps"].get("link_timeout_scale") if isinstance(info["caps"], dict) else None
+        if not self.scale_fixed and isinstance(hint, (int, float)) and math.isfinite(hint) and hint > 0:
+            self.scale = float(hint)
         self.max_payload = min(info["max_payload"], self.host_max_payload)
         return info
 

@@ -236,8 +236,20 @@ def bench(models, batch_size, steps, threads, data, json_out):
 @click.option("--format", "fmt", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
 @click.option("--reset-after", type=int, default=None, help="Simulate a device reset after N training steps.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fault injector.")
-def emulator(use_pty, tcp, fault_rate, fmt, reset_after, seed):
+@click.option("--rtl", is_flag=True,
+              help="Serve the simulated RTL link layer (hardware/rtl; needs the hw extra). --fault-rate is then "
+                   "the probability per byte of a bit flip on the line. Simulator: $EDGETUNE_RTL_SIMULATOR "
+                   "(verilator or icarus). See docs/HARDWARE.md.")
+def emulator(use_pty, tcp, fault_rate, fmt, reset_after, seed, rtl):
     """Serve the accelerator emulator; prints the device path alone on the first line."""
+    if rtl:
+        from edgetune.hardware.rtl_emulator import serve_rtl_main
+        from .errors import UsageError
+
+        if fmt != "fp32" or reset_after is not None:
+            raise UsageError("--format bf16 and --reset-after are emulator options; --rtl serves fp32 without resets")
+        raise SystemExit(serve_rtl_main(pty=not tcp, tcp=tcp, fault_rate=fault_rate, seed=seed,
+                                        simulator=os.environ.get("EDGETUNE_RTL_SIMULATOR", "verilator")))
     from edgetune.firmware_bridge.emulator import serve_main
 
     raise SystemExit(serve_main(pty=not tcp, tcp=tcp, fault_rate=fault_rate, fmt=fmt,

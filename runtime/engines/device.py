@@ -89,7 +89,7 @@ class DeviceEngine(Engine):
                  give_up_after: float = DEFAULT_GIVE_UP, snapshot_every: int = 32,
                  max_recoveries: int = 4, fault_rate: float = 0.0, fmt: str = "fp32",
                  reset_after: Optional[int] = None, seed: int = 0, emulator_engine: Optional[str] = None,
-                 max_payload: int = 4096, **_ignored):
+                 max_payload: int = 4096, timeout_scale: Optional[float] = None, **_ignored):
         if snapshot_every < 1:
             raise ValueError("snapshot_every must be at least 1")
         self.device, self.snapshot_every, self.max_recoveries = device, snapshot_every, max_recoveries
@@ -108,7 +108,8 @@ class DeviceEngine(Engine):
             self.close()
             raise
         self.client = DeviceClient(self.transport, timeout=timeout, retries=retries, max_timeout=max_timeout,
-                                   baudrate=baudrate, max_payload=max_payload, give_up_after=give_up_after)
+                                   baudrate=baudrate, max_payload=max_payload, give_up_after=give_up_after,
+                                   timeout_scale=timeout_scale)
         self.model = None
         self.n = {"steps": 0, "device_resets": 0, "replayed_steps": 0, "snapshots": 0, "snapshot_bytes": 0,
                   "state_uploads": 0, "dense_input_bytes": 0, "batch_bytes_up": 0, "train_bytes_up": 0,

@@ -1,0 +1,87 @@
+"""`edgetune emulator --rtl`: the device whose link layer is the simulated RTL.
+
+It builds hardware/tb/link_tb.v (once; cached) for the simulator, runs the cocotb module
+rtl_serve.py in it, prints the device path alone on the first line of stdout and serves
+until SIGTERM/SIGINT. Arithmetic runs in firmware_bridge.device_core, as in the emulator.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+START_TIMEOUT = 600.0      # includes a first Verilator build (about a minute on 2 cores)
+
+
+def serve_rtl_main(pty: bool = True, tcp: Optional[str] = None, fault_rate: float = 0.0, seed: int = 0,
+                   engine: Optional[str] = None, simulator: str = "verilator", out=None) -> int:
+    """Run the RTL-backed device until stopped; returns an exit code."""
+    from ..firmware_bridge.emulator import parse_tcp
+    from ..runtime.errors import UsageError
+    from . import sim as S
+
+    if simulator not in S.SIMULATORS:
+        raise UsageError(f"--simulator must be one of {', '.join(S.SIMULATORS)}, got {simulator!r}")
+    if not 0.0 <= fault_rate <= 1.0:
+        raise UsageError(f"--fault-rate must be within 0..1, got {fault_rate}")
+    if tcp is not None:
+        try:
+            parse_tcp(tcp)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    try:
+        S.check_simulator(simulator)
+    except S.SimulatorMissing as exc:
+        raise UsageError(f"emulator --rtl: {exc}") from None
+    work = Path(tempfile.mkdtemp(prefix="edgetune-rtl-"))
+    ready, stop, log = work / "ready", work / "stop", work / "sim.log"
+    cfg = {"tcp": tcp, "fault_rate": fault_rate, "seed": seed, "engine": engine,
+           "ready_file": str(ready), "stop_file": str(stop)}
+    os.environ.pop("PYTEST_CURRENT_TEST", None)     # the runner must not act as if under pytest
+    failure: list = []
+
+    def run():
+        import json
+
+        try:
+            S.run("link_tb", simulator, "edgetune.hardware.rtl_serve", S.LINK_PARAMS[simulator],
+                  env={"EDGETUNE_RTL_SERVE": json.dumps(cfg)}, log_file=log)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            failure.append(exc)
+
+    def on_signal(signum, frame):
+        stop.write_text("stop\n")
+
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(s, on_signal)
+    print(f"edgetune emulator --rtl: building/starting the {simulator} simulation (log {log})",
+          file=sys.stderr, flush=True)
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    deadline = time.monotonic() + START_TIMEOUT
+    while not ready.exists():
+        if not th.is_alive() or time.monotonic() > deadline or stop.exists():
+            stop.write_text("stop\n")
+            th.join(30)
+            tail = _tail(log)
+            raise UsageError(f"emulator --rtl: the simulation did not start ({failure[0] if failure else 'timeout'})"
+                             + (f": {tail}" if tail else ""))
+        time.sleep(0.05)
+    print(ready.read_text().strip(), file=out or sys.stdout, flush=True)
+    while th.is_alive():
+        th.join(0.2)
+    print("edgetune emulator --rtl: stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+def _tail(path: Path, n: int = 3) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return " | ".join(lines[-n:])

@@ -1,0 +1,128 @@
+"""cocotb test module behind `edgetune emulator --rtl`: serves the simulated device_link on a
+pseudo-terminal or a TCP port until told to stop.
+
+Host bytes from the pty/socket go through the simulated UART line into device_link.v; its
+answers come back the same way. Simulated time advances in small slices between polls.
+Configuration comes from the launcher (rtl_emulator.py) in EDGETUNE_RTL_SERVE.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import select
+import socket
+import sys
+import time
+import tty
+
+import cocotb
+from cocotb.triggers import Timer
+
+from edgetune.firmware_bridge.emulator import parse_tcp
+from edgetune.hardware.link_bridge import CLK_NS, LinkBench, RtlCompute, RtlHostedDevice
+from edgetune.hardware.sim import params_from_env
+
+CLIENT_BAUD = 921600       # what the host's wire-time estimate assumes (DeviceClient default)
+
+
+class _Fd:
+    """One non-blocking byte endpoint: the pty master, or an accepted TCP connection."""
+
+    def __init__(self, fd, read, write, on_eof=None):
+        self.fd, self.read, self.write, self.on_eof = fd, read, write, on_eof
+        self.out = bytearray()
+
+
+def _open(cfg):
+    if cfg.get("tcp"):
+        host, port = parse_tcp(cfg["tcp"])
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        srv = socket.socket(fam, socket.SOCK_STREAM)
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind((host, port))
+        srv.listen(1)
+        srv.setblocking(False)
+        shown = f"[{host}]" if fam == socket.AF_INET6 else host
+        return f"socket://{shown}:{srv.getsockname()[1]}", srv, None
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    os.set_blocking(master, False)
+    ep = _Fd(master, lambda: os.read(master, 65536), lambda b: os.write(master, b))
+    return os.ttyname(slave), None, (ep, slave)
+
+
+@cocotb.test()
+async def serve(dut):
+    cfg = json.loads(os.environ["EDGETUNE_RTL_SERVE"])
+    p = params_from_env()
+    bench = LinkBench(dut, p)
+    await bench.reset(entropy=int.from_bytes(os.urandom(4), "little"),
+                      fault_rate=min(65535, int(round(float(cfg.get("fault_rate", 0.0)) * 65536))),
+                      fault_seed=int(cfg.get("seed", 0)) * 2654435761 % (1 << 32) or 1)
+    # how slow is this simulated UART against the wire time the host assumes?
+    t0 = time.monotonic()
+    await Timer(100_000 * CLK_NS, "ns")
+    clk_rate = 100_000 / max(1e-6, time.monotonic() - t0)
+    ratio = (int(p["CLKS_PER_BIT"]) * CLIENT_BAUD) / clk_rate
+    bench.caps_extra = {"link_timeout_scale": round(max(1.0, 3.0 * ratio), 1),
+                        "simulated_clock_hz": int(clk_rate), "clks_per_bit": int(p["CLKS_PER_BIT"]),
+                        "idle_timeout_clks": int(p["IDLE_CLKS"]), "fault_rate_per_byte": cfg.get("fault_rate", 0.0)}
+    dev = RtlHostedDevice(bench, engine=cfg.get("engine"))
+    RtlCompute(bench, dev)
+
+    path, srv, pty_ep = _open(cfg)
+    ep = pty_ep[0] if pty_ep else None
+    with open(cfg["ready_file"] + ".tmp", "w") as f:
+        f.write(path + "\n")
+    os.replace(cfg["ready_file"] + ".tmp", cfg["ready_file"])
+    print(f"edgetune emulator --rtl: {path}, simulated clock {clk_rate / 1e6:.2f} MHz, "
+          f"timeout scale {bench.caps_extra['link_timeout_scale']}", file=sys.stderr, flush=True)
+    ppid, stop = os.getppid(), cfg["stop_file"]
+    slice_clks = bench.byte_clks * 64
+    try:
+        while not os.path.exists(stop) and os.getppid() == ppid:
+            if ep is None and srv is not None:
+                r, _, _ = select.select([srv], [], [], 0.02)
+                if r:
+                    conn, _ = srv.accept()
+                    conn.setblocking(False)
+                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    ep = _Fd(conn.fileno(), lambda c=conn: c.recv(65536), lambda b, c=conn: c.send(b), conn.close)
+                await bench.step(slice_clks // 8)
+                continue
+            busy = bench.line_busy() or int(dut.u_dev.hold.value) or int(dut.u_dev.u_ftx.busy.value) or ep.out
+            r, w, _ = select.select([ep.fd], [ep.fd] if ep.out else [], [], 0 if busy else 0.01)
+            eof = False
+            if r:
+                try:
+                    data = ep.read()
+                    if data == b"":
+                        eof = True
+                    else:
+                        bench.send(data)
+                except BlockingIOError:
+                    pass
+                except OSError as exc:
+                    if exc.errno != errno.EIO:      # EIO: pty without a client right now
+                        eof = True
+            if eof:
+                if ep.on_eof:
+                    ep.on_eof()
+                ep = None if srv is not None else ep
+                continue
+            ep.out += await bench.step(slice_clks if busy or r else slice_clks // 8)
+            if ep.out:
+                try:
+                    n = ep.write(bytes(ep.out))
+                    del ep.out[:n]
+                except (BlockingIOError, InterruptedError):
+                    pass
+                except OSError:
+                    ep.out.clear()
+    finally:
+        if pty_ep:
+            os.close(pty_ep[0].fd)
+            os.close(pty_ep[1])
+        if srv is not None:
+            srv.close()

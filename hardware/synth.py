@@ -1,0 +1,90 @@
+"""Resource estimate of the RTL with yosys: LUTs, flip-flops, DSPs/multipliers, block RAM.
+
+    python -m edgetune.hardware.synth [--pe ROWSxCOLS] [--json OUT]
+
+Runs `synth_ice40` (iCE40 LUT4, SB_DFF*, SB_MAC16, SB_RAM40_4K) and a generic flow
+(`synth -lut 4`, with $mul/$mem counted before they are mapped) for device_link and
+pe_core. The link is synthesised with a 1 KiB max payload and 4 KiB staging/result
+buffers (a board keeps large blobs in external RAM; docs/HARDWARE.md).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from .sim import RTL, LINK_RTL, PE_RTL
+
+LINK_SYNTH = {"CLKS_PER_BIT": 217, "IDLE_CLKS": 12_500_000, "MAX_PAYLOAD": 1024, "BUF_AW": 11,
+              "STAGE_AW": 12, "RES_AW": 12}
+
+
+def _yosys(script: str, timeout: float = 900.0) -> str:
+    if shutil.which("yosys") is None:
+        raise RuntimeError("yosys is not installed: apt-get install yosys")
+    with tempfile.NamedTemporaryFile("w", suffix=".ys", delete=False) as f:
+        f.write(script)
+    r = subprocess.run(["yosys", "-q", "-s", f.name], capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise RuntimeError(f"yosys failed: {(r.stderr or r.stdout)[-2000:]}")
+    return r.stdout
+
+
+def _cells(stat: str) -> dict:
+    """Cell counts of the last `stat` in yosys output."""
+    block = stat[stat.rfind("Number of cells"):]
+    return {m.group(2): int(m.group(1)) for m in re.finditer(r"^\s+(\d+)\s+(\S+)\s*$", block, re.M)} | \
+        {m.group(1): int(m.group(2)) for m in re.finditer(r"^\s+(\S+)\s+(\d+)\s*$", block, re.M)}
+
+
+def _read(files, top, params) -> str:
+    reads = "\n".join(f"read_verilog {RTL / f}" for f in files)
+    chp = " ".join(f"-set {k} {v}" for k, v in params.items())
+    return f"{reads}\n" + (f"chparam {chp} {top}\n" if chp else "") + f"hierarchy -top {top}\n"
+
+
+def synth(top: str, files, params) -> dict:
+    """{"ice40": {...}, "generic": {...}} for one design."""
+    base = _read(files, top, params)
+    ice = _cells(_yosys(base + f"synth_ice40 -top {top}\ntee -o /dev/stdout stat\n"))
+    pre = _cells(_yosys(base + "proc\nflatten\nopt\nmemory -nomap\nopt\ntee -o /dev/stdout stat\n"))
+    gen = _cells(_yosys(base + f"synth -flatten -top {top} -lut 4\ntee -o /dev/stdout stat\n"))
+    ffs = lambda c: sum(v for k, v in c.items() if "DFF" in k.upper())  # noqa: E731
+    return {
+        "ice40": {"LUT4": ice.get("SB_LUT4", 0), "flip_flops": ffs(ice), "SB_MAC16": ice.get("SB_MAC16", 0),
+                  "SB_RAM40_4K": ice.get("SB_RAM40_4K", 0), "carry": ice.get("SB_CARRY", 0)},
+        "generic": {"LUT4": gen.get("$lut", 0), "flip_flops": ffs(gen), "multipliers": pre.get("$mul", 0),
+                    "memories": pre.get("$mem_v2", pre.get("$mem", 0))},
+    }
+
+
+def report(pe_rows: int = 2, pe_cols: int = 2) -> dict:
+    return {"device_link": {"params": LINK_SYNTH, **synth("device_link", LINK_RTL, LINK_SYNTH)},
+            f"pe_core {pe_rows}x{pe_cols}": {"params": {"ROWS": pe_rows, "COLS": pe_cols},
+                                             **synth("pe_core", PE_RTL, {"ROWS": pe_rows, "COLS": pe_cols})}}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m edgetune.hardware.synth", description=__doc__.splitlines()[0])
+    ap.add_argument("--pe", default="2x2", help="PE array ROWSxCOLS to synthesise (default 2x2)")
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args(argv)
+    rows, cols = (int(v) for v in a.pe.lower().split("x"))
+    rep = report(rows, cols)
+    print(f"{'design':<16} {'target':<8} {'LUT4':>7} {'FF':>6} {'DSP/mul':>8} {'BRAM/mem':>9}")
+    for name, r in rep.items():
+        i, g = r["ice40"], r["generic"]
+        print(f"{name:<16} {'ice40':<8} {i['LUT4']:>7} {i['flip_flops']:>6} {i['SB_MAC16']:>8} {i['SB_RAM40_4K']:>9}")
+        print(f"{'':<16} {'generic':<8} {g['LUT4']:>7} {g['flip_flops']:>6} {g['multipliers']:>8} {g['memories']:>9}")
+    if a.json:
+        Path(a.json).write_text(json.dumps(rep, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
