@@ -119,11 +119,12 @@ struct ABuf {
         p = nullptr;
         cap = 0;
         n = count;
-        if (count) {
-            size_t bytes = (count * sizeof(T) + 63) / 64 * 64;
-            p = static_cast<T*>(big_alloc(bytes, cap));
-            if (zero) std::memset(static_cast<void*>(p), 0, bytes);
-        }
+        // + 64 bytes of slack, also for an empty buffer: vector loops may read one vector past
+        // the end of a list
+        size_t bytes = (count * sizeof(T) + 63) / 64 * 64 + 64;
+        p = static_cast<T*>(big_alloc(bytes, cap));
+        std::memset(static_cast<void*>(zero ? p : reinterpret_cast<T*>(reinterpret_cast<char*>(p) + bytes - 64)), 0,
+                    zero ? bytes : 64);
     }
     // grow only (keeps no data); used for per-thread scratch
     void ensure(size_t count) { if (count > n) reset(count); }

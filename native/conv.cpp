@@ -124,21 +124,17 @@ i64 ConvLayer::dense_macs() const {
 
 // ------------------------------------------------------------------ FP
 
-// acc[0..NV) (in memory at z) += sum_j x[j] * w[(ix[j]-base)*ld .. +8NV).
-// U independent accumulator sets hide the FMA latency when NV is small (the
-// partial sums are added at the end). A full list (cnt == width: the chunk is
-// dense) walks the weight rows directly, without the index loads.
+// U independent accumulator sets hide the FMA latency when NV is small (the partial sums are
+// added at the end).
 template <int NV>
-static inline void list_fma(float* z, const float* ET_RESTRICT wrs, int ld, const float* ET_RESTRICT xv,
+static constexpr int acc_sets() { return NV >= 8 ? 1 : NV >= 4 ? 2 : NV >= 2 ? 4 : 8; }
+
+// acc[u][0..NV) += sum_j x[j] * w[(ix[j]-base)*ld .. +NV vectors), the entries spread over the
+// U sets. A full list (cnt == width: the chunk is dense) walks the weight rows directly,
+// without the index loads.
+template <int NV, int U>
+static inline void list_acc(vf (&acc)[U][NV], const float* ET_RESTRICT wrs, int ld, const float* ET_RESTRICT xv,
                             const i32* ET_RESTRICT ix, int base, int cnt, int width) {
-    constexpr int U = NV >= 8 ? 1 : NV >= 4 ? 2 : NV >= 2 ? 4 : 8;
-    vf acc[U][NV];
-    ET_UNROLL
-    for (int v = 0; v < NV; v++) acc[0][v] = vptr(z)[v];
-    ET_UNROLL
-    for (int u = 1; u < U; u++)
-        ET_UNROLL
-        for (int v = 0; v < NV; v++) acc[u][v] = vzero();
     int jj = 0;
     if (cnt == width) {
         for (; jj + U <= cnt; jj += U) {
@@ -150,39 +146,52 @@ static inline void list_fma(float* z, const float* ET_RESTRICT wrs, int ld, cons
                 for (int v = 0; v < NV; v++) acc[u][v] += x * w[v];
             }
         }
-        for (; jj < cnt; jj++) {
+        for (int u = 0; jj < cnt; jj++, u++) {
             const float x = xv[jj];
             const vf* w = vptr(wrs + (size_t)jj * ld);
             ET_UNROLL
-            for (int v = 0; v < NV; v++) acc[0][v] += x * w[v];
+            for (int v = 0; v < NV; v++) acc[u][v] += x * w[v];
         }
-    } else {
-        for (; jj + U <= cnt; jj += U) {
+        return;
+    }
+    // the row of entry j is w0 + ix[j] * ld: the base folded into the pointer and the index
+    // read unsigned (no subtraction or sign extension per entry: the loop is µop-bound)
+    const float* w0 = wrs - (ptrdiff_t)base * ld;
+    const size_t lds = (size_t)ld;
+    const u32* ux = reinterpret_cast<const u32*>(ix);
+    for (; jj + U <= cnt; jj += U) {
+        ET_UNROLL
+        for (int u = 0; u < U; u++) {
+            const float x = xv[jj + u];
+            const vf* w = vptr(w0 + ux[jj + u] * lds);
             ET_UNROLL
-            for (int u = 0; u < U; u++) {
-                const float x = xv[jj + u];
-                const vf* w = vptr(wrs + (size_t)(ix[jj + u] - base) * ld);
-                ET_UNROLL
-                for (int v = 0; v < NV; v++) acc[u][v] += x * w[v];
-            }
-        }
-        if constexpr (U == 2) {
-            // the odd entry of a list whose length is random: a select instead of a branch that
-            // mispredicts half the time (cnt >= 1, so the clamped index is in the list)
-            const int jr = jj < cnt ? jj : cnt - 1;
-            const float x = jj < cnt ? xv[jr] : 0.f;
-            const vf* w = vptr(wrs + (size_t)(ix[jr] - base) * ld);
-            ET_UNROLL
-            for (int v = 0; v < NV; v++) acc[1][v] += x * w[v];
-            jj = cnt;
-        }
-        for (; jj < cnt; jj++) {
-            const float x = xv[jj];
-            const vf* w = vptr(wrs + (size_t)(ix[jj] - base) * ld);
-            ET_UNROLL
-            for (int v = 0; v < NV; v++) acc[0][v] += x * w[v];
+            for (int v = 0; v < NV; v++) acc[u][v] += x * w[v];
         }
     }
+    // the last cnt % U entries of a list whose length is random: one masked step of U entries
+    // (value 0, index clamped into the list) instead of a loop whose exit mispredicts
+    if (jj < cnt) {
+        ET_UNROLL
+        for (int u = 0; u < U - 1; u++) {
+            const int jr = jj + u < cnt ? jj + u : cnt - 1;
+            const float x = jj + u < cnt ? xv[jr] : 0.f;
+            const vf* w = vptr(w0 + ux[jr] * lds);
+            ET_UNROLL
+            for (int v = 0; v < NV; v++) acc[u][v] += x * w[v];
+        }
+    }
+}
+
+template <int NV, int U>
+static inline void acc_zero(vf (&acc)[U][NV]) {
+    ET_UNROLL
+    for (int u = 0; u < U; u++)
+        ET_UNROLL
+        for (int v = 0; v < NV; v++) acc[u][v] = vzero();
+}
+
+template <int NV, int U>
+static inline void acc_reduce_store(vf (&acc)[U][NV], float* z) {
     ET_UNROLL
     for (int u = 1; u < U; u++)
         ET_UNROLL
@@ -190,73 +199,148 @@ static inline void list_fma(float* z, const float* ET_RESTRICT wrs, int ld, cons
     ET_UNROLL
     for (int v = 0; v < NV; v++) vptr(z)[v] = acc[0][v];
 }
+
+// z[0..NV vectors) += sum_j x[j] * w[(ix[j]-base)*ld ...): one list into partial sums kept in memory.
+template <int NV>
+static inline void list_fma(float* z, const float* ET_RESTRICT wrs, int ld, const float* ET_RESTRICT xv,
+                            const i32* ET_RESTRICT ix, int base, int cnt, int width) {
+    constexpr int U = acc_sets<NV>();
+    vf acc[U][NV];
+    acc_zero(acc);
+    ET_UNROLL
+    for (int v = 0; v < NV; v++) acc[0][v] = vptr(z)[v];
+    list_acc(acc, wrs, ld, xv, ix, base, cnt, width);
+    acc_reduce_store(acc, z);
+}
 namespace {
 struct FpArgs {
     const ConvLayer* L;
-    const RowView* V;
+    const RowView* V;  // the input's lists, one row per (pixel, group)
     const float* vals;
     const i32* reqc;  // constraint |A(p) ∩ group| [P][groups]
-    const float* xd;  // dense input rows (nearly dense inputs only), else null
-    int full_min;     // list length from which a chunk is walked densely over xd
     float* ztile;
     int H, W, OH, OW;
+    u32* joff;   // joined-list scratch (offsets, values) of this thread
+    float* jx;
 };
 }  // namespace
 
-// One register block (NV vectors of K) for a tile of output pixels. Taps are
-// the outer loop so that the weight slice W[r][s][chunk][kb..kb+8NV) (<= 16 KB)
-// stays in L1 across the tile; the partial sums live in the (L1) z tile and
-// are held in registers while a pixel's non-zero list is walked.
+// ---- joined lists
+// A pixel's lists over a group of taps are copied into one list of (byte offset of the weight
+// row in the group's weight block, value) and walked once with the accumulators in registers.
+// A list walk ends in a branch that mispredicts (list lengths are random), and before that
+// its accumulator sets must be reduced and stored: per tap, that costs about as much as the
+// walk of a half-sparse 32-channel list. Joined, it is paid once per pixel and tap group.
+// The copies are whole vectors (fixed trip count, no tail): they read up to one vector past a
+// row (every list buffer has that slack, see ABuf) and write past the joined length, which
+// the next row overwrites.
+#if defined(__GNUC__) || defined(__clang__)
+typedef u32 vu __attribute__((vector_size(VW * sizeof(u32))));
+static inline vu loadu_u(const void* p) { vu r; std::memcpy(&r, p, sizeof r); return r; }
+static inline void storeu_u(void* p, vu v) { std::memcpy(p, &v, sizeof v); }
+#endif
+
+// Append one row (channels ix relative to `base`, values xv): offsets (ix - base) * ldb +
+// tapoff. `span` (a multiple of VW, >= the row's length) entries are copied.
+static inline void join_row(u32* ET_RESTRICT off, float* ET_RESTRICT xs, const i32* ix, const float* xv, int span,
+                            int base, u32 ldb, u32 tapoff) {
+#if defined(__GNUC__) || defined(__clang__)
+    const vu vb = (vu){} + u32(base), vl = (vu){} + ldb, vt = (vu){} + tapoff;
+    for (int c = 0; c < span; c += VW) {
+        storeu_u(off + c, (loadu_u(ix + c) - vb) * vl + vt);
+        storeu(xs + c, loadu(xv + c));
+    }
+#else
+    for (int c = 0; c < span; c++) {
+        off[c] = u32(ix[c] - base) * ldb + tapoff;
+        xs[c] = xv[c];
+    }
+#endif
+}
+
+// acc += sum over the joined list of xs[j] * row(off[j]); the last n % U entries are one
+// masked step (value 0, offset of the last entry) instead of a loop whose exit mispredicts.
+template <int NV, int U>
+static inline void walk_joined(vf (&acc)[U][NV], const char* ET_RESTRICT wb, const u32* ET_RESTRICT off,
+                               const float* ET_RESTRICT xs, int n) {
+    int j = 0;
+    for (; j + U <= n; j += U) {
+        ET_UNROLL
+        for (int u = 0; u < U; u++) {
+            const float x = xs[j + u];
+            const vf* w = reinterpret_cast<const vf*>(wb + off[j + u]);
+            ET_UNROLL
+            for (int v = 0; v < NV; v++) acc[u][v] += x * w[v];
+        }
+    }
+    if (j < n) {
+        ET_UNROLL
+        for (int u = 0; u < U - 1; u++) {
+            const int jr = j + u < n ? j + u : n - 1;
+            const float x = j + u < n ? xs[jr] : 0.f;
+            const vf* w = reinterpret_cast<const vf*>(wb + off[jr]);
+            ET_UNROLL
+            for (int v = 0; v < NV; v++) acc[u][v] += x * w[v];
+        }
+    }
+}
+
+// Taps per joined walk: as many as keep the group's weight block (taps * rows * NV vectors)
+// within L1.
+static constexpr size_t JOIN_BYTES = 40 * 1024;
+static inline int join_taps(int RS, int rows, int nv) {
+    const size_t per_tap = (size_t)rows * nv * VW * sizeof(float);
+    return (int)std::max<size_t>(1, std::min<size_t>((size_t)RS, JOIN_BYTES / std::max<size_t>(per_tap, 1)));
+}
+
+// FP of one register block (NV vectors of K at kb) for a tile of output pixels: for each
+// group of taps (outer, so that its weights stay in L1 across the tile), each pixel joins its
+// input lists over the group's taps and walks them once; partial sums of earlier groups come
+// from the (L1) z tile.
 template <int NV>
-static void fp_block(const FpArgs& A, i64 o0, i64 o1, int g, int kb, i64& ent, i64& req) {
+static void fp_joined(const FpArgs& A, i64 o0, i64 o1, int g, int kb, i64& ent, i64& req) {
+    constexpr int U = acc_sets<NV>();
     const ConvLayer& L = *A.L;
     const RowView& V = *A.V;
-    const int R = L.R, S = L.S, Cg = L.Cg, Kp = L.Kp, groups = L.groups, KpAll = L.KpAll;
-    const int cw = L.cwF, nch = Cg / cw;
+    const int R = L.R, S = L.S, RS = R * S, Cg = L.Cg, Kp = L.Kp, groups = L.groups, KpAll = L.KpAll;
     const int H = A.H, W = A.W, OW = A.OW, OHW = A.OH * A.OW;
-    const int np = int(o1 - o0);
-    int nn[TPIX], ih0[TPIX], iw0[TPIX];
-    for (int i = 0; i < np; i++) {
-        const i64 o = o0 + i;
-        const int n = int(o / OHW), rem = int(o - (i64)n * OHW), oh = rem / OW, ow = rem - oh * OW;
-        nn[i] = n;
-        ih0[i] = oh * L.sh - L.pt;
-        iw0[i] = ow * L.sw - L.pl;
-    }
+    const int span = round_up(Cg, VW);
+    const u32 ldb = u32(Kp * sizeof(float));
+    const int tg = join_taps(RS, Cg, NV);
     const float* bb = L.bias.data() + (size_t)g * Kp + kb;
-    float* zt = A.ztile + (size_t)g * Kp + kb;
-    for (int i = 0; i < np; i++) {
-        ET_UNROLL
-        for (int v = 0; v < NV; v++) vptr(zt + (size_t)i * KpAll)[v] = vptr(bb)[v];
-    }
-    const float* vals = A.vals;
+    u32* joff = A.joff;
+    float* jx = A.jx;
     i64 e = 0, rq = 0;
-    for (int r = 0; r < R; r++)
-        for (int s = 0; s < S; s++)
-            for (int j = 0; j < nch; j++) {
-                const int ci = g * nch + j, cbase = g * Cg + j * cw;
-                const float* wrs = L.Wf.data() + ((size_t)(g * R * S + r * S + s) * Cg + (size_t)j * cw) * Kp + kb;
-                for (int i = 0; i < np; i++) {
-                    const int ih = ih0[i] + r * L.dh, iw = iw0[i] + s * L.dw;
-                    if ((unsigned)ih >= (unsigned)H || (unsigned)iw >= (unsigned)W) continue;
-                    const i64 p = ((i64)nn[i] * H + ih) * W + iw;
-                    if (j == 0) rq += A.reqc[p * groups + g];
-                    const i32* ix;
-                    i64 off;
-                    const int cnt = V.row(p, ci, ix, off);
-                    if (!cnt) continue;
-                    float* zr = zt + (size_t)i * KpAll;
-                    if (A.xd && cnt >= A.full_min) {
-                        // (nearly) full list: dense walk of the chunk, zeros included (and counted)
-                        e += cw;
-                        list_fma<NV>(zr, wrs, Kp, A.xd + p * L.C + cbase, nullptr, 0, cw, cw);
-                        continue;
-                    }
-                    e += cnt;
-                    const float* ET_RESTRICT xv = vals + off;
-                    list_fma<NV>(zr, wrs, Kp, xv, ix, cbase, cnt, cw);
-                }
+    (void)R;
+    for (int t0 = 0; t0 < RS; t0 += tg) {
+        const int t1 = std::min(RS, t0 + tg);
+        const char* wb = reinterpret_cast<const char*>(L.Wf.data() + ((size_t)(g * RS + t0) * Cg) * Kp + kb);
+        int n = int(o0 / OHW), oh = int(o0 % OHW) / OW, ow = int(o0 % OHW) % OW;
+        for (i64 o = o0; o < o1; o++) {
+            int nj = 0;
+            for (int t = t0; t < t1; t++) {
+                const int r = t / S, s = t - r * S;
+                const int ih = oh * L.sh - L.pt + r * L.dh, iw = ow * L.sw - L.pl + s * L.dw;
+                if ((unsigned)ih >= (unsigned)H || (unsigned)iw >= (unsigned)W) continue;
+                const i64 p = ((i64)n * H + ih) * W + iw;
+                rq += A.reqc[p * groups + g];
+                const i32* ix;
+                i64 off;
+                const int cnt = V.row(p, g, ix, off);
+                join_row(joff + nj, jx + nj, ix, A.vals + off, span, g * Cg, ldb, u32(t - t0) * u32(Cg) * ldb);
+                nj += cnt;
             }
+            float* zr = A.ztile + (size_t)(o - o0) * KpAll + (size_t)g * Kp + kb;
+            vf acc[U][NV];
+            acc_zero(acc);
+            ET_UNROLL
+            for (int v = 0; v < NV; v++) acc[0][v] = vptr(t0 == 0 ? bb : zr)[v];
+            walk_joined(acc, wb, joff, jx, nj);
+            acc_reduce_store(acc, zr);
+            e += nj;
+            if (++ow == OW) { ow = 0; if (++oh == A.OH) { oh = 0; n++; } }
+        }
+    }
     ent += e;
     req += rq;
 }
@@ -315,23 +399,19 @@ static void fp_im2col(const FpArgs& A, i64 o0, i64 o1, int g, int kb, i64& ent, 
 }
 
 using FpFn = void (*)(const FpArgs&, i64, i64, int, int, i64&, i64&);
-static const FpFn fp_table[9] = {nullptr, fp_block<1>, fp_block<2>, fp_block<3>, fp_block<4>,
-                                 fp_block<5>, fp_block<6>, fp_block<7>, fp_block<8>};
+static const FpFn fp_table[9] = {nullptr, fp_joined<1>, fp_joined<2>, fp_joined<3>, fp_joined<4>,
+                                 fp_joined<5>, fp_joined<6>, fp_joined<7>, fp_joined<8>};
 static const FpFn fp_im2col_table[9] = {nullptr, fp_im2col<1>, fp_im2col<2>, fp_im2col<3>, fp_im2col<4>,
                                         fp_im2col<5>, fp_im2col<6>, fp_im2col<7>, fp_im2col<8>};
 
 void ConvLayer::fp_general(const InfoPtr& x, Epi& E) {
-    RowView V = x->view_a(C / cwF);
+    const bool im2col = groups == 1 && R * S > 1 && R * S * Cg <= IM2COL_MAX;
+    RowView V = x->view_a(groups);
     const float* vals = x->a_values();  // a along the A lists (recomputed for hard-swish)
     const i32* reqc = x->group_counts(0, groups);
-    // nearly dense sparse-mode input (hard-swish, images): rows whose list
-    // covers >= 80% of a chunk take the index-free dense loop over a dense copy
-    const float* xd = nullptr;
-    if (!V.all && x->P * (i64)C > 0 && double(x->nnz_a) >= 0.7 * double(x->P * (i64)C)) xd = x->dense_values();
-    const int full_min = std::max(1, (cwF * 4 + 4) / 5);
     const i64 Pout = (i64)N * OH * OW;
     const int T = max_threads();
-    const bool im2col = groups == 1 && R * S > 1 && R * S * Cg <= IM2COL_MAX;
+    const FpFn* kernels = im2col ? fp_im2col_table : fp_table;
     // same-size convs on listed input: split the output pixels by the work
     // their input lists carry (non-zeros plus a per-pixel share), not evenly
     std::vector<i64> bounds;
@@ -341,6 +421,7 @@ void ConvLayer::fp_general(const InfoPtr& x, Epi& E) {
         for (i64 o = 0; o < Pout; o++) pre[o + 1] = pre[o] + ac[o] + C / 4 + 1;
         bounds = balanced_split(pre.data(), Pout, T);
     }
+    const size_t jcap = (size_t)R * S * round_up(Cg, VW) + VW;
     std::vector<Counts> cnt(T);
 #pragma omp parallel num_threads(T)
     {
@@ -348,10 +429,13 @@ void ConvLayer::fp_general(const InfoPtr& x, Epi& E) {
         const bool bal = (int)bounds.size() == nt + 1;
         const i64 p0 = bal ? bounds[t] : split(Pout, nt, t), p1 = bal ? bounds[t + 1] : split(Pout, nt, t + 1);
         E.start(t, p0, p1);
-        ABuf<float> ztile, zrow;
+        ABuf<float> ztile, zrow, jx;
+        ABuf<u32> joff;
         ztile.reset((size_t)TPIX * KpAll);
         zrow.reset((size_t)K + VW);
-        FpArgs A{this, &V, vals, reqc, xd, full_min, ztile.data(), H, W, OH, OW};
+        joff.reset(jcap);
+        jx.reset(jcap);
+        FpArgs A{this, &V, vals, reqc, ztile.data(), H, W, OH, OW, joff.data(), jx.data()};
         i64 ex = 0, rq = 0;
         for (i64 tp = p0; tp < p1; tp += TPIX) {
             const i64 te = std::min(p1, tp + TPIX);
@@ -359,7 +443,7 @@ void ConvLayer::fp_general(const InfoPtr& x, Epi& E) {
                 for (int kb = 0; kb < Kp; kb += KB) {
                     const int nv = std::min(KB, Kp - kb) / VW;
                     i64 ent = 0, req = 0;
-                    (im2col ? fp_im2col_table : fp_table)[nv](A, tp, te, g, kb, ent, req);
+                    kernels[nv](A, tp, te, g, kb, ent, req);
                     ex += ent * nv * VW;
                     if (kb == 0) rq += req * Kg;
                 }
@@ -566,6 +650,7 @@ struct WgArgs {
     const ConvLayer* L;
     const Transposed* T;
     const float* D;  // [Pout][KpAll]
+    const float* Dzero;  // a row of zeros (D's row Pout)
     const i32* gc;   // [Pout][groups]
     float* dWp;      // [g][RS][Cg][Kp]
     int OH, OW;
@@ -644,43 +729,102 @@ static void wg_block(const WgArgs& A, i64 tile, int c, int rs, int kb, i64& ent,
 }
 
 // Stride-1 variant on geometry-aware lists: validity is one bit test and the
-// output pixel is q + a per-tap constant.
+// output pixel is q + a per-tap constant. One walk of a channel's list serves a
+// group of taps (geo_taps<NV>() of them): each entry's value is broadcast once and
+// multiplied into the d rows of every tap of the group, each tap with its own
+// accumulators, so TG*NV independent FMA chains hide the FMA latency and the
+// list (codes and values) is read once per group instead of once per tap.
+// Taps outside the image at this pixel multiply zero into a valid row (row 0):
+// no branch to mispredict at the borders.
+#if defined(__AVX512F__) || defined(__aarch64__)
+static constexpr int ACC_REGS = 24;  // 32 vector registers
+#else
+static constexpr int ACC_REGS = 12;  // 16 vector registers
+#endif
+// taps per walk: all 9 of a 3x3 kernel, else a row of 3, else one, as the accumulators fit
+template <int NV>
+static constexpr int geo_taps() { return 9 * NV <= ACC_REGS ? 9 : 3 * NV <= ACC_REGS ? 3 : 1; }
+
+template <int NV>
+static inline void spill_to(vf* acc, float* part, bool first) {
+    ET_UNROLL
+    for (int i = 0; i < NV; i++) {
+        vptr(part)[i] = first ? acc[i] : vptr(part)[i] + acc[i];
+        acc[i] = vzero();
+    }
+}
+
 template <int NV, bool CHECKG>
-static void wg_block_geo(const WgArgs& A, i64 tile, int c, int rs, int kb, i64& ent, i64& req) {
+static void wg_block_geo(const WgArgs& A, i64 tile, int c, int rs0, int kb, i64& ent, i64& req) {
+    constexpr int TG = geo_taps<NV>();
     const ConvLayer& L = *A.L;
     const Transposed& T = *A.T;
     const int C = L.C, Cg = L.Cg, Kp = L.Kp, KpAll = L.KpAll, groups = L.groups, RS = L.R * L.S;
     const int g = c / Cg, cl = c - g * Cg;
-    const int r = rs / L.S, s = rs - r * L.S;
+    const int nt = std::min(TG, RS - rs0);
     const i64 e0 = T.ptr[tile * C + c], e1 = T.ptr[tile * C + c + 1];
-    const i64 delta = (i64)T.tn[tile] * A.OH * A.OW + (i64)(L.pt - r * L.dh) * A.OW + (L.pl - s * L.dw);
-    const float* Dg = A.D + g * Kp + kb;
+    const i64 base = (i64)T.tn[tile] * A.OH * A.OW;
+    // per tap: where its d rows start (row q of the tap is tb[t] + q * KpAll); taps past the
+    // kernel (RS not a multiple of TG) read the zero row with their bit never set
+    const float* tb[TG];
+    i64 tdelta[TG];
+    for (int t = 0; t < TG; t++) {
+        const int rs = rs0 + std::min(t, nt - 1), r = rs / L.S, s = rs - r * L.S;
+        tdelta[t] = base + (i64)(L.pt - r * L.dh) * A.OW + (L.pl - s * L.dw);
+        tb[t] = A.D + g * Kp + kb + tdelta[t] * KpAll;
+    }
+    const float* zrow = A.Dzero + g * Kp + kb;
     const i32* ET_RESTRICT pix = T.pix.data();
     const float* ET_RESTRICT val = T.val.data();
     const i32* gc = A.gc;
-    const u32 bit = 1u << rs;
-    const int qshift = RS;
-    vf acc[NV], part[NV];
+    const u32 live = (nt >= 32 ? ~0u : ((1u << nt) - 1u)) << rs0;  // this group's tap bits
+    vf acc[TG][NV];
+    alignas(64) float part[TG][NV * VW];  // written at the first spill: most lists never spill
     ET_UNROLL
-    for (int i = 0; i < NV; i++) acc[i] = part[i] = vzero();
-    i64 en = 0;
+    for (int t = 0; t < TG; t++)
+        ET_UNROLL
+        for (int i = 0; i < NV; i++) acc[t][i] = vzero();
+    i64 en = 0, since = 0;
+    int spills = 0;
     for (i64 e = e0; e < e1; e++) {
         const u32 code = u32(pix[e]);
-        if (!(code & bit)) continue;
-        const i64 o = delta + i64(code >> qshift);
-        if (CHECKG && gc[o * groups + g] == 0) continue;  // d row entirely outside G
+        const u32 bits = (code & live) >> rs0;
+        if (!bits) continue;
+        const i64 q = i64(code >> RS);
+        const i64 qo = q * KpAll;
         const float v = val[e];
-        en++;
-        const vf* dr = vptr(Dg + o * KpAll);
         ET_UNROLL
-        for (int i = 0; i < NV; i++) acc[i] += v * dr[i];
-        if ((en & (WG_CHUNK - 1)) == 0) wg_spill<NV>(acc, part);
+        for (int t = 0; t < TG; t++) {
+            // a tap outside the image at this pixel reads the zero row: no branch to mispredict
+            bool ok = (bits >> t) & 1u;
+            if (CHECKG && ok) ok = gc[(tdelta[t] + q) * groups + g] != 0;  // d row entirely outside G
+            en += ok;
+            const vf* dr = vptr(ok ? tb[t] + qo : zrow);
+            ET_UNROLL
+            for (int i = 0; i < NV; i++) acc[t][i] += v * dr[i];
+        }
+        if (++since == WG_CHUNK) {
+            since = 0;
+            ET_UNROLL
+            for (int t = 0; t < TG; t++) spill_to<NV>(acc[t], part[t], spills == 0);
+            spills++;
+        }
     }
-    float* row = A.dWp + (((size_t)g * RS + rs) * Cg + cl) * Kp + kb;
-    ET_UNROLL
-    for (int i = 0; i < NV; i++) vptr(row)[i] += part[i] + acc[i];
+    for (int t = 0; t < nt; t++) {
+        float* row = A.dWp + (((size_t)g * RS + rs0 + t) * Cg + cl) * Kp + kb;
+        ET_UNROLL
+        for (int i = 0; i < NV; i++) vptr(row)[i] += spills ? vptr(part[t])[i] + acc[t][i] : acc[t][i];
+    }
     ent += en;
     (void)req;
+}
+
+// Taps per call of a WG variant at NV vectors: a group for the geo variants, one otherwise.
+static int wg_taps_per_call(int var, int nv) {
+    if (var != 3 && var != 4) return 1;
+    static const int tg[9] = {1, geo_taps<1>(), geo_taps<2>(), geo_taps<3>(), geo_taps<4>(),
+                              geo_taps<5>(), geo_taps<6>(), geo_taps<7>(), geo_taps<8>()};
+    return tg[nv];
 }
 
 using WgFn = void (*)(const WgArgs&, i64, int, int, int, i64&, i64&);
@@ -725,7 +869,10 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
     const i64 nd = GV.all ? Pout * K : (O.g_same ? O.nnz_a : O.nnz_g);
     // ---- prologue: d = grad_a * f'(z) -> dense padded rows (WG) and values along G lists (BP)
     // scratch reused across calls (no page faults per step)
-    if (need_wg) Dbuf.ensure((size_t)Pout * KpAll);
+    if (need_wg) {
+        Dbuf.ensure((size_t)(Pout + 1) * KpAll);  // + a zero row: WG's taps outside the image read it
+        std::memset(Dbuf.data() + Pout * KpAll, 0, sizeof(float) * KpAll);
+    }
     if (need_bp) dvbuf.ensure((size_t)std::max<i64>(nd, 1) + 8);  // + slack: whole 8-lane stores
     float* D = Dbuf.data();
     float* dvals = dvbuf.data();
@@ -908,23 +1055,33 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
         bool any_empty = false;
         if (!dense)
             for (i64 i = 0; i < Pout * groups && !any_empty; i++) any_empty = gc[i] == 0;
-        WgArgs A{this, &TT, D, gc, dWp.data(), OH, OW, in->a_constrained, any_empty};
+        WgArgs A{this, &TT, D, D + Pout * KpAll, gc, dWp.data(), OH, OW, in->a_constrained, any_empty};
         const int var = hg ? (any_empty ? 4 : 3)
                         : pointwise ? 2
                         : (sh == 1 && sw == 1) ? 1
                         : (sh == 2 && sw == 2) ? 5 : 0;
+        // work items: (channel, tap), split by the channels' list lengths; the geo variants walk
+        // one channel's list for a group of taps, so their items are whole channels
+        const bool grouped = var == 3 || var == 4;
+        std::vector<i64> chpre;
+        if (grouped) {
+            chpre.assign(C + 1, 0);
+            for (int c = 0; c < C; c++) chpre[c + 1] = pre[(i64)(c + 1) * RS];
+        }
         std::vector<Counts> cnt(T);
 #pragma omp parallel num_threads(T)
         {
             const int t = thread_id(), nt = team_size();
-            std::vector<i64> b = balanced_split(pre.data(), items, nt);
-            const i64 i0 = b[t], i1 = b[t + 1];
+            std::vector<i64> b = grouped ? balanced_split(chpre.data(), C, nt) : balanced_split(pre.data(), items, nt);
+            const i64 i0 = grouped ? b[t] * RS : b[t], i1 = grouped ? b[t + 1] * RS : b[t + 1];
             i64 ex = 0;
             for (i64 tile = 0; tile < TT.ntiles; tile++)
                 for (int kb = 0; kb < Kp; kb += KB) {  // one K slice of the tile's d rows stays in L1
                     const int nv = std::min(KB, Kp - kb) / VW;
+                    const int step = wg_taps_per_call(var, nv);
                     for (i64 it = i0; it < i1; it++) {
                         const int c = int(it / RS), rs = int(it % RS);
+                        if (rs % step) continue;
                         if (TT.ptr[tile * C + c] == TT.ptr[tile * C + c + 1]) continue;
                         i64 ent = 0, req = 0;
                         wg_table[var][nv](A, tile, c, rs, kb, ent, req);

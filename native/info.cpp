@@ -31,8 +31,8 @@ const i32* iota_ptr(int n) {
     std::lock_guard<std::mutex> lk(mu);
     if (n > cap) {
         int c = std::max(n, 4096);
-        i32* a = new i32[c];
-        for (int i = 0; i < c; i++) a[i] = i;
+        i32* a = new i32[c + 64];  // + slack: vector loops read one vector past a row
+        for (int i = 0; i < c + 64; i++) a[i] = i;
         cur = a;
         cap = c;
     }
