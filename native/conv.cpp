@@ -35,14 +35,6 @@ ConvLayer::ConvLayer(int C_, int K_, int R_, int S_, int sh_, int sw_, int pt_, 
     Cp = round_up(Cg, VW);
     KpAll = groups * Kp;
     depthwise = groups > 1 && Cg == 1 && Kg == 1;
-    auto chunk = [](int n) {  // channel chunk whose weight slice fits L1 (<= 64 channels)
-        if (n <= 64) return n;
-        for (int w = 64; w >= 16; w--)
-            if (n % w == 0) return w;
-        return n;
-    };
-    cwF = chunk(Cg);
-    cwB = chunk(Kg);
     pointwise = R == 1 && S == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 && pb == 0 && pr == 0;
 }
 
@@ -576,74 +568,72 @@ struct BpArgs {
     const i32* gc;  // [Pout][groups] constraint |G|
     float* btile;   // [TPIX][groups*Cp]
     int H, W, OH, OW;
-    const float* dd = nullptr;  // dense d rows [Pout][KpAll] (nearly dense G only), else null
-    int full_min = 1 << 30;     // list length from which a chunk is walked densely over dd
+    u32* joff = nullptr;  // joined-list scratch (offsets, values) of this thread
+    float* jx = nullptr;
 };
 }  // namespace
 
-// BP register block: g_in[p, cb..cb+8NV) for a tile of input pixels; taps
-// outer (W^T slice in L1), the error d plays the sparse broadcast role.
+// BP of one register block (NV vectors of C at cb) for a tile of input pixels, the error d
+// in the sparse broadcast role: for each group of taps (outer: its W^T rows stay in L1), each
+// pixel joins the G lists of the output pixels its taps reach and walks them once.
 template <int NV>
-static void bp_block(const BpArgs& A, const i64* px, int np, int g, int cb, i64& ent, i64* tapreq) {
+static void bp_joined(const BpArgs& A, const i64* px, int np, int g, int cb, i64& ent, i64* tapreq) {
+    constexpr int U = acc_sets<NV>();
     const ConvLayer& L = *A.L;
     const RowView& GV = *A.GV;
-    const int R = L.R, S = L.S, Kg = L.Kg, Cp = L.Cp, groups = L.groups;
-    const int kw = L.cwB, nch = Kg / kw;
+    const int S = L.S, RS = L.R * L.S, Kg = L.Kg, Cp = L.Cp, groups = L.groups;
     const int H = A.H, W = A.W, OH = A.OH, OW = A.OW, HW = H * W;
     const int CpAll = groups * Cp;
-    int nn[TPIX], ihh[TPIX], iww[TPIX];
-    for (int i = 0; i < np; i++) {
-        const i64 p = px[i];
-        const int n = int(p / HW), rem = int(p - (i64)n * HW);
-        nn[i] = n;
-        ihh[i] = rem / W + L.pt;
-        iww[i] = rem % W + L.pl;
-        if (tapreq) tapreq[i] = 0;
-    }
-    float* bt = A.btile + (size_t)g * Cp + cb;
-    for (int i = 0; i < np; i++) {
-        ET_UNROLL
-        for (int v = 0; v < NV; v++) vptr(bt + (size_t)i * CpAll)[v] = vzero();
-    }
+    const int span = round_up(Kg, VW);
+    const u32 ldb = u32(Cp * sizeof(float));
+    const int tg = join_taps(RS, Kg, NV);
+    u32* joff = A.joff;
+    float* jx = A.jx;
+    if (tapreq)
+        for (int i = 0; i < np; i++) tapreq[i] = 0;
     i64 e = 0;
-    for (int r = 0; r < R; r++)
-        for (int s = 0; s < S; s++)
-            for (int j = 0; j < nch; j++) {
-                const int ki = g * nch + j, kbase = g * Kg + j * kw;
-                const float* wrs = L.Wb.data() + ((size_t)(g * R * S + r * S + s) * Kg + (size_t)j * kw) * Cp + cb;
-                for (int i = 0; i < np; i++) {
-                    int th = ihh[i] - r * L.dh, tw = iww[i] - s * L.dw;
-                    if (th < 0 || tw < 0) continue;
-                    if (L.sh == 2) { if (th & 1) continue; th >>= 1; }  // common stride: no division
-                    else if (L.sh != 1) { if (th % L.sh) continue; th /= L.sh; }
-                    if (L.sw == 2) { if (tw & 1) continue; tw >>= 1; }
-                    else if (L.sw != 1) { if (tw % L.sw) continue; tw /= L.sw; }
-                    if (th >= OH || tw >= OW) continue;
-                    const i64 o = ((i64)nn[i] * OH + th) * OW + tw;
-                    if (j == 0 && tapreq) tapreq[i] += A.gc[o * groups + g];
-                    const i32* ix;
-                    i64 off;
-                    const int cnt = GV.row(o, ki, ix, off);
-                    if (!cnt) continue;
-                    float* br = bt + (size_t)i * CpAll;
-                    if (A.dd && cnt >= A.full_min) {
-                        // (nearly) full G list: dense walk of the chunk, zeros included (and counted)
-                        e += kw;
-                        list_fma<NV>(br, wrs, Cp, A.dd + o * L.KpAll + (size_t)g * L.Kp + (size_t)j * kw, nullptr, 0,
-                                     kw, kw);
-                        continue;
-                    }
-                    e += cnt;
-                    const float* ET_RESTRICT dv = A.dvals + off;
-                    list_fma<NV>(br, wrs, Cp, dv, ix, kbase, cnt, kw);
-                }
+    for (int t0 = 0; t0 < RS; t0 += tg) {
+        const int t1 = std::min(RS, t0 + tg);
+        const char* wb = reinterpret_cast<const char*>(L.Wb.data() + ((size_t)(g * RS + t0) * Kg) * Cp + cb);
+        for (int i = 0; i < np; i++) {
+            const i64 p = px[i];
+            const int n = int(p / HW), rem = int(p - (i64)n * HW), ih = rem / W + L.pt, iw = rem % W + L.pl;
+            int nj = 0;
+            for (int t = t0; t < t1; t++) {
+                const int r = t / S, s = t - r * S;
+                int th = ih - r * L.dh, tw = iw - s * L.dw;
+                if (th < 0 || tw < 0) continue;
+                if (L.sh == 2) { if (th & 1) continue; th >>= 1; }  // common stride: no division
+                else if (L.sh != 1) { if (th % L.sh) continue; th /= L.sh; }
+                if (L.sw == 2) { if (tw & 1) continue; tw >>= 1; }
+                else if (L.sw != 1) { if (tw % L.sw) continue; tw /= L.sw; }
+                if (th >= OH || tw >= OW) continue;
+                const i64 o = ((i64)n * OH + th) * OW + tw;
+                if (tapreq) tapreq[i] += A.gc[o * groups + g];
+                const i32* ix;
+                i64 off;
+                const int cnt = GV.row(o, g, ix, off);
+                join_row(joff + nj, jx + nj, ix, A.dvals + off, span, g * Kg, ldb, u32(t - t0) * u32(Kg) * ldb);
+                nj += cnt;
             }
+            float* br = A.btile + (size_t)i * CpAll + (size_t)g * Cp + cb;
+            vf acc[U][NV];
+            acc_zero(acc);
+            if (t0 > 0) {
+                ET_UNROLL
+                for (int v = 0; v < NV; v++) acc[0][v] = vptr(br)[v];
+            }
+            walk_joined(acc, wb, joff, jx, nj);
+            acc_reduce_store(acc, br);
+            e += nj;
+        }
+    }
     ent += e;
 }
 
 using BpFn = void (*)(const BpArgs&, const i64*, int, int, int, i64&, i64*);
-static const BpFn bp_table[9] = {nullptr, bp_block<1>, bp_block<2>, bp_block<3>, bp_block<4>,
-                                 bp_block<5>, bp_block<6>, bp_block<7>, bp_block<8>};
+static const BpFn bp_table[9] = {nullptr, bp_joined<1>, bp_joined<2>, bp_joined<3>, bp_joined<4>,
+                                 bp_joined<5>, bp_joined<6>, bp_joined<7>, bp_joined<8>};
 
 namespace {
 struct WgArgs {
@@ -865,7 +855,7 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
     const int T = max_threads();
     const bool need_wg = dW != nullptr;
     const bool need_bp = g_in != nullptr;
-    RowView GV = O.view_g(K / cwB);
+    RowView GV = O.view_g(groups);
     const i64 nd = GV.all ? Pout * K : (O.g_same ? O.nnz_a : O.nnz_g);
     // ---- prologue: d = grad_a * f'(z) -> dense padded rows (WG) and values along G lists (BP)
     // scratch reused across calls (no page faults per step)
@@ -959,21 +949,22 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
         }
         const bool skip_px = mmode == 1 && !dense;
         BpArgs A{this, &GV, dvals, gc, nullptr, H, W, OH, OW};
-        // nearly dense G (hard-swish): full-ish list chunks use the dense d rows of WG
-        if (need_wg && !GV.all && Pout * (i64)K > 0 && double(nd) >= 0.7 * double(Pout * (i64)K)) {
-            A.dd = D;
-            A.full_min = std::max(1, (cwB * 4 + 4) / 5);
-        }
         const int CpAll = groups * Cp;
         std::vector<Counts> cnt(T);
 #pragma omp parallel num_threads(T)
         {
             const int t = thread_id(), nt = team_size();
             const i64 p0 = split(Pin, nt, t), p1 = split(Pin, nt, t + 1);
-            ABuf<float> bt;
+            ABuf<float> bt, jx;
+            ABuf<u32> joff;
             bt.reset((size_t)TPIX * CpAll);
+            const size_t jcap = (size_t)R * S * round_up(Kg, VW) + VW;
+            joff.reset(jcap);
+            jx.reset(jcap);
             BpArgs B = A;
             B.btile = bt.data();
+            B.joff = joff.data();
+            B.jx = jx.data();
             i64 px[TPIX], tr[TPIX];
             i64 ex = 0, rq = 0;
             for (i64 tp = p0; tp < p1;) {

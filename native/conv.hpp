@@ -10,7 +10,6 @@ struct ConvLayer {
     // geometry
     int C, K, R, S, sh, sw, pt, pl, pb, pr, dh, dw, groups;
     int Cg, Kg, Kp, Cp, KpAll;
-    int cwF, cwB;  // list chunk widths (FP over C, BP over K) keeping weight slices in L1
     bool depthwise, pointwise;
     int act;
     float alpha, lo, hi;
