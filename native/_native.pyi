@@ -29,6 +29,8 @@ VECTOR_FLOATS: int  # floats per vector at that ISA (16, 8 or 4)
 def built_levels() -> list[str]: ...
 def runnable_levels() -> list[str]: ...
 def cpu_supports(level: str) -> bool: ...
+def memory_stats() -> dict[str, int]: ...
+def reset_memory_peak() -> None: ...
 def num_threads() -> int:
     """Threads the kernels use."""
 def set_num_threads(n: int) -> None:
@@ -137,6 +139,7 @@ class ConvLayer:
         """{'fp', 'bp', 'wg'}: wall ms of the last forward and backward (the d prologue is booked to bp when it runs)."""
     def counters(self, total: bool = False) -> dict:
         """{'fp'|'bp'|'wg': {'dense', 'required', 'executed'}} MACs of the last call (or cumulative)."""
+    def release(self) -> None: ...  # drop what the last step kept (input/output infos)
     def reset_counters(self) -> None:
         """Zero the cumulative counters."""
     def out_shape(self, H: int, W: int) -> Tuple[int, int]:
@@ -172,6 +175,7 @@ class GemmLayer:
         """As ConvLayer.phase_ms."""
     def counters(self, total: bool = False) -> dict:
         """MAC counters, as ConvLayer.counters."""
+    def release(self) -> None: ...  # drop what the last step kept (input/output infos)
     def reset_counters(self) -> None:
         """Zero the cumulative counters."""
     trainable: bool

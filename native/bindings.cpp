@@ -147,7 +147,7 @@ struct PyConv {
         return analyze(a, dense, 0.0);
     }
 
-    py::object x_keep;  // keeps the dense input copy alive until the next forward
+    py::object x_keep;  // keeps the dense input copy alive during forward
 
     py::tuple forward(py::object x, bool dense, bool want_a, bool out_dense, py::object x_dense) {
         InfoPtr xi = to_info(x, dense);
@@ -178,6 +178,8 @@ struct PyConv {
             Guard g;
             o = L->forward(xi, dense, ap, out_dense);
         }
+        L->x_dense = nullptr;  // FP only: BP must not keep the caller's array alive
+        x_keep = py::none();
         return py::make_tuple(a, o);
     }
 
@@ -314,6 +316,15 @@ PYBIND11_MODULE(ET_MODULE, m) {
     }, "Whether the module was built with OpenMP.");
     m.def("release_cached_memory", []() { Guard g; return release_cached(); },
           "Free the idle large buffers kept for reuse between steps (at most 256 MiB); returns the bytes freed.");
+    m.def("memory_stats", []() {
+        const MemStats s = mem_stats();
+        py::dict d;
+        d["live"] = s.live;
+        d["peak"] = s.peak;
+        d["cached"] = s.cached;
+        return d;
+    }, "Bytes of the kernels' buffers: live (in use), peak (high-water mark since reset_memory_peak), cached (freed, kept for reuse).");
+    m.def("reset_memory_peak", []() { reset_peak(); }, "Start a new high-water mark of memory_stats()['peak'] at the bytes in use now.");
     m.attr("SIMD_ISA") = simd_isa();
     m.attr("LEVEL") = ET_LEVEL;
     m.def("cpu_supports", &cpu_supports, py::arg("level"),
@@ -404,6 +415,7 @@ PYBIND11_MODULE(ET_MODULE, m) {
              py::arg("out_dense") = false, py::arg("x_dense") = py::none())
         .def("backward", &PyConv::backward, py::arg("grad_a"), py::arg("need_input_grad") = true, py::arg("prev_info") = py::none(),
              py::arg("mask_input_grad") = true, py::arg("need_weight_grad") = true)
+        .def("release", [](PyConv& p) { p.L->release(); p.x_keep = py::none(); }, "Drop what the last step kept (its input and output infos).")
         .def("counters", &PyConv::counters, py::arg("total") = false)
         .def("phase_ms", &PyConv::phase_ms, "Wall ms of the last forward ('fp') and backward ('bp', 'wg'; the d prologue is booked to bp when it runs).")
         .def("reset_counters", [](PyConv& p) { p.L->cfp = p.L->cbp = p.L->cwg = p.L->tfp = p.L->tbp = p.L->twg = Counts(); })
@@ -427,6 +439,7 @@ PYBIND11_MODULE(ET_MODULE, m) {
              py::arg("out_dense") = false, py::arg("x_dense") = py::none())
         .def("backward", &PyConv::backward, py::arg("grad_a"), py::arg("need_input_grad") = true, py::arg("prev_info") = py::none(),
              py::arg("mask_input_grad") = true, py::arg("need_weight_grad") = true)
+        .def("release", [](PyGemm& p) { p.L->release(); p.x_keep = py::none(); }, "Drop what the last step kept (its input and output infos).")
         .def("counters", &PyConv::counters, py::arg("total") = false)
         .def("phase_ms", &PyConv::phase_ms, "Wall ms of the last forward ('fp') and backward ('bp', 'wg'; the d prologue is booked to bp when it runs).")
         .def("reset_counters", [](PyGemm& p) { p.L->cfp = p.L->cbp = p.L->cwg = p.L->tfp = p.L->tbp = p.L->twg = Counts(); })

@@ -93,6 +93,13 @@ static inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
 void* big_alloc(size_t bytes, size_t& cap);
 void big_free(void* p, size_t cap);
 size_t release_cached();  // free every idle block, returns bytes released
+// Bytes of the kernels' buffers (everything big_alloc hands out): in use now, the high-water
+// mark of that since the last reset_peak(), and freed blocks kept for reuse.
+struct MemStats {
+    size_t live = 0, peak = 0, cached = 0;
+};
+MemStats mem_stats();
+void reset_peak();
 
 // Owner of a recycled block handed to Python (numpy base object): returns the
 // block to the recycler when the array dies, so per-step output arrays do not
@@ -125,6 +132,13 @@ struct ABuf {
         p = static_cast<T*>(big_alloc(bytes, cap));
         std::memset(static_cast<void*>(zero ? p : reinterpret_cast<T*>(reinterpret_cast<char*>(p) + bytes - 64)), 0,
                     zero ? bytes : 64);
+    }
+    // give the memory back (to the block recycler)
+    void clear() {
+        big_free(p, cap);
+        p = nullptr;
+        n = 0;
+        cap = 0;
     }
     // grow only (keeps no data); used for per-thread scratch
     void ensure(size_t count) { if (count > n) reset(count); }

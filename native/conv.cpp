@@ -541,11 +541,6 @@ InfoPtr ConvLayer::forward(const InfoPtr& x0, bool dense_, float* a_out, bool ou
     N = x->N; H = x->H; W = x->W;
     out_shape(H, W, OH, OW);
     in = x;
-    if (trainable && !depthwise && !wg_by_im2col()) {
-        TGeo G;
-        const bool hg = wg_geo(G);
-        x->transposed(pointwise, tile_px(), hg ? &G : nullptr);
-    }
     InfoPtr o = make_info(N, OH, OW, K, act, alpha, lo, hi, dense_ || out_dense);
     Epi E;
     E.begin(o.get(), a_out, max_threads());
@@ -859,11 +854,13 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
     const i64 nd = GV.all ? Pout * K : (O.g_same ? O.nnz_a : O.nnz_g);
     // ---- prologue: d = grad_a * f'(z) -> dense padded rows (WG) and values along G lists (BP)
     // scratch reused across calls (no page faults per step)
+    // scratch of this call only (the block recycler hands the same memory to the next layer)
+    ABuf<float> Dbuf, dvbuf;
     if (need_wg) {
-        Dbuf.ensure((size_t)(Pout + 1) * KpAll);  // + a zero row: WG's taps outside the image read it
+        Dbuf.reset((size_t)(Pout + 1) * KpAll);  // + a zero row: WG's taps outside the image read it
         std::memset(Dbuf.data() + Pout * KpAll, 0, sizeof(float) * KpAll);
     }
-    if (need_bp) dvbuf.ensure((size_t)std::max<i64>(nd, 1) + 8);  // + slack: whole 8-lane stores
+    if (need_bp) dvbuf.reset((size_t)std::max<i64>(nd, 1) + 8);  // + slack: whole 8-lane stores
     float* D = Dbuf.data();
     float* dvals = dvbuf.data();
     std::vector<std::vector<double>> dbp(T);
@@ -1042,7 +1039,8 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
         } else {
         TGeo Gg;
         const bool hg = wg_geo(Gg);
-        const Transposed& TT = in->transposed(pointwise, tile_px(), hg ? &Gg : nullptr);
+        const std::unique_ptr<Transposed> Tptr = in->transposed(pointwise, tile_px(), hg ? &Gg : nullptr);
+        const Transposed& TT = *Tptr;
         bool any_empty = false;
         if (!dense)
             for (i64 i = 0; i < Pout * groups && !any_empty; i++) any_empty = gc[i] == 0;
@@ -1392,7 +1390,7 @@ void ConvLayer::bwd_depthwise(const float* grad_a, float* g_in, const ActInfo* p
     const double t2 = now_ms();
     if (dW) {
         cwg.dense = dmacs;
-        const float* X = x_dense ? x_dense : in->dense_values();
+        const float* X = in->dense_values();  // materialised for this WG only (dropped below)
         ABuf<u8> ma;
         ma.reset((size_t)Pin * C);
         {
@@ -1449,6 +1447,7 @@ void ConvLayer::bwd_depthwise(const float* grad_a, float* g_in, const ActInfo* p
                 dW[(size_t)c * RS + rs] = (float)s;
             }
     }
+    in->drop_caches();  // a dense copy of the input made for this layer's BP/WG
     phase_times(t0, t1, t2, now_ms(), g_in != nullptr);
 }
 

@@ -19,12 +19,11 @@ struct ConvLayer {
     ABuf<float> Wf;    // [g][R][S][Cg][Kp]   FP
     ABuf<float> Wb;    // [g][R][S][Kg][Cp]   BP
     ABuf<float> bias;  // [g][Kp]
-    ABuf<float> Dbuf, dvbuf;  // backward scratch (d dense rows for WG, d along G lists for BP)
     // state of the last forward
     InfoPtr in, out;
     bool dense = false;
-    // optional dense copy of the input (the producer's a, N*H*W*C), valid from
-    // forward to backward: depthwise kernels read it instead of expanding the lists
+    // optional dense copy of the input (the producer's a, N*H*W*C), valid during forward only:
+    // depthwise FP reads it instead of expanding the lists
     const float* x_dense = nullptr;
     int N = 0, H = 0, W = 0, OH = 0, OW = 0;
     Counts cfp, cbp, cwg;  // last call
@@ -41,6 +40,8 @@ struct ConvLayer {
     // BP/WG. grad_a: (N,OH,OW,K). g_in (N,H,W,C) written when non-null.
     // prevG: info whose G masks g_in (null: no mask). dW: OIHW, db: K.
     void backward(const float* grad_a, float* g_in, const ActInfo* prevG, float* dW, float* db);
+    // Drop what the last step kept (input and output infos, the dense input copy).
+    void release() { in.reset(); out.reset(); x_dense = nullptr; }
     int tile_px() const;
     // f(r, s, p) for every tap of output pixel (n, oh, ow) that lands inside the input; p is the input pixel
     template <class F>

@@ -583,6 +583,13 @@ void Epi::finish() {
     int T = max_threads();
     if (listA) I->part = balanced_split(I->a_ptr.data(), I->P, T);
     else { I->part.resize(T + 1); for (int t = 0; t <= T; t++) I->part[t] = split(I->P, T, t); }
+    // the lists are in their final arrays now: the per-thread copies go back to the recycler
+    // (kept, they would hold the largest layer's lists twice for the whole step)
+    for (Scratch* sc : rs) {
+        sc->ai.clear();
+        sc->av.clear();
+        sc->gi.clear();
+    }
 }
 
 InfoPtr make_info(int N, int H, int W, int C, int act, float alpha, float lo, float hi, bool dense) {
@@ -714,6 +721,12 @@ const i32* ActInfo::group_counts(int which, int groups) {
     return res.first->second.data();
 }
 
+void ActInfo::drop_caches() {
+    std::lock_guard<std::mutex> lk(mu);
+    dense_cache.reset();
+    a_cache.reset();
+}
+
 const float* ActInfo::a_values() {
     if (act != ACT_HSWISH) return vals.data();
     std::lock_guard<std::mutex> lk(mu);
@@ -756,14 +769,9 @@ const float* ActInfo::dense_values() {
     return dense_cache->data();
 }
 
-const Transposed& ActInfo::transposed(bool pointwise, int tile_px, const TGeo* geo) {
+std::unique_ptr<Transposed> ActInfo::transposed(bool pointwise, int tile_px, const TGeo* geo) {
     const float* av = a_values();
-    std::lock_guard<std::mutex> lk(mu);
     if (pointwise) geo = nullptr;
-    for (auto& t : tcache)
-        if (t->pointwise == pointwise && t->tile_px == tile_px && t->has_geo == (geo != nullptr) &&
-            (!geo || t->geo == *geo))
-            return *t;
     auto T = std::make_unique<Transposed>();
     T->pointwise = pointwise;
     T->tile_px = tile_px;
@@ -853,8 +861,7 @@ const Transposed& ActInfo::transposed(bool pointwise, int tile_px, const TGeo* g
             }
         }
     }
-    tcache.push_back(std::move(T));
-    return *tcache.back();
+    return T;
 }
 
 i64 ActInfo::stored_bytes() const {
@@ -869,8 +876,6 @@ i64 ActInfo::plan_bytes() const {
     b += (i64)g_ptr.size() * 8 + (i64)g_idx.size() * 4;
     b += (i64)acnt.size() * 4 + (i64)gcnt.size() * 4;
     b += (i64)chan_nnz.size() * 8;
-    for (auto& t : tcache)
-        b += (i64)t->ptr.size() * 8 + (i64)t->pix.size() * 4 + (i64)t->val.size() * 4;
     for (auto& kv : gofs_cache) b += (i64)kv.second.size() * 4;
     for (auto& kv : gcount_cache) b += (i64)kv.second.size() * 4;
     return b;

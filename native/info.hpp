@@ -121,7 +121,6 @@ struct ActInfo {
     std::vector<i64> part;      // pixel partition balanced by nnz
 
     std::mutex mu;
-    std::vector<std::unique_ptr<Transposed>> tcache;
     std::map<std::pair<int, int>, ABuf<i32>> gofs_cache;    // (which, groups)
     std::map<std::pair<int, int>, ABuf<i32>> gcount_cache;  // (which, groups) -> [P][groups]
     // Recomputable scratch materialised on demand by the kernels (not what FP
@@ -149,9 +148,13 @@ struct ActInfo {
     RowView view_g(int groups);
     const i32* gofs(int which, int groups);          // which: 0 = A lists, 1 = G lists
     const i32* group_counts(int which, int groups);  // [P][groups] constraint counts
-    const Transposed& transposed(bool pointwise, int tile_px, const TGeo* geo = nullptr);
+    // Per-tile, per-channel pixel lists (the transpose of the A lists) for a consumer's WG. Built
+    // just before that WG and freed after it: kept from FP to WG, every layer's would be alive at
+    // once and double the plan memory.
+    std::unique_ptr<Transposed> transposed(bool pointwise, int tile_px, const TGeo* geo = nullptr);
     const float* dense_values();  // dense a (materialised once if sparse or hard-swish)
     const float* a_values();      // a aligned with vals (== vals except hard-swish)
+    void drop_caches();           // free what dense_values()/a_values() materialised
     // stored value of an element (state s) of a hard-swish activation -> a
     static inline float hswish_from_stored(float v, int s) { return s == 1 ? hswish_a(v) : v; }
 

@@ -46,10 +46,11 @@ def native_trace(engine, x, y):
     """One native training step (forward and backward, as `loss_and_grads` runs it) that
     also returns the decisions it took: {value: state codes NCHW} for every fused or
     native activation, and {maxpool node name: (argmax as ih*W+iw NCHW, input shape)}."""
-    vals, (infos, ctx, flat) = engine._forward(np.asarray(x, F32))
+    vals, st = engine._forward(np.asarray(x, F32))
+    infos, ctx = st.infos, st.ctx
     logits = engine._logits(vals)
     loss, dlogits = engine._loss(logits, np.asarray(y))
-    grads, _, _ = engine._backward(vals, infos, ctx, flat, dlogits)
+    grads, _, _ = engine._backward(st, dlogits)
     engine._harvest_counters()
     decisions: Dict[str, object] = {}
     for node in engine.model.nodes:

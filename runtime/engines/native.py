@@ -7,6 +7,7 @@ against the same code."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -58,6 +59,16 @@ class _Layer:
         self.inv_perm = None
 
 
+@dataclass
+class _StepState:
+    """What FP hands to BP besides the dense arrays: plans, per-node caches, shapes."""
+
+    infos: dict = field(default_factory=dict)    # value -> SparseInfo
+    ctx: dict = field(default_factory=dict)      # node name -> what its backward needs
+    flat: dict = field(default_factory=dict)     # flattened value -> (h, w, c) of its NHWC source
+    shapes: dict = field(default_factory=dict)   # value -> shape of its dense (NHWC) array
+
+
 class NativeEngine(Engine):
     """Sparse C++ kernels (the default engine)."""
 
@@ -88,6 +99,7 @@ class NativeEngine(Engine):
                     fused.add(act.name)
         self.steps = [n for n in m.nodes if n.name not in fused]
         self.needs = self._needs_grad()
+        self._reads, self._has_info = self._dense_reads()
         want = set(self.trainable)
         for lay in self.layers.values():
             lay.k.trainable = any(v in want for v in lay.node.params.values())
@@ -144,29 +156,93 @@ class NativeEngine(Engine):
             out = out.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(out)
 
+    def _dense_reads(self):
+        """value -> how many FP steps read its dense array (not only its plan). A value nobody
+        reads densely is never materialised (a conv/gemm then writes no dense output), and a dense
+        array is dropped after its last read: every activation kept through the step costs what
+        the compressed storage saves."""
+        m, steps = self.model, self.steps
+        producer = {}
+        for n in steps:
+            producer[self.layers[n.name].output if n.op in ("conv", "gemm") else n.output] = n
+        has_info = {}
+
+        def info_of(v):
+            if v not in has_info:
+                p = producer.get(v)
+                has_info[v] = p is not None and (p.op in ("conv", "gemm") or p.op in FUSABLE or (
+                    p.op in ("flatten", "reshape") and info_of(p.inputs[0])))
+            return has_info[v]
+
+        reads: Dict[str, int] = {m.output_name: 1}
+        for n in reversed(steps):
+            if n.op in ("conv", "gemm"):
+                src = n.inputs[0]
+                dense_in = not info_of(src) or self.layers[n.name].depthwise
+                reads[src] = reads.get(src, 0) + int(dense_in)
+            elif n.op in ("flatten", "reshape"):
+                src = n.inputs[0]
+                reads[src] = reads.get(src, 0) + int(reads.get(n.output, 0) > 0 or not info_of(src))
+            else:
+                for i in n.inputs:
+                    reads[i] = reads.get(i, 0) + 1
+        for v in list(reads) + list(producer):
+            info_of(v)
+        return reads, has_info
+
     def _forward(self, x):
-        """Run FP. vals: value -> NHWC array (or (N, F)); infos: value -> SparseInfo; ctx: per-node caches."""
-        vals = {self.model.input_name: np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else x}
-        infos, ctx, flat = {}, {}, {}
+        """Run FP. vals: value -> NHWC array (or (N, F)), only while something still reads it;
+        the step state holds infos (value -> SparseInfo), per-node caches and every value's shape."""
+        for lay in self.layers.values():   # the previous step's plans go before this step's are built
+            lay.k.release()
+        x_in = np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else x
+        vals = {self.model.input_name: x_in}
+        st = _StepState(shapes={self.model.input_name: x_in.shape})
+        infos, ctx, flat, shapes = st.infos, st.ctx, st.flat, st.shapes
+        left = dict(self._reads)
+        keep = self.model.output_name
+
+        def read(v):
+            left[v] = left.get(v, 0) - 1
+            if left[v] <= 0 and v != keep:
+                vals.pop(v, None)
+
         for node in self.steps:
             op, at = node.op, node.attrs
             src = node.inputs[0]
             if op in ("conv", "gemm"):
                 lay = self.layers[node.name]
                 if op == "gemm":
-                    self._set_flatten_perm(lay, flat.get(src, (1, 1, vals[src].shape[-1])))
+                    self._set_flatten_perm(lay, flat.get(src, (1, 1, shapes[src][-1])))
                 inp = infos.get(src)
                 if inp is None:
                     arr = np.ascontiguousarray(vals[src])
                     inp = nat.analyze_input(arr, self.dense, MIN_SPARSITY if self.auto_dense else 0.0)
                     infos[src] = inp
                 # depthwise kernels read their input densely: hand them the array FP already has
-                xd = vals[src] if lay.depthwise and not inp.dense and vals[src].ndim == 4 else None
-                a, info = lay.k.forward(inp, self.dense, out_dense=self._dense_plan.get(lay.output, False),
-                                        x_dense=xd)
+                xd = vals.get(src) if lay.depthwise and not inp.dense and len(shapes[src]) == 4 else None
+                want_a = self._reads.get(lay.output, 0) > 0
+                a, info = lay.k.forward(inp, self.dense, want_a=want_a,
+                                        out_dense=self._dense_plan.get(lay.output, False), x_dense=xd)
                 self._note_density(lay.output, info)
-                vals[lay.output], infos[lay.output] = a, info
+                infos[lay.output] = info
+                n_, h_, w_, c_ = info.shape
+                shapes[lay.output] = (n_, c_) if op == "gemm" else (n_, h_, w_, c_)
+                if want_a:
+                    vals[lay.output] = a
                 ctx[node.name] = src
+                if not self._has_info.get(src, False) or lay.depthwise:
+                    read(src)
+                continue
+            if op in ("flatten", "reshape"):
+                flat_out = self._flatten(node, shapes[src], flat, src)
+                shapes[node.output] = flat_out
+                if src in infos:
+                    infos[node.output] = infos[src]   # the gemm flattens the plan itself
+                if self._reads.get(node.output, 0) > 0 or not self._has_info.get(src, False):
+                    vals[node.output] = vals[src].reshape(flat_out)
+                    read(src)
+                ctx[node.name] = shapes[src]
                 continue
             x0 = vals[src]
             if op in ACTIVATION_OPS:
@@ -197,18 +273,16 @@ class NativeEngine(Engine):
                 y = nat.global_avgpool_forward(x0)
                 vals[node.output] = y.reshape(y.shape[0], 1, 1, y.shape[1]) if at["keepdims"] else y
                 ctx[node.name] = x0.shape
-            elif op in ("flatten", "reshape"):
-                vals[node.output] = self._flatten(node, x0, flat, src)
-                if src in infos and x0.ndim == 4:
-                    infos[node.output] = infos[src]   # the gemm flattens the plan itself
-                ctx[node.name] = x0.shape
             elif op == "batchnorm":
                 g = lambda r: self.params[node.params[r]]  # noqa: E731
                 vals[node.output] = nat.batchnorm_forward(x0, g("scale"), g("B"), g("mean"), g("var"), at["epsilon"])
                 ctx[node.name] = x0
             else:
                 raise ModelError(f"native engine: op {node.onnx_op} ({node.name}) is not supported; use --engine dense")
-        return vals, (infos, ctx, flat)
+            shapes[node.output] = vals[node.output].shape
+            for i in node.inputs:
+                read(i)
+        return vals, st
 
     def dense_planned(self) -> List[str]:
         """Activations that the last step found too dense to list (< MIN_SPARSITY zeros): they are
@@ -220,19 +294,20 @@ class NativeEngine(Engine):
         if self.auto_dense and info.constrained:
             self._dense_plan[name] = max(info.sparsity, info.g_sparsity) < MIN_SPARSITY
 
-    def _flatten(self, node, x0, flat, src):
-        if x0.ndim == 2:
-            if node.op == "reshape" and dense_ops.reshape_target(node.attrs["shape"], x0.shape) != x0.shape:
+    def _flatten(self, node, shape, flat, src):
+        """The (N, F) shape of a Flatten/Reshape of `shape`; records the HWC order for the Gemm after it."""
+        if len(shape) == 2:
+            if node.op == "reshape" and dense_ops.reshape_target(node.attrs["shape"], shape) != tuple(shape):
                 raise ModelError(f"native engine: Reshape {node.name} to {node.attrs['shape']} is not supported; "
                                  "use --engine dense")
-            flat[node.output] = flat.get(src, (1, 1, x0.shape[1]))
-            return x0
-        n, h, w, c = x0.shape
+            flat[node.output] = flat.get(src, (1, 1, shape[1]))
+            return tuple(shape)
+        n, h, w, c = shape
         if node.op == "reshape" and dense_ops.reshape_target(node.attrs["shape"], (n, c, h, w)) != (n, c * h * w):
             raise ModelError(f"native engine: Reshape {node.name} to {node.attrs['shape']} is not supported; "
                              "use --engine dense")
         flat[node.output] = (h, w, c)
-        return x0.reshape(n, h * w * c)   # HWC order; the consuming Gemm permutes its weights
+        return (n, h * w * c)   # HWC order; the consuming Gemm permutes its weights
 
     def _bias_nhwc(self, node, ndim):
         b = self.params[node.params["B"]]
@@ -243,18 +318,20 @@ class NativeEngine(Engine):
     # -- backward ---------------------------------------------------------------------------
     def _forward_backward(self, x, y):
         t0 = time.perf_counter()
-        vals, (infos, ctx, flat) = self._forward(np.asarray(x, F32))
+        vals, st = self._forward(np.asarray(x, F32))
         logits = self._logits(vals)
+        del vals   # BP works from the plans in st (and the few arrays its caches hold)
         loss, dlogits = self._loss(logits, np.asarray(y))
         t_fp = time.perf_counter() - t0
-        grads, t_bp, t_wg = self._backward(vals, infos, ctx, flat, dlogits)
+        grads, t_bp, t_wg = self._backward(st, dlogits)
         self._harvest_counters()
         return loss, grads, logits, {"fp": t_fp, "bp": t_bp, "wg": t_wg}
 
-    def _backward(self, vals, infos, ctx, flat, dlogits):
+    def _backward(self, st, dlogits):
         want = set(self.trainable)
         out = self.model.output_name
-        d = {out: dlogits if vals[out].ndim == 2 else np.ascontiguousarray(dlogits.transpose(0, 2, 3, 1))}
+        infos, ctx, shapes = st.infos, st.ctx, st.shapes
+        d = {out: dlogits if len(shapes[out]) == 2 else np.ascontiguousarray(dlogits.transpose(0, 2, 3, 1))}
         grads: Dict[str, np.ndarray] = {}
         t_bp = t_wg = 0.0
 
@@ -282,7 +359,7 @@ class NativeEngine(Engine):
                 t_wg += t_layer_wg
                 t_bp += t_call - t_layer_wg
                 if need_in:
-                    push(src, gin.reshape(vals[src].shape))
+                    push(src, gin.reshape(shapes[src]))
                 if lay.k.trainable:
                     self._collect(lay, dW, dB, want, grads)
                 continue
@@ -290,7 +367,7 @@ class NativeEngine(Engine):
             if g is None:
                 continue
             t0 = time.perf_counter()
-            for name, gx in self._bwd_op(node, g, vals, ctx, want, grads):
+            for name, gx in self._bwd_op(node, g, ctx, want, grads):
                 push(name, gx)
             t_bp += time.perf_counter() - t0
         return grads, t_bp, t_wg
@@ -317,7 +394,7 @@ class NativeEngine(Engine):
             if name in want:
                 grads[name] = np.ascontiguousarray(g, F32).reshape(self.params[name].shape)
 
-    def _bwd_op(self, node, g, vals, ctx, want, grads):
+    def _bwd_op(self, node, g, ctx, want, grads):
         op, at, src = node.op, node.attrs, node.inputs[0]
         g = np.ascontiguousarray(g, F32)
         if op in ACTIVATION_OPS:
