@@ -65,7 +65,8 @@ def _batch(model_name: str, model, batch_size: int, data):
     return np.concatenate([ds.x_val] * reps)[:batch_size], np.concatenate([ds.y_val] * reps)[:batch_size]
 
 
-def bench_model(name: str, batch_size: int, steps: int, threads: int, data=None, with_torch=True) -> dict:
+def bench_model(name: str, batch_size: int, steps: int, threads: int, data=None, with_torch=True,
+                memory: bool = True) -> dict:
     """Measure one model; returns the JSON row."""
     from .engines import make_engine
     from .onnx_import import load_model
@@ -115,38 +116,70 @@ def bench_model(name: str, batch_size: int, steps: int, threads: int, data=None,
     # ideal counts products with both operands non-zero.
     out["skip_ceiling"] = (out["macs"]["executed_dense_switch"] / max(out["macs"]["executed"], 1)
                            / out["ideal_speedup"])
+    # What skipping costs per executed MAC, against the same kernels run densely: 1.0 means a
+    # MAC costs the sparse kernels what it costs the dense ones.
+    out["mac_cost_ratio"] = ((out["dense_native_ms"] / out["sparse_ms"])
+                             / (out["macs"]["executed_dense_switch"] / max(out["macs"]["executed"], 1)))
     out["dense_planned"] = engines["sparse"].dense_planned()
     for eng in engines.values():
         eng.close()
+    if memory:
+        out["peak_bytes"], out["process_peak_bytes"] = _step_memory(name, batch_size, threads, data,
+                                                                    with_torch and out["torch_ms"] is not None)
     return out
 
 
-def run_bench(models: List[str], batch_size: int, steps: int, threads: int, data=None, echo=print) -> dict:
-    """Benchmark every model and print the table; returns {"results", "threads", "cpu"}."""
+def _step_memory(name, batch_size, threads, data, with_torch):
+    """Step memory of each engine, each measured in a child process (runtime/bench_memory.py)."""
+    from .bench_memory import step_memory
+
+    step, peak = {}, {}
+    for key in ("sparse", "dense_native") + (("torch",) if with_torch else ()):
+        r = step_memory(name, key, batch_size, threads, data)
+        step[key], peak[key] = r["step_bytes"], r["peak_bytes"]
+    return step, peak
+
+
+def simd() -> dict:
+    """The kernels' instruction set and vector width in this process."""
+    from edgetune import _native as nat
+
+    return {"isa": nat.SIMD_ISA, "floats": int(nat.VECTOR_FLOATS), "level": nat.LEVEL}
+
+
+def run_bench(models: List[str], batch_size: int, steps: int, threads: int, data=None, echo=print,
+              memory: bool = True) -> dict:
+    """Benchmark every model and print the table; returns {"results", "threads", "cpu", "simd"}."""
     results = []
-    echo(f"edgetune bench: batch {batch_size}, {threads} threads, median of {steps} steps, {cpu_name()}")
+    sd = simd()
+    echo(f"edgetune bench: batch {batch_size}, {threads} threads, median of {steps} steps, {cpu_name()}, "
+         f"kernels {sd['isa']} ({sd['floats']} floats per vector)")
     echo(f"{'model':<24}{'sparsity':>9}{'ideal':>7}{'sparse ms':>11}{'dense ms':>10}{'numpy ms':>10}"
-         f"{'torch ms':>10}{'dense/sparse':>13}{'torch/sparse':>13}{'ceiling':>8}{'act bytes':>18}")
+         f"{'torch ms':>10}{'dense/sparse':>13}{'torch/sparse':>13}{'mac cost':>9}{'ceiling':>8}"
+         f"{'act KiB stored/dense':>22}{'step MiB sparse/dense/torch':>29}")
     for name in models:
-        r = bench_model(name, batch_size, steps, threads, data)
+        r = bench_model(name, batch_size, steps, threads, data, memory=memory)
         results.append(r)
         torch_ms = r["torch_ms"]
         ab = r["activation_bytes"]
+        pk = r.get("peak_bytes") or {}
+        mem = "/".join(f"{pk[k] / 2**20:.1f}" if k in pk else "n/a" for k in ("sparse", "dense_native", "torch"))
         echo(f"{name:<24}{100 * r['act_sparsity']:>8.1f}%{r['ideal_speedup']:>6.2f}x{r['sparse_ms']:>11.2f}"
              f"{r['dense_native_ms']:>10.2f}{r['numpy_ms']:>10.1f}"
              f"{('%.2f' % torch_ms) if torch_ms else 'n/a':>10}{r['dense_native_ms'] / r['sparse_ms']:>12.2f}x"
              f"{('%.2fx' % (torch_ms / r['sparse_ms'])) if torch_ms else 'n/a':>13}"
-             f"{r['skip_ceiling']:>8.2f}"
-             f"{ab['stored'] / 1024:>8.0f}/{ab['dense'] / 1024:.0f} KiB")
+             f"{r['mac_cost_ratio']:>9.2f}{r['skip_ceiling']:>8.2f}"
+             f"{ab['stored'] / 1024:>13.0f}/{ab['dense'] / 1024:<8.0f}{mem:>29}")
     if results:
         eff = [(r["dense_native_ms"] / r["sparse_ms"]) / r["ideal_speedup"] for r in results]
         ceil = [r["skip_ceiling"] for r in results]
         echo(f"geomean (dense/sparse)/ideal = {geomean(eff):.2f}  "
              f"(ceiling of one-operand skipping at the dense run's cost per MAC: {geomean(ceil):.2f})")
+        echo(f"geomean mac_cost_ratio = {geomean([r['mac_cost_ratio'] for r in results]):.2f}")
         tr = [r["torch_ms"] / r["sparse_ms"] for r in results if r["torch_ms"]]
         if tr:
             echo(f"geomean torch/sparse = {geomean(tr):.2f}")
-    return {"results": results, "threads": threads, "cpu": cpu_name()}
+    return {"results": results, "threads": threads, "cpu": cpu_name(), "simd": sd}
 
 
 def default_threads() -> int:

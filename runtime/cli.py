@@ -215,7 +215,8 @@ def report_cmd(report_file, plot):
 @click.option("--threads", type=int, default=None, help="Threads for every engine (default: all cores).")
 @click.option("--data", default=None, help="Data for the batch (default: each model's bundled data).")
 @click.option("--json", "json_out", default=None, help="Write the results here.")
-def bench(models, batch_size, steps, threads, data, json_out):
+@click.option("--no-memory", is_flag=True, help="Skip the step-memory probes (one child process per engine).")
+def bench(models, batch_size, steps, threads, data, json_out, no_memory):
     """Time sparse vs dense-native vs numpy vs torch training steps on MODELS (default: bench models)."""
     from .bench import BENCH_MODELS, default_threads, run_bench
     from .errors import UsageError
@@ -224,7 +225,7 @@ def bench(models, batch_size, steps, threads, data, json_out):
     if batch_size < 1 or steps < 1:
         raise UsageError("--batch-size and --steps must be at least 1")
     res = run_bench(list(models) or list(BENCH_MODELS), batch_size, steps, threads or default_threads(), data,
-                    echo=click.echo)
+                    echo=click.echo, memory=not no_memory)
     if json_out:
         write_report(json_out, res)
 

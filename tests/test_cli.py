@@ -34,14 +34,25 @@ def test_bench_json_has_every_documented_field(tmp_path):
     assert result.exit_code == 0, result.output
     assert "digits_cnn" in result.output and "geomean" in result.output
     doc = json.loads(out.read_text())
-    assert set(doc) == {"results", "threads", "cpu"} and doc["threads"] >= 1
+    assert set(doc) == {"results", "threads", "cpu", "simd"} and doc["threads"] >= 1
+    import edgetune._native as nat
+
+    assert doc["simd"]["isa"] == nat.SIMD_ISA and doc["simd"]["floats"] == nat.VECTOR_FLOATS
+    assert doc["simd"]["isa"] in ("avx512", "avx2", "avx", "neon", "baseline") and doc["simd"]["floats"] in (4, 8, 16)
     (row,) = doc["results"]
     for key in ("model", "batch_size", "act_sparsity", "ideal_speedup", "sparse_ms", "dense_native_ms",
-                "numpy_ms", "torch_ms", "phase_ms", "activation_bytes", "skip_ceiling", "dense_planned"):
+                "numpy_ms", "torch_ms", "phase_ms", "activation_bytes", "skip_ceiling", "dense_planned",
+                "mac_cost_ratio", "peak_bytes", "process_peak_bytes"):
         assert key in row, key
+    assert set(row["peak_bytes"]) == {"sparse", "dense_native", "torch"}
+    assert all(v > 0 for v in row["process_peak_bytes"].values())
+    ratio = (row["dense_native_ms"] / row["sparse_ms"]) / (row["macs"]["executed_dense_switch"] / row["macs"]["executed"])
+    assert abs(row["mac_cost_ratio"] - ratio) < 1e-9
+    ab = row["activation_bytes"]
+    assert ab["stored"] == ab["values"] + ab["plan"] and ab["plan"] > 0
     assert row["batch_size"] == 8 and set(row["phase_ms"]) == {"fp", "bp", "wg"}
     assert 0.0 < row["act_sparsity"] < 1.0 and row["ideal_speedup"] >= 1.0
     macs = row["macs"]
     assert macs["required"] <= macs["executed"] <= macs["executed_dense_switch"]
     assert abs(row["skip_ceiling"] - macs["executed_dense_switch"] / macs["executed"] / row["ideal_speedup"]) < 1e-9
-    assert row["activation_bytes"]["stored"] < row["activation_bytes"]["dense"]
+    assert row["activation_bytes"]["values"] < row["activation_bytes"]["dense"]

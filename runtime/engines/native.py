@@ -59,6 +59,15 @@ class _Layer:
         self.inv_perm = None
 
 
+def _activation_bytes(infos) -> dict:
+    """What FP keeps for BP and WG: `values` (packed values and state bits) plus `plan` (lists,
+    counts, partitions); `stored` is both. `dense` is what keeping every activation in fp32 costs."""
+    values = sum(int(i.stored_bytes()) for i in infos)
+    plan = sum(int(i.plan_bytes()) for i in infos)
+    return {"dense": sum(int(i.dense_bytes()) for i in infos), "stored": values + plan, "values": values,
+            "plan": plan}
+
+
 @dataclass
 class _StepState:
     """What FP hands to BP besides the dense arrays: plans, per-node caches, shapes."""
@@ -466,8 +475,7 @@ class NativeEngine(Engine):
         return {"macs_dense": totals["dense"], "macs_required": totals["required"],
                 "macs_executed": totals["executed"],
                 "layers": [{"name": n, **c} for n, c in self.last_step.items()],
-                "activation_bytes": {"dense": sum(int(i.dense_bytes()) for i in infos),
-                                     "stored": sum(int(i.stored_bytes()) for i in infos)}}
+                "activation_bytes": _activation_bytes(infos)}
 
     def phase_medians(self, x, y, steps: int) -> dict:
         """Median FP/BP/WG milliseconds over `steps` training-step passes (after one warm-up)."""
