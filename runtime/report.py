@@ -1,4 +1,5 @@
-"""The fine-tuning report (DESIGN §4): accuracy, history, per-layer sparsity, MACs, bytes, timing."""
+"""The fine-tuning report (its keys: docs/ARCHITECTURE.md, "The report"): accuracy, history,
+per-layer sparsity, MACs, bytes, timing."""
 from __future__ import annotations
 
 import json
@@ -36,26 +37,20 @@ def build_report(cfg, model, ds, engine, trainable, params, state, after, export
     xb, yb = ds.x_val[:cfg.batch_size], ds.y_val[:cfg.batch_size]
     rows = measure_layers(model, params, trainable, xb, yb, cfg.loss)
     dense, required = _sum_phases(rows, "macs_dense"), _sum_phases(rows, "macs_required")
-    executed, source = dict(dense), "the dense engine executes every MAC"
-    counters = {}
-    if hasattr(engine, "measure_step"):
-        counters = engine.measure_step(xb, yb) or {}
-        if counters.get("macs_executed"):
-            executed = counters["macs_executed"]
-            source = counters.get("source", f"{engine.name} engine counters")
+    executed, source, batch = dict(dense), "the dense engine executes every MAC", int(len(xb))
+    counters = engine.measure_step(xb, yb) or {}
+    if counters.get("macs_executed"):
+        executed = counters["macs_executed"]
+        source = counters.get("source", f"{engine.name} engine counters")
+    if counters.get("scope") == "last_step":   # a device's own counts of its last step, never the dense count
+        dense, required = counters["macs_dense"], counters["macs_required"]
+        batch = counters.get("batch") or batch
     per_layer = {r["name"]: r for r in counters.get("layers", [])}
     for r in rows:
         got = per_layer.get(r["name"])
         r["macs_executed"] = ({ph: int(got[ph]["executed"]) for ph in ("fp", "bp", "wg")} if got
-                              else dict(r["macs_dense"]) if engine.name == "dense" else None)
+                              else dict(r["macs_dense"]) if not counters else None)
     act_bytes = counters.get("activation_bytes") or _dense_activation_bytes(rows, model, xb, params)
-    batch = int(len(xb))
-    dev = engine.device_step_macs() if hasattr(engine, "device_step_macs") else None
-    if dev:     # the device's own counts (its last training step), never the dense count
-        dense, required, executed = dev["dense"], dev["required"], dev["executed"]
-        batch = dev.get("batch") or batch
-        source = "device counters (accelerator.last_step: the last training step)"
-        act_bytes = dev.get("activation_bytes") or act_bytes
     report = {
         "model": cfg.model, "data": cfg.data, "engine": engine.name,
         "config": {k: v for k, v in cfg.__dict__.items() if k != "engine_options"},
