@@ -139,7 +139,7 @@ class ConvLayer:
         """{'fp'|'bp'|'wg': {'dense', 'required', 'executed'}} MACs of the last call (or cumulative)."""
     def reset_counters(self) -> None:
         """Zero the cumulative counters."""
-    def out_shape(self, H: int, W: int) -> Tuple[int, int]:
+    def out_shape(self, H: int, W: int, /) -> Tuple[int, int]:
         """Output (OH, OW) for an input of H x W."""
     trainable: bool
     """If False, forward skips building the WG plan of its input."""
