@@ -13,7 +13,7 @@ adapts it to the engine seam.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -54,21 +54,9 @@ class StepReport:
     cycles: int
 
 
-@dataclass
-class SessionStats:
-    """What keeping the session alive cost (PROTOCOL.md sections 10 and 12.1)."""
-
-    steps: int = 0
-    device_resets: int = 0
-    replayed_steps: int = 0
-    replay_loss_max_diff: float = 0.0
-    snapshots: int = 0
-    snapshot_bytes: int = 0
-    state_uploads: int = 0
-    dense_input_bytes: int = 0
-    batch_bytes_up: int = 0
-    train_bytes_up: int = 0
-    modelled_cycles: int = 0
+# what keeping the session alive cost (PROTOCOL.md sections 10 and 12.1)
+SESSION_COUNTERS = ("steps", "device_resets", "replayed_steps", "snapshots", "snapshot_bytes", "state_uploads",
+                    "dense_input_bytes", "batch_bytes_up", "train_bytes_up", "modelled_cycles")
 
 
 class DeviceSession:
@@ -80,7 +68,7 @@ class DeviceSession:
             raise ValueError("snapshot_every must be at least 1")
         self.client, self.snapshot_every, self.max_recoveries = client, snapshot_every, max_recoveries
         self.where, self.log_tail = where, log_tail
-        self.stats = SessionStats()
+        self.stats = dict.fromkeys(SESSION_COUNTERS, 0)
         self.step = 0
         self.descriptor: Optional[bytes] = None
         self._snap: Optional[DeviceState] = None
@@ -99,14 +87,10 @@ class DeviceSession:
         batch = encode_batch(x, np.asarray(y), self.value_format)
         before = self.client.stats.bytes_up
         rsp = self._run(lambda: self._train_on_device(batch, self.step))
-        st = self.stats
-        st.train_bytes_up += self.client.stats.bytes_up - before
-        st.dense_input_bytes += x.nbytes
-        st.batch_bytes_up += len(batch)
+        self._count(train_bytes_up=self.client.stats.bytes_up - before, dense_input_bytes=x.nbytes,
+                    batch_bytes_up=len(batch), steps=1, modelled_cycles=rsp.cycles)
         self._log.append((batch, rsp.loss))
         self.step += 1
-        st.steps += 1
-        st.modelled_cycles += rsp.cycles
         self.last_batch = rsp.batch
         if len(self._log) >= self.snapshot_every:
             self._run(self.snapshot)
@@ -153,8 +137,7 @@ class DeviceSession:
             raise DeviceError(f"device state is at step {step}, the host expected {self.step}")
         self._snap = DeviceState(params, opt, step)
         self._log = []
-        self.stats.snapshots += 1
-        self.stats.snapshot_bytes += len(blob)
+        self._count(snapshots=1, snapshot_bytes=len(blob))
 
     @property
     def value_format(self) -> str:
@@ -186,7 +169,7 @@ class DeviceSession:
                 return op()
             except SessionChangedError:
                 failures += 1
-                self.stats.device_resets += 1
+                self._count(device_resets=1)
                 if failures > self.max_recoveries:
                     raise DeviceResetLoopError(
                         f"the device at {self.where} reset {failures} times without progress; "
@@ -202,7 +185,7 @@ class DeviceSession:
                 return
             except SessionChangedError:
                 failures += 1
-                self.stats.device_resets += 1
+                self._count(device_resets=1)
                 if failures > self.max_recoveries:
                     raise DeviceResetLoopError(f"the device at {self.where} kept resetting during recovery") from None
             except TransportClosedError as exc:
@@ -215,39 +198,41 @@ class DeviceSession:
         self.client.commit(P.BLOB_MODEL, self.descriptor)
         snap = self._snap
         dev_step = self.client.commit(P.BLOB_STATE, state_to_tensor_set(snap.params, snap.optimizer, snap.step))
-        self.stats.state_uploads += 1
+        self._count(state_uploads=1)
         if dev_step != snap.step:
             raise DeviceError(f"device took state of step {dev_step}, sent {snap.step}")
         for i, (batch, loss) in enumerate(self._log):
             rsp = self._train_on_device(batch, snap.step + i)
-            self.stats.replayed_steps += 1
             diff = abs(rsp.loss - loss)
-            self.stats.replay_loss_max_diff = max(self.stats.replay_loss_max_diff, diff)
+            self._count(replayed_steps=1)
+            self.stats["replay_loss_max_diff"] = max(self.stats.get("replay_loss_max_diff", 0.0), diff)
             if not diff <= REPLAY_RTOL * max(1.0, abs(loss)):
                 raise DeviceError(f"replayed step {snap.step + i} gave loss {rsp.loss!r}, "
                                   f"originally {loss!r}: the device is not deterministic")
         if self._log or self.value_format == "bf16":
             self.snapshot()      # bf16: the device rounded what it was sent
 
+    def _count(self, **amounts) -> None:
+        for k, v in amounts.items():
+            self.stats[k] += v
+
     # -- what the device reports ---------------------------------------------------------
     def link_counters(self) -> dict:
         """Host-side link and session counters (PROTOCOL.md section 12.1)."""
         link = self.client.link_stats()
         st = self.stats
-        steps = max(1, st.steps)
-        link.update(asdict(st))
-        if not st.replayed_steps:
-            link.pop("replay_loss_max_diff")
-        link["bytes_up_per_step"] = st.train_bytes_up / steps
-        link["dense_input_bytes_per_step"] = st.dense_input_bytes / steps
-        link["up_vs_dense_input"] = st.train_bytes_up / st.dense_input_bytes if st.dense_input_bytes else None
+        steps = max(1, st["steps"])
+        link.update(st)
+        link["bytes_up_per_step"] = st["train_bytes_up"] / steps
+        link["dense_input_bytes_per_step"] = st["dense_input_bytes"] / steps
+        link["up_vs_dense_input"] = st["train_bytes_up"] / st["dense_input_bytes"] if st["dense_input_bytes"] else None
         return link
 
     def link_health(self) -> dict:
         """Link trouble so far (no I/O): retries, resyncs, timeouts, device resets."""
         s = self.client.link_stats()
         return {"retries": s["retries"], "resyncs": s["resyncs"], "timeouts": s["timeouts"],
-                "device_resets": self.stats.device_resets}
+                "device_resets": self.stats["device_resets"]}
 
     def last_step_macs(self) -> Optional[dict]:
         """The device's own counts of its most recent training step (PROTOCOL.md section 12,

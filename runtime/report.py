@@ -2,11 +2,7 @@
 per-layer sparsity, MACs, bytes, timing."""
 from __future__ import annotations
 
-import json
-
-import numpy as np
-
-from .atomic import atomic_write
+from .jsonfile import read_json, write_json
 
 
 def measure_layers(model, params, trainable, x, y, loss):
@@ -92,19 +88,7 @@ def _dense_activation_bytes(rows, model, xb, params):
 
 def write_report(path: str, report: dict) -> None:
     """Write the report JSON atomically."""
-    with atomic_write(path, "w") as f:
-        json.dump(report, f, indent=2, default=_jsonable)
-        f.write("\n")
-
-
-def _jsonable(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(type(o))
+    write_json(path, report)
 
 
 REQUIRED_KEYS = ("model", "engine", "before", "after", "history", "layers", "macs")
@@ -114,13 +98,7 @@ def read_report(path: str) -> dict:
     """Load a report JSON written by `finetune --report`, with a clear error for anything else."""
     from .errors import DataError
 
-    try:
-        with open(path, encoding="utf-8") as f:
-            rep = json.load(f)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such report file") from None
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a readable JSON report ({type(exc).__name__})") from None
+    rep = read_json(path, path, "report", DataError)
     missing = [k for k in REQUIRED_KEYS if not isinstance(rep, dict) or k not in rep]
     if missing:
         raise DataError(f"{path}: not an edgetune finetune report (missing {', '.join(missing)})")

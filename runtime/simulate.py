@@ -7,7 +7,6 @@ describes the model, its parameters and its results.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import List, Optional
 
@@ -17,6 +16,7 @@ from .accel.cost import DESIGNS, PARTS, PHASES, Operands, layer_costs
 from .accel.dataflow import planned, static_waves, work_items  # noqa: F401  (part of this module's API)
 from .accel.spec import SPEC_FILE, check_spec, elem_bytes, read_entries, sram_pj_per_64b  # noqa: F401
 from .errors import UsageError
+from .jsonfile import read_json, write_json
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sim_config.json")
 BENCH_MODELS = ("bench_vgg_relu", "bench_resnet_relu", "bench_mobilenet_relu6", "bench_cnn_hardswish")
@@ -42,13 +42,7 @@ def load_config(path: Optional[str] = None) -> dict:
 
 
 def _read_user_config(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            user = json.load(f)
-    except FileNotFoundError:
-        raise UsageError(f"--config {path}: no such file") from None
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"--config {path}: not a readable JSON file ({exc})") from None
+    user = read_json(path, f"--config {path}", "file", UsageError)
     if not isinstance(user, dict):
         raise UsageError(f"--config {path}: expected a JSON object of parameters")
     return {k: v for k, v in user.items() if not k.startswith("_")}
@@ -207,20 +201,8 @@ def simulate_main(models: List[str], batch_size: int = 32, data: Optional[str] =
            "paper": {"energy_eff_vs_dense": PAPER["vs_dense"],
                      "energy_eff_vs_runtime_detect": list(PAPER["vs_runtime_detect"])}}
     if json_out:
-        from .atomic import atomic_write
-
-        with atomic_write(json_out, "w") as f:
-            json.dump(out, f, indent=2, default=_jsonable)
-            f.write("\n")
+        write_json(json_out, out)
     return out
-
-
-def _jsonable(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    raise TypeError(type(o))
 
 
 # --------------------------------------------------------------------------- printing

@@ -1,11 +1,10 @@
 """The device session (firmware_bridge/session.py) over the in-process loopback transport: the
 real client and recovery logic against the emulated device, with link faults and resets, and
 no pty. Each run must end with the hosted engine's weights exactly, every step run once."""
-import os
-
 import numpy as np
 import pytest
 
+from edgetune import models
 from edgetune.firmware_bridge.client import DeviceClient
 from edgetune.firmware_bridge.codecs import encode_model_descriptor
 from edgetune.firmware_bridge.device_core import EmulatedDevice
@@ -17,20 +16,19 @@ from edgetune.runtime import load_model
 from edgetune.runtime.engines import make_engine
 from edgetune.runtime.optim import OptimizerConfig, make_optimizer
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models")
 CFG = OptimizerConfig(name="sgd", lr=0.05, momentum=0.9)
 
 
 @pytest.fixture(scope="module")
 def mlp():
-    return load_model(os.path.join(ROOT, "digits_mlp.onnx"))
+    return load_model("digits_mlp")
 
 
 @pytest.fixture(scope="module")
 def batches():
-    d = np.load(os.path.join(ROOT, "digits_shifted.npz"))
-    x, y = d["x"].astype(np.float32), d["y"]
-    return [(x[i * 16:(i + 1) * 16], y[i * 16:(i + 1) * 16]) for i in range(6)]
+    """Six batches of 16 of the bundled fine-tuning data."""
+    d = models.load_dataset("digits_shifted")
+    return [(d["x"][i:i + 16].astype(np.float32), d["y"][i:i + 16]) for i in range(0, 96, 16)]
 
 
 def _session(dev, model, faults=None, **kw):
