@@ -39,7 +39,7 @@ def layer_table(model: Model, vals: Dict[str, np.ndarray], dvals: Dict[str, np.n
         if node.params["W"] not in want:
             dense["wg"] = req["wg"] = 0
         rows.append({"name": node.name, "op": node.op, "activation": act.onnx_op if act else "none",
-                     "rule": rule_of_node(act).text,
+                     "rule": rule_of_node(act).text, "constrained": rule_of_node(act).constrained,
                      "act_sparsity": float((a == 0).mean()), "act_elems": int(a.size), "input_sparsity": float(1 - a_in.mean()),
                      "grad_sparsity": float((d == 0).mean()),
                      "macs_dense": dense, "macs_required": req,
