@@ -146,7 +146,7 @@ class DeviceClient:
         raise DeviceNotRespondingError(
             f"device stopped answering (last command {name}, seq {seq}: no valid answer within "
             f"{time.monotonic() - t_start:.1f} s, {attempts} attempt{'s' if attempts != 1 else ''}) "
-            f"on {getattr(self.t, 'url', '') or 'the link'}")
+            f"on {self.t.url or 'the link'}")
 
     def _await(self, seq: int, timeout: float):
         deadline = time.monotonic() + timeout

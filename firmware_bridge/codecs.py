@@ -223,22 +223,9 @@ def encode_model_descriptor(model, trainable, optimizer, loss: str) -> bytes:
     return json.dumps(desc, separators=(",", ":")).encode()
 
 
-def decode_model_descriptor(buf: bytes):
-    """-> (Model with zero parameters, trainable, OptimizerConfig, loss)."""
-    from ..runtime.ir import Model, Node
-    from ..runtime.optim import OptimizerConfig
-
+def decode_model_descriptor(buf: bytes) -> dict:
+    """The descriptor as a dict (the device builds its model from it); ValueError when it is not format 1."""
     d = json.loads(bytes(buf).decode())
-    if d.get("format") != 1:
-        raise ValueError(f"descriptor format {d.get('format')!r} is not 1")
-    tup = lambda v: tuple(v) if isinstance(v, list) else v  # noqa: E731
-    nodes = [Node(name=n["name"], op=n["op"], inputs=list(n["inputs"]), output=n["output"],
-                  params=dict(n["params"]), attrs={k: tup(v) for k, v in n["attrs"].items()},
-                  onnx_op=n.get("onnx_op", "")) for n in d["nodes"]]
-    params = {p["name"]: np.zeros(p["shape"], F32) for p in d["params"]}
-    model = Model(nodes=nodes, params=params, input_name=d["input_name"],
-                  input_shape=tuple(d["input_shape"]), output_name=d["output_name"], source="device")
-    opt = dict(d["optimizer"])
-    if "betas" in opt:
-        opt["betas"] = tuple(opt["betas"])
-    return model, list(d["trainable"]), OptimizerConfig(**opt), d["loss"]
+    if not isinstance(d, dict) or d.get("format") != 1:
+        raise ValueError(f"descriptor format {d.get('format') if isinstance(d, dict) else d!r} is not 1")
+    return d

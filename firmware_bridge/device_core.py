@@ -20,14 +20,12 @@ from .accel_model import AccelModel, capabilities as accel_caps
 from .codecs import (decode_batch, decode_model_descriptor, encode_tensor_set, round_bf16,
                      state_to_tensor_set, tensor_set_to_state)
 from .framing import FrameDecoder, crc32, encode_frame
+from ..runtime.constraints import ACTIVATION_OPS, capabilities as constraint_caps
 
 DEVICE_ID = 0xED6E7001
 MAX_PAYLOAD = 4096
-SUPPORTED_OPS = ("conv", "gemm", "relu", "clip", "hardswish", "hardsigmoid", "leakyrelu", "sigmoid",
-                 "maxpool", "avgpool", "globalavgpool", "flatten", "reshape", "add", "add_param",
-                 "batchnorm")
-CONSTRAINTS = {"relu": "mask", "clip": "2-bit state", "hardswish": "2-bit region",
-               "hardsigmoid": "none", "leakyrelu": "none", "sigmoid": "none"}
+SUPPORTED_OPS = ("conv", "gemm") + ACTIVATION_OPS + ("maxpool", "avgpool", "globalavgpool", "flatten", "reshape",
+                                                      "add", "add_param", "batchnorm")
 
 
 def hosted_engine_name(requested: Optional[str] = None) -> str:
@@ -85,7 +83,7 @@ class EmulatedDevice:
     def caps(self) -> dict:
         return {"device": "edgetune-emulator", "engine": self.engine_name, "format": self.fmt,
                 "formats": ["fp32", "bf16"], "max_payload": self.max_payload, "ops": list(SUPPORTED_OPS),
-                "constraints": CONSTRAINTS, "activation_link_format": "mask+nonzeros",
+                "constraints": constraint_caps(), "activation_link_format": "mask+nonzeros",
                 "losses": ["cross_entropy", "mse"], "optimizers": ["sgd", "adamw"],
                 "idle_timeout_ms": int(self.idle_timeout * 1000), **accel_caps()}
 
@@ -197,7 +195,7 @@ class EmulatedDevice:
         from ..runtime.engines import make_engine
 
         try:
-            model, trainable, opt, loss = decode_model_descriptor(data)
+            model, trainable, opt, loss = _from_descriptor(decode_model_descriptor(data))
         except Exception as exc:  # noqa: BLE001
             raise DeviceFault(P.E_BAD_DESCRIPTOR, f"unreadable descriptor: {exc}") from None
         bad = sorted({n.op for n in model.nodes} - set(SUPPORTED_OPS))
@@ -208,7 +206,6 @@ class EmulatedDevice:
         eng.load(model, trainable, opt, loss)
         self.engine, self.model, self.params_ready, self.step = eng, model, False, 0
         self.accel = AccelModel(model, trainable, elem_bytes=2 if self.fmt == "bf16" else 4)
-        self.update_elems = int(sum(model.params[k].size for k in trainable))
 
     def _load_state(self, data):
         if self.engine is None:
@@ -264,7 +261,7 @@ class EmulatedDevice:
         r = self.engine.train_step(x, y)
         try:   # the step has run: a counting problem must not turn it into an error (the host would retry)
             counts = analytic if analytic is not None else self.accel.kernel_step(self.engine)
-            cycles = self.accel.account(counts, self.update_elems)
+            cycles = self.accel.account(counts)
         except Exception as exc:  # noqa: BLE001
             traceback.print_exc(file=sys.stderr)
             self.accel.account_error(exc)
@@ -331,6 +328,24 @@ class EmulatedDevice:
 
     def _read_counters(self, p):
         return self._set_result(json.dumps(self.counters(), separators=(",", ":")).encode())
+
+
+def _from_descriptor(d: dict):
+    """(Model with zero parameters, trainable names, OptimizerConfig, loss) of a decoded MODEL descriptor."""
+    from ..runtime.ir import Model, Node
+    from ..runtime.optim import OptimizerConfig
+
+    tup = lambda v: tuple(v) if isinstance(v, list) else v  # noqa: E731
+    nodes = [Node(name=n["name"], op=n["op"], inputs=list(n["inputs"]), output=n["output"],
+                  params=dict(n["params"]), attrs={k: tup(v) for k, v in n["attrs"].items()},
+                  onnx_op=n.get("onnx_op", "")) for n in d["nodes"]]
+    params = {p["name"]: np.zeros(p["shape"], np.float32) for p in d["params"]}
+    model = Model(nodes=nodes, params=params, input_name=d["input_name"],
+                  input_shape=tuple(d["input_shape"]), output_name=d["output_name"], source="device")
+    opt = dict(d["optimizer"])
+    if "betas" in opt:
+        opt["betas"] = tuple(opt["betas"])
+    return model, list(d["trainable"]), OptimizerConfig(**opt), d["loss"]
 
 
 def _plain(v):

@@ -1,7 +1,8 @@
 """The host-side emulator of the sparse-training accelerator, served on a pty or TCP.
 
-    python -m edgetune.firmware_bridge.emulator [--pty | --tcp HOST:PORT] [--fault-rate P]
-                                                [--format fp32|bf16] [--reset-after N] [--seed S]
+    edgetune emulator [--pty | --tcp HOST:PORT] [--fault-rate P] [--format fp32|bf16] [--reset-after N] [--seed S]
+
+(`python -m edgetune.firmware_bridge.emulator` runs the same command.)
 
 The first line of stdout is the device path alone (a pty path, or
 ``socket://HOST:PORT``), flushed; then it serves until SIGTERM/SIGINT.
@@ -9,7 +10,6 @@ The first line of stdout is the device path alone (a pty path, or
 """
 from __future__ import annotations
 
-import argparse
 import errno
 import os
 import select
@@ -18,69 +18,10 @@ import socket
 import sys
 import time
 import tty
-from collections import deque
 from typing import Optional
 
 from .device_core import EmulatedDevice
-from .faults import FaultInjector
-
-
-class LinkSide:
-    """Fault-injected, order-preserving byte pipe between a fd and the emulated device."""
-
-    def __init__(self, device: EmulatedDevice, faults: FaultInjector):
-        self.device, self.faults = device, faults
-        self.rx_pending = bytearray()       # bytes since the last delimiter (fault unit)
-        self.rx_queue: deque = deque()      # (release time, bytes) towards the device
-        self.tx_queue: deque = deque()      # (release time, bytes) towards the host
-        self.tx_buf = bytearray()           # due bytes not yet written
-
-    def _schedule(self, queue, data, delay, now):
-        last = queue[-1][0] if queue else now
-        queue.append((max(last, now + delay), data))
-
-    def on_bytes(self, data: bytes, now: float) -> None:
-        self.rx_pending += data
-        while True:
-            i = self.rx_pending.find(b"\x00")
-            if i < 0:
-                break
-            unit = bytes(self.rx_pending[:i + 1])
-            del self.rx_pending[:i + 1]
-            unit, delay = self.faults.apply(unit)
-            self._schedule(self.rx_queue, unit, delay, now)
-
-    def pump(self, now: float) -> None:
-        if self.rx_pending and not self.rx_queue and now - self.device.last_rx > 0.05:
-            # a tail without delimiter (host stopped mid-frame): hand it over unfaulted
-            self._schedule(self.rx_queue, bytes(self.rx_pending), 0.0, now)
-            self.rx_pending.clear()
-        while self.rx_queue and self.rx_queue[0][0] <= now:
-            out = self.device.receive(self.rx_queue.popleft()[1], now)
-            if out:
-                # one fault unit per frame: split the answer at its delimiters
-                for unit in _units(out):
-                    u, delay = self.faults.apply(unit)
-                    self._schedule(self.tx_queue, u, delay, now)
-        self.device.poll(now)
-        while self.tx_queue and self.tx_queue[0][0] <= now:
-            self.tx_buf += self.tx_queue.popleft()[1]
-
-    def next_wakeup(self, now: float) -> float:
-        times = [q[0][0] for q in (self.rx_queue, self.tx_queue) if q]
-        return max(0.0, min(times) - now) if times else 0.05
-
-
-def _units(wire: bytes):
-    """Split wire bytes after every 0x00: one fault unit per frame (lone delimiters stay clean)."""
-    out, start = [], 0
-    for i, b in enumerate(wire):
-        if b == 0:
-            out.append(wire[start:i + 1])
-            start = i + 1
-    if start < len(wire):
-        out.append(wire[start:])
-    return out
+from .faults import FaultInjector, LinkSide
 
 
 class _Stop:
@@ -225,28 +166,8 @@ def serve_main(pty: bool = True, tcp: Optional[str] = None, fault_rate: float = 
     return 0
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="edgetune emulator", description=__doc__.splitlines()[0])
-    g = ap.add_mutually_exclusive_group()
-    g.add_argument("--pty", action="store_true", help="serve on a pseudo-terminal (default)")
-    g.add_argument("--tcp", metavar="HOST:PORT", help="serve on TCP (loopback unless HOST is given)")
-    ap.add_argument("--fault-rate", type=float, default=0.0)
-    ap.add_argument("--format", dest="fmt", default="fp32", choices=("fp32", "bf16"))
-    ap.add_argument("--reset-after", type=int, default=None)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--engine", default=None, help="hosted arithmetic engine (default native, else dense)")
-    ap.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
-    a = ap.parse_args(argv)
-    from ..runtime.errors import EdgetuneError
-
-    try:
-        return serve_main(pty=not a.tcp, tcp=a.tcp, fault_rate=a.fault_rate, fmt=a.fmt,
-                          reset_after=a.reset_after, seed=a.seed, engine=a.engine,
-                          exit_with_parent=a.exit_with_parent)
-    except EdgetuneError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m edgetune.firmware_bridge.emulator ARGS` is `edgetune emulator ARGS`: one CLI, one error mapping
+    from ..runtime.cli import main
+
+    main(["emulator", *sys.argv[1:]])

@@ -9,7 +9,7 @@ whole frame (up to ``max_delay`` seconds, order on the link is preserved).
 from __future__ import annotations
 
 import random
-from collections import Counter
+from collections import Counter, deque
 from typing import Tuple
 
 KINDS = ("bit_flip", "drop", "duplicate", "truncate", "garbage", "delay")
@@ -47,3 +47,64 @@ class FaultInjector:
 
     def summary(self) -> dict:
         return {"rate": self.rate, "injected": dict(self.counts), "total": int(sum(self.counts.values()))}
+
+
+class LinkSide:
+    """Fault-injected, order-preserving byte pipe between the host's bytes and a device.
+
+    `device` is anything with the emulated device's byte interface: ``receive(data, now) ->
+    answer bytes``, ``poll(now)`` and ``last_rx``. Bytes are faulted one frame at a time."""
+
+    def __init__(self, device, faults: FaultInjector):
+        self.device, self.faults = device, faults
+        self.rx_pending = bytearray()       # bytes since the last delimiter (fault unit)
+        self.rx_queue: deque = deque()      # (release time, bytes) towards the device
+        self.tx_queue: deque = deque()      # (release time, bytes) towards the host
+        self.tx_buf = bytearray()           # due bytes not yet written
+
+    def _schedule(self, queue, data, delay, now):
+        last = queue[-1][0] if queue else now
+        queue.append((max(last, now + delay), data))
+
+    def on_bytes(self, data: bytes, now: float) -> None:
+        self.rx_pending += data
+        while True:
+            i = self.rx_pending.find(b"\x00")
+            if i < 0:
+                break
+            unit = bytes(self.rx_pending[:i + 1])
+            del self.rx_pending[:i + 1]
+            unit, delay = self.faults.apply(unit)
+            self._schedule(self.rx_queue, unit, delay, now)
+
+    def pump(self, now: float) -> None:
+        if self.rx_pending and not self.rx_queue and now - self.device.last_rx > 0.05:
+            # a tail without delimiter (host stopped mid-frame): hand it over unfaulted
+            self._schedule(self.rx_queue, bytes(self.rx_pending), 0.0, now)
+            self.rx_pending.clear()
+        while self.rx_queue and self.rx_queue[0][0] <= now:
+            out = self.device.receive(self.rx_queue.popleft()[1], now)
+            if out:
+                # one fault unit per frame: split the answer at its delimiters
+                for unit in _units(out):
+                    u, delay = self.faults.apply(unit)
+                    self._schedule(self.tx_queue, u, delay, now)
+        self.device.poll(now)
+        while self.tx_queue and self.tx_queue[0][0] <= now:
+            self.tx_buf += self.tx_queue.popleft()[1]
+
+    def next_wakeup(self, now: float) -> float:
+        times = [q[0][0] for q in (self.rx_queue, self.tx_queue) if q]
+        return max(0.0, min(times) - now) if times else 0.05
+
+
+def _units(wire: bytes):
+    """Split wire bytes after every 0x00: one fault unit per frame (lone delimiters stay clean)."""
+    out, start = [], 0
+    for i, b in enumerate(wire):
+        if b == 0:
+            out.append(wire[start:i + 1])
+            start = i + 1
+    if start < len(wire):
+        out.append(wire[start:])
+    return out

@@ -15,6 +15,7 @@ Contract (the same for every implementation):
 """
 from __future__ import annotations
 
+import abc
 import errno
 import math
 import time
@@ -22,29 +23,34 @@ import time
 from .errors import IoTimeoutError, TransportClosedError, TransportError
 
 
-def _check_timeout(timeout_sec) -> float:
+def check_timeout(timeout_sec) -> float:
+    """`timeout_sec` as a float, or ValueError when it is not finite seconds > 0."""
     if timeout_sec is None or not isinstance(timeout_sec, (int, float)) or \
             not math.isfinite(timeout_sec) or timeout_sec <= 0:
         raise ValueError(f"timeout_sec must be a finite number of seconds > 0, got {timeout_sec!r}")
     return float(timeout_sec)
 
 
-class Transport:
-    """Abstract byte transport; see the module docstring for the contract."""
+class Transport(abc.ABC):
+    """A byte link; see the module docstring for the contract every implementation keeps."""
 
     url = ""
 
+    @abc.abstractmethod
     def open(self) -> None:
-        raise NotImplementedError
+        """Open the link (a second call does nothing)."""
 
+    @abc.abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Release the link; idempotent."""
 
+    @abc.abstractmethod
     def read(self, n: int, timeout_sec: float) -> bytes:
-        raise NotImplementedError
+        """Between 1 and n bytes as soon as one is there; IoTimeoutError after timeout_sec."""
 
+    @abc.abstractmethod
     def write(self, data: bytes, timeout_sec: float) -> None:
-        raise NotImplementedError
+        """All of data, or IoTimeoutError after timeout_sec."""
 
     def __enter__(self):
         self.open()
@@ -88,7 +94,7 @@ class SerialTransport(Transport):
     def read(self, n: int, timeout_sec: float) -> bytes:
         import serial
 
-        timeout_sec = _check_timeout(timeout_sec)
+        timeout_sec = check_timeout(timeout_sec)
         port = self._need_port()
         try:
             port.timeout = timeout_sec
@@ -109,7 +115,7 @@ class SerialTransport(Transport):
     def write(self, data: bytes, timeout_sec: float) -> None:
         import serial
 
-        timeout_sec = _check_timeout(timeout_sec)
+        timeout_sec = check_timeout(timeout_sec)
         port = self._need_port()
         try:
             port.write_timeout = timeout_sec
@@ -157,7 +163,7 @@ def _short(exc: BaseException) -> str:
 
 def read_exact(t: Transport, n: int, timeout_sec: float) -> bytes:
     """Read exactly n bytes within one overall deadline (IoTimeoutError otherwise)."""
-    deadline = time.monotonic() + _check_timeout(timeout_sec)
+    deadline = time.monotonic() + check_timeout(timeout_sec)
     out = bytearray()
     while len(out) < n:
         left = deadline - time.monotonic()

@@ -399,7 +399,9 @@ def activation_sparsity(model, x):
 # main
 # ==============================================================================
 def main():
+    """Build every bundled dataset and model, check them, and write catalog.json (about 15 minutes)."""
     import torch
+
     t0 = time.time()
     torch.manual_seed(SEED)
     np.random.seed(SEED)
@@ -409,10 +411,21 @@ def main():
                "generated_by": "models/build_models.py",
                "torch_version": torch.__version__,
                "models": [], "datasets": []}
-
-    # ---------------------------------------------------------------- digits data
     log("[1/4] digits datasets")
     x8, y8, perm = load_digits01()
+    src, sh = build_digits_data(x8, y8, perm, catalog)
+    log("[2/4] digits models (pretrain on source, check the shift by fine-tuning)")
+    build_digits_models(ctors, src, sh, catalog)
+    log("[3/4] digits32_color dataset")
+    c32 = build_color32(x8, y8, perm, catalog)
+    log("[4/4] bench models (trained on digits32_color)")
+    build_bench_models(ctors, c32, catalog)
+    write_catalog(catalog, t0)
+    return 0
+
+
+def build_digits_data(x8, y8, perm, catalog):
+    """digits_source (the pretraining domain) and digits_shifted (the new writer); returns both splits."""
     src_idx, sh_idx = perm[:N_SOURCE], perm[N_SOURCE:]
     n_src_tr = N_SOURCE - N_SOURCE_VAL
     xs, ys = x8[src_idx][:, None], y8[src_idx]
@@ -423,15 +436,15 @@ def main():
     sh = dict(x=xsh[:n_sh_tr], y=ysh[:n_sh_tr], x_val=xsh[n_sh_tr:], y_val=ysh[n_sh_tr:])
     p_src = save_npz("digits_source", **src)
     p_sh = save_npz("digits_shifted", **sh)
+    arrays = {"x": "float32 (N,1,8,8) in [0,1]", "y": "int64 0..9", "x_val": "float32 (N,1,8,8)",
+              "y_val": "int64 0..9"}
     catalog["datasets"] += [
         {"name": "digits_source", "file": p_src.name,
          "description": "scikit-learn's 8x8 handwritten digits (load_digits), pixel/16 -> [0,1]; "
                         f"the first {N_SOURCE} images of a fixed permutation (seed {SEED}). "
                         "The domain the digits models were pretrained on.",
          "input_shape": [None, 1, 8, 8], "num_classes": 10,
-         "train_size": len(src["x"]), "val_size": len(src["x_val"]),
-         "arrays": {"x": "float32 (N,1,8,8) in [0,1]", "y": "int64 0..9",
-                    "x_val": "float32 (N,1,8,8)", "y_val": "int64 0..9"}},
+         "train_size": len(src["x"]), "val_size": len(src["x_val"]), "arrays": dict(arrays)},
         {"name": "digits_shifted", "file": p_sh.name,
          "description": "The other digits of the same permutation (disjoint from digits_source), "
                         "after a deterministic new-writer/new-sensor shift: slant (shear "
@@ -440,18 +453,34 @@ def main():
                         f"std {SHIFT['noise_std']}, clipped to [0,1]. The default fine-tuning data.",
          "shift": dict(SHIFT, noise_seed=SHIFT_NOISE_SEED),
          "input_shape": [None, 1, 8, 8], "num_classes": 10,
-         "train_size": len(sh["x"]), "val_size": len(sh["x_val"]),
-         "arrays": {"x": "float32 (N,1,8,8) in [0,1]", "y": "int64 0..9",
-                    "x_val": "float32 (N,1,8,8)", "y_val": "int64 0..9"}},
+         "train_size": len(sh["x"]), "val_size": len(sh["x_val"]), "arrays": dict(arrays)},
     ]
+    return src, sh
 
-    # ---------------------------------------------------------------- digits models
-    log("[2/4] digits models (pretrain on source, check the shift by fine-tuning)")
+
+def catalog_entry(name, path, description, model, ops, diff, input_shape, default_data, pretraining, **own):
+    """A model's catalog.json entry: the fields every model has, with `own` before the export check."""
+    return {"name": name, "file": path.name, "description": description,
+            "input_name": "input", "output_name": "logits",
+            "input_shape": input_shape, "output_shape": [None, 10], "num_classes": 10,
+            "default_data": default_data, "num_params": int(sum(p.numel() for p in model.parameters())),
+            "onnx_ops": ops, "opset": 17, "exporter": "torch.onnx.export(dynamo=False)",
+            "pretraining": pretraining, **own,
+            "ort_max_abs_diff_vs_torch": diff,
+            "finetune_defaults": {"optimizer": "sgd", "lr": FINETUNE_DEFAULTS[name],
+                                  "chosen_by": FINETUNE_DEFAULTS_HOW}}
+
+
+def build_digits_models(ctors, src, sh, catalog):
+    """Pretrain digits_mlp and digits_cnn on the source digits; check that the shift hurts and that
+    fine-tuning on the shifted digits repairs it."""
     digits_desc = {
         "digits_mlp": "MLP 64-128-64-10 with ReLU; flatten inside the model; input (N,1,8,8).",
         "digits_cnn": "Small CNN: Conv(1->16,3x3)+ReLU, Conv(16->32,3x3,stride 2)+ReLU, "
                       "Conv(32->32,3x3)+ReLU, Flatten, Linear(512->10).",
     }
+    import torch
+
     for i, name in enumerate(["digits_mlp", "digits_cnn"]):
         torch.manual_seed(SEED + i)
         model = ctors[name]()
@@ -469,29 +498,18 @@ def main():
             f"shifted val {acc_ft:.4f}, source val {acc_ft_src:.4f}")
         assert 0.50 <= acc_sh <= 0.78, f"{name}: shifted val acc {acc_sh} outside 0.50..0.78"
         assert acc_ft >= 0.92, f"{name}: fine-tuned shifted val acc {acc_ft} < 0.92"
-        n_params = sum(p.numel() for p in model.parameters())
-        catalog["models"].append({
-            "name": name, "file": path.name, "description": digits_desc[name],
-            "input_name": "input", "output_name": "logits",
-            "input_shape": [None, 1, 8, 8], "output_shape": [None, 10], "num_classes": 10,
-            "default_data": "digits_shifted", "num_params": int(n_params),
-            "onnx_ops": ops, "opset": 17, "exporter": "torch.onnx.export(dynamo=False)",
-            "pretraining": dict(DIGITS_PRETRAIN, data="digits_source (train split only)",
-                                seed=SEED + i, loss="cross_entropy"),
-            "accuracy": {"digits_source_val": round(acc_src, 4),
-                         "digits_shifted_val": round(acc_sh, 4),
-                         "digits_shifted_train": round(acc_sh_train, 4)},
-            "finetune_check": dict(FINETUNE_CHECK, data="digits_shifted (train split)",
-                                   framework="torch", seed=100 + i,
-                                   digits_shifted_val_after=round(acc_ft, 4),
-                                   digits_source_val_after=round(acc_ft_src, 4)),
-            "ort_max_abs_diff_vs_torch": diff,
-            "finetune_defaults": {"optimizer": "sgd", "lr": FINETUNE_DEFAULTS[name],
-                                  "chosen_by": FINETUNE_DEFAULTS_HOW},
-        })
+        catalog["models"].append(catalog_entry(
+            name, path, digits_desc[name], model, ops, diff, [None, 1, 8, 8], "digits_shifted",
+            dict(DIGITS_PRETRAIN, data="digits_source (train split only)", seed=SEED + i, loss="cross_entropy"),
+            accuracy={"digits_source_val": round(acc_src, 4), "digits_shifted_val": round(acc_sh, 4),
+                      "digits_shifted_train": round(acc_sh_train, 4)},
+            finetune_check=dict(FINETUNE_CHECK, data="digits_shifted (train split)", framework="torch",
+                                seed=100 + i, digits_shifted_val_after=round(acc_ft, 4),
+                                digits_source_val_after=round(acc_ft_src, 4))))
 
-    # ---------------------------------------------------------------- digits32_color
-    log("[3/4] digits32_color dataset")
+
+def build_color32(x8, y8, perm, catalog):
+    """digits32_color: the bench models' data; returns the stored splits plus every generated image."""
     rng = np.random.RandomState(SEED + 32)
     pool_train = perm[:len(perm) - C32_POOL_VAL_DIGITS]
     pool_val = perm[len(perm) - C32_POOL_VAL_DIGITS:]
@@ -519,27 +537,33 @@ def main():
         "arrays": {"x": "float32 (N,3,32,32) in [0,1]", "y": "int64 0..9",
                    "x_val": "float32 (N,3,32,32)", "y_val": "int64 0..9"},
     })
+    return dict(c32, x_all=x32_tr, y_all=y32_tr, x_val_all=x32_val, y_val_all=y32_val)
 
-    # ---------------------------------------------------------------- bench models
-    log("[4/4] bench models (trained on digits32_color)")
-    bench_desc = {
-        "bench_vgg_relu": "VGG-style, ReLU: conv3x3 3-32, 32-32, maxpool, 32-64, 64-64, maxpool, "
-                          "64-128, maxpool, Linear(2048->128)+ReLU, Linear(128->10). "
-                          "BatchNorm folded into Conv at export.",
-        "bench_resnet_relu": "ResNet-style, ReLU: stem conv3x3 stride 2 (3->32)+BN+ReLU (16x16), two "
-                             "basic blocks at 32 ch, a stride-2 block to 64 ch with a 1x1 projection "
-                             "(8x8), one more 64-ch block, global average pool, Linear(64->10). "
-                             "Residual Add; BatchNorm folded into Conv at export.",
-        "bench_mobilenet_relu6": "MobileNet-style, ReLU6 (Clip 0..6): stem conv3x3 stride 2 (3->32), "
-                                 "depthwise-separable blocks 32-64, 64-64 (s2), 64-128, 128-128 (s2), "
-                                 "128-128, global average pool, Linear(128->10). "
-                                 "BatchNorm folded into Conv at export.",
-        "bench_cnn_hardswish": "Plain CNN, HardSwish: conv3x3 3-32, maxpool, 32-64, maxpool, 64-64, "
-                               "maxpool, 64-128, global average pool, Linear(128->10). "
-                               "BatchNorm folded into Conv at export.",
-    }
-    bench_stats = {}
-    for i, name in enumerate(bench_desc):
+
+BENCH_DESC = {
+    "bench_vgg_relu": "VGG-style, ReLU: conv3x3 3-32, 32-32, maxpool, 32-64, 64-64, maxpool, "
+                      "64-128, maxpool, Linear(2048->128)+ReLU, Linear(128->10). "
+                      "BatchNorm folded into Conv at export.",
+    "bench_resnet_relu": "ResNet-style, ReLU: stem conv3x3 stride 2 (3->32)+BN+ReLU (16x16), two "
+                         "basic blocks at 32 ch, a stride-2 block to 64 ch with a 1x1 projection "
+                         "(8x8), one more 64-ch block, global average pool, Linear(64->10). "
+                         "Residual Add; BatchNorm folded into Conv at export.",
+    "bench_mobilenet_relu6": "MobileNet-style, ReLU6 (Clip 0..6): stem conv3x3 stride 2 (3->32), "
+                             "depthwise-separable blocks 32-64, 64-64 (s2), 64-128, 128-128 (s2), "
+                             "128-128, global average pool, Linear(128->10). "
+                             "BatchNorm folded into Conv at export.",
+    "bench_cnn_hardswish": "Plain CNN, HardSwish: conv3x3 3-32, maxpool, 32-64, maxpool, 64-64, "
+                           "maxpool, 64-128, global average pool, Linear(128->10). "
+                           "BatchNorm folded into Conv at export.",
+}
+
+
+def build_bench_models(ctors, c32, catalog):
+    """Train the four bench models on digits32_color and record their accuracy and activation sparsity."""
+    import torch
+
+    x32_tr, y32_tr, x32_val, y32_val = c32["x_all"], c32["y_all"], c32["x_val_all"], c32["y_val_all"]
+    for i, name in enumerate(BENCH_DESC):
         tb = time.time()
         torch.manual_seed(SEED + 10 + i)
         model = ctors[name]()
@@ -554,27 +578,17 @@ def main():
             f"{acc_full:.4f}); activation zeros per layer "
             f"{[round(s, 3) for _, s in sp]}, mean {mean_sp:.3f}; {time.time() - tb:.0f}s")
         assert acc > 0.90, f"{name}: val acc {acc} <= 0.90"
-        bench_stats[name] = (acc, mean_sp)
-        n_params = sum(p.numel() for p in model.parameters())
-        catalog["models"].append({
-            "name": name, "file": path.name, "description": bench_desc[name],
-            "input_name": "input", "output_name": "logits",
-            "input_shape": [None, 3, 32, 32], "output_shape": [None, 10], "num_classes": 10,
-            "default_data": "digits32_color", "num_params": int(n_params),
-            "onnx_ops": ops, "opset": 17, "exporter": "torch.onnx.export(dynamo=False)",
-            "pretraining": dict(BENCH_PRETRAIN, seed=SEED + 10 + i, loss="cross_entropy",
-                                data=f"digits32_color generator, {len(x32_tr)} training images"),
-            "accuracy": {"digits32_color_val": round(acc, 4)},
-            "activation_sparsity": {
-                "measured_on": "first 32 digits32_color val images, eval mode (torch)",
-                "per_layer": {k: round(v, 4) for k, v in sp},
-                "mean": round(mean_sp, 4)},
-            "ort_max_abs_diff_vs_torch": diff,
-            "finetune_defaults": {"optimizer": "sgd", "lr": FINETUNE_DEFAULTS[name],
-                                  "chosen_by": FINETUNE_DEFAULTS_HOW},
-        })
+        catalog["models"].append(catalog_entry(
+            name, path, BENCH_DESC[name], model, ops, diff, [None, 3, 32, 32], "digits32_color",
+            dict(BENCH_PRETRAIN, seed=SEED + 10 + i, loss="cross_entropy",
+                 data=f"digits32_color generator, {len(x32_tr)} training images"),
+            accuracy={"digits32_color_val": round(acc, 4)},
+            activation_sparsity={"measured_on": "first 32 digits32_color val images, eval mode (torch)",
+                                 "per_layer": {k: round(v, 4) for k, v in sp}, "mean": round(mean_sp, 4)}))
 
-    # ---------------------------------------------------------------- catalog
+
+def write_catalog(catalog, t0):
+    """Write catalog.json and check the generated files' sizes."""
     catalog["default_model"] = "digits_cnn"
     catalog["default_data"] = "digits_shifted"
     (OUT_DIR / "catalog.json").write_text(json.dumps(catalog, indent=2) + "\n")
@@ -585,7 +599,6 @@ def main():
            and p.stat().st_size > 2.5e6 and p.name != "digits32_color.npz"]
     assert not big, f"generated files too large: {big}"
     assert total < 8.5e6, f"generated files total {total / 1e6:.2f} MB"
-    return 0
 
 
 if __name__ == "__main__":

@@ -114,27 +114,24 @@ def activate(z: F32, act: Act, alpha: float = 0.01, lo: float = 0.0, hi: float =
              dense: bool = False) -> Tuple[F32, SparseInfo]:
     """Fused activation of a pre-activation z (NHWC or (N, F)) -> (a, SparseInfo)."""
 
-class ConvLayer:
-    """Sparse 2-D convolution + bias + fused activation on NHWC activations; weights OIHW."""
-    def __init__(self, in_channels: int, out_channels: int, kernel: Sequence[int] = (1, 1),
-                 stride: Sequence[int] = (1, 1), pads: Sequence[int] = (0, 0, 0, 0),
-                 dilation: Sequence[int] = (1, 1), groups: int = 1, act: Act = 0, alpha: float = 0.01,
-                 lo: float = 0.0, hi: float = 6.0) -> None:
-        """pads = (top, left, bottom, right) as in ONNX order (t, l, b, r)."""
+class _Layer:
+    """What ConvLayer and GemmLayer share (a stub-only base: the module has no such class)."""
     def set_weights(self, W: F32, b: Optional[F32] = None) -> None:
-        """Copy and pack W (K, C/groups, R, S) and bias (K,); call again after every optimizer update."""
+        """Copy and pack W and bias (K,); call again after every optimizer update."""
     def forward(self, x: Union[F32, SparseInfo], dense: bool = False,
                 want_a: bool = True, out_dense: bool = False,
                 x_dense: Optional[F32] = None) -> Tuple[Optional[F32], SparseInfo]:
-        """FP: x is the previous SparseInfo (or an NHWC array, analysed on the fly) -> (a NHWC or None, output info).
+        """FP: x is the previous SparseInfo (or an array, analysed on the fly) -> (a or None, output info).
 
         out_dense builds the output info in dense mode (no lists) even in sparse mode; a dense-mode input
         info is iterated densely in sparse mode too. x_dense, the input's values as a dense NHWC array
-        (held until the next forward), spares depthwise kernels the expansion of the lists."""
+        (held until the next forward), spares depthwise kernels the expansion of the lists. GemmLayer
+        flattens a conv SparseInfo (N,H,W,C) in NHWC order."""
     def backward(self, grad_a: F32, need_input_grad: bool = True, prev_info: Optional[SparseInfo] = None,
                  mask_input_grad: bool = True,
                  need_weight_grad: bool = True) -> Tuple[Optional[F32], Optional[F32], Optional[F32]]:
-        """BP+WG of the last forward -> (dL/da_in or None, dW OIHW or None, db or None); g_in masked by G of prev_info (default: the input info)."""
+        """BP+WG of the last forward -> (dL/da_in or None, dW or None, db or None); g_in masked by G of
+        prev_info (default: the input info)."""
     def phase_ms(self) -> dict:
         """{'fp', 'bp', 'wg'}: wall ms of the last forward and backward (the d prologue is booked to bp when it runs)."""
     def counters(self, total: bool = False) -> dict:
@@ -142,49 +139,33 @@ class ConvLayer:
     def release(self) -> None: ...  # drop what the last step kept (input/output infos)
     def reset_counters(self) -> None:
         """Zero the cumulative counters."""
-    def out_shape(self, H: int, W: int) -> Tuple[int, int]:
-        """Output (OH, OW) for an input of H x W."""
     trainable: bool
     """If False, forward skips building the WG plan of its input."""
     @property
     def input_info(self) -> Optional[SparseInfo]:
-        """Input info of the last forward (kept for WG)."""
+        """Input info of the last forward (kept for WG; flattened for GemmLayer)."""
     @property
     def output_info(self) -> Optional[SparseInfo]:
         """Output info of the last forward."""
+
+class ConvLayer(_Layer):
+    """Sparse 2-D convolution + bias + fused activation on NHWC activations; weights OIHW (K, C/groups, R, S)."""
+    def __init__(self, in_channels: int, out_channels: int, kernel: Sequence[int] = (1, 1),
+                 stride: Sequence[int] = (1, 1), pads: Sequence[int] = (0, 0, 0, 0),
+                 dilation: Sequence[int] = (1, 1), groups: int = 1, act: Act = 0, alpha: float = 0.01,
+                 lo: float = 0.0, hi: float = 6.0) -> None:
+        """pads = (top, left, bottom, right) as in ONNX order (t, l, b, r)."""
+    def out_shape(self, H: int, W: int, /) -> Tuple[int, int]:
+        """Output (OH, OW) for an input of H x W."""
     @property
     def depthwise(self) -> bool:
         """groups == C == K (own kernel)."""
 
-class GemmLayer:
-    """Sparse fully connected layer a = f(x W^T + b); x (N, in), W (out, in)."""
+class GemmLayer(_Layer):
+    """Sparse fully connected layer a = f(x W^T + b); x (N, in), W (out, in); a gemm info is (N, 1, 1, out)."""
     def __init__(self, in_features: int, out_features: int, act: Act = 0, alpha: float = 0.01,
                  lo: float = 0.0, hi: float = 6.0) -> None:
         """Gemm as a 1x1 conv on 1x1 images."""
-    def set_weights(self, W: F32, b: Optional[F32] = None) -> None:
-        """Copy and pack W (out, in) and bias (out,)."""
-    def forward(self, x: Union[F32, SparseInfo], dense: bool = False,
-                want_a: bool = True, out_dense: bool = False,
-                x_dense: Optional[F32] = None) -> Tuple[Optional[F32], SparseInfo]:
-        """FP; a conv SparseInfo (N,H,W,C) is flattened in NHWC order -> (a (N, out) or None, info (N,1,1,out))."""
-    def backward(self, grad_a: F32, need_input_grad: bool = True, prev_info: Optional[SparseInfo] = None,
-                 mask_input_grad: bool = True,
-                 need_weight_grad: bool = True) -> Tuple[Optional[F32], Optional[F32], Optional[F32]]:
-        """-> (dL/dx (N, in) or None, dW (out, in) or None, db (out,) or None)."""
-    def phase_ms(self) -> dict:
-        """As ConvLayer.phase_ms."""
-    def counters(self, total: bool = False) -> dict:
-        """MAC counters, as ConvLayer.counters."""
-    def release(self) -> None: ...  # drop what the last step kept (input/output infos)
-    def reset_counters(self) -> None:
-        """Zero the cumulative counters."""
-    trainable: bool
-    @property
-    def input_info(self) -> Optional[SparseInfo]:
-        """Input info of the last forward (flattened)."""
-    @property
-    def output_info(self) -> Optional[SparseInfo]:
-        """Output info of the last forward."""
 
 def maxpool_forward(x: F32, kernel: Sequence[int], stride: Sequence[int], pads: Sequence[int] = (0, 0, 0, 0),
                     ceil_mode: bool = False) -> Tuple[F32, npt.NDArray[np.int32]]:

@@ -1,4 +1,4 @@
-"""Benchmark of the edgetune sparse kernels on the DESIGN §7 layer.
+"""Benchmark of the edgetune sparse kernels on the layer of the kernel notes (docs/ARCHITECTURE.md, "The kernels").
 
 3x3 conv 64->64, 16x16, batch 32, NHWC, ReLU, 2 threads by default. For each
 target sparsity the input activation, this layer's output (G) and therefore

@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from .cli_options import (at_least, batch_size_option, data_option, json_option, models_argument, normalize_option,
+                          quiet_option, seed_option, threads_option)
 from .errors import EdgetuneError
 
 
@@ -53,17 +55,6 @@ def cli(ctx, quiet):
     ctx.obj = {"quiet": quiet}
 
 
-def _quiet_flag(ctx, _param, value):
-    if value:
-        ctx.ensure_object(dict)["quiet"] = True
-    return value
-
-
-# -q also works after the subcommand (edgetune finetune -q)
-quiet_option = click.option("--quiet", "-q", is_flag=True, expose_value=False, is_eager=True,
-                            callback=_quiet_flag, help="Print only results, warnings and errors.")
-
-
 def _log(ctx):
     return (lambda msg: None) if (ctx.obj or {}).get("quiet") else click.echo
 
@@ -102,9 +93,9 @@ def info(model):
 
 @cli.command()
 @click.argument("model", required=False)
-@click.option("--data", "data", help="Bundled dataset name, .npz file or image folder.")
+@data_option()
 @click.option("--epochs", type=int, default=4, show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True)
+@batch_size_option()
 @click.option("--lr", type=float, default=None, help="Learning rate [default: the bundled model's own, else 0.02].")
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True)
 @click.option("--weight-decay", type=float, default=None, help="Default: 0 for sgd, 0.01 for adamw.")
@@ -115,18 +106,17 @@ def info(model):
 @click.option("--patience", type=int, default=None, help="Stop after N epochs without a better val_acc.")
 @click.option("--train-layers", default="all", show_default=True, help="'all' or 'last:K' Conv/Gemm layers.")
 @click.option("--num-classes", type=int, default=None, help="Replace the last Gemm/MatMul with a fresh K-output layer.")
-@click.option("--normalize", default=None, metavar="MEAN,STD",
-              help="Per channel (x - MEAN) / STD after scaling to [0,1]; MEAN,STD or C means then C stds.")
+@normalize_option("Per channel (x - MEAN) / STD after scaling to [0,1]; MEAN,STD or C means then C stds.")
 @click.option("--engine", type=click.Choice(["native", "dense", "device"]), default="native", show_default=True)
 @click.option("--dense-kernels", is_flag=True, help="native engine: iterate densely (no zero skipping).")
-@click.option("--threads", type=int, default=None, help="native engine: kernel threads (default: all cores).")
+@threads_option("native engine: kernel threads (default: all cores).")
 @click.option("--device", default=None, help="device engine: a pyserial URL, or 'emulator'.")
 @click.option("--out", default=None, help="Fine-tuned ONNX path (default MODEL-finetuned.onnx).")
 @click.option("--checkpoint", default=None, help="Folder for atomic checkpoints (one run at a time).")
 @click.option("--checkpoint-every", type=int, default=0, help="Also checkpoint every N steps.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --checkpoint.")
 @click.option("--report", default=None, help="Write the JSON report here (view it with 'edgetune report').")
-@click.option("--seed", type=int, default=0, show_default=True)
+@seed_option()
 @click.option("--loss", type=click.Choice(["cross_entropy", "mse"]), default="cross_entropy", show_default=True)
 @quiet_option
 @click.pass_context
@@ -157,21 +147,17 @@ def finetune(ctx, model, data, epochs, batch_size, lr, optimizer, weight_decay, 
 
 @cli.command(name="eval")
 @click.argument("model")
-@click.option("--data", "data", required=True, help="Bundled dataset name, .npz file or image folder.")
+@data_option(required=True)
 @click.option("--split", type=click.Choice(["val", "train", "all"]), default="val", show_default=True)
-@click.option("--threads", type=int, default=None, help="onnxruntime threads (default: all cores).")
-@click.option("--normalize", default=None, metavar="MEAN,STD",
-              help="Per channel normalization [default: the model's metadata, else none].")
+@threads_option("onnxruntime threads (default: all cores).")
+@normalize_option("Per channel normalization [default: the model's metadata, else none].")
 @quiet_option
 @click.pass_context
 def eval_cmd(ctx, model, data, split, threads, normalize):
     """Accuracy and loss of MODEL on DATA, run by onnxruntime; outputs mapped to the model's class names."""
     from .data import parse_normalize
-    from .errors import UsageError
     from .evaluate import evaluate_onnx
 
-    if threads is not None and threads < 1:
-        raise UsageError(f"--threads must be at least 1, got {threads}")
     res = evaluate_onnx(model, data, split, threads=threads,
                         normalize=parse_normalize(normalize) if normalize is not None else None)
     log = _log(ctx)
@@ -209,25 +195,38 @@ def report_cmd(report_file, plot):
 
 
 @cli.command()
-@click.argument("models", nargs=-1)
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--steps", type=int, default=10, show_default=True, help="Timed steps per engine (median).")
+@models_argument
+@batch_size_option()
+@click.option("--steps", type=int, default=10, show_default=True, callback=at_least(1),
+              help="Timed steps per engine (median).")
 @click.option("--threads", type=int, default=None, help="Threads for every engine (default: all cores).")
-@click.option("--data", default=None, help="Data for the batch (default: each model's bundled data).")
-@click.option("--json", "json_out", default=None, help="Write the results here.")
+@data_option("Data for the batch (default: each model's bundled data).")
+@json_option("Write the results here.")
 @click.option("--no-memory", is_flag=True, help="Skip the step-memory probes (one child process per engine).")
 def bench(models, batch_size, steps, threads, data, json_out, no_memory):
     """Time sparse vs dense-native vs numpy vs torch training steps on MODELS (default: bench models)."""
     from .bench import BENCH_MODELS, default_threads, run_bench
-    from .errors import UsageError
     from .report import write_report
 
-    if batch_size < 1 or steps < 1:
-        raise UsageError("--batch-size and --steps must be at least 1")
     res = run_bench(list(models) or list(BENCH_MODELS), batch_size, steps, threads or default_threads(), data,
                     echo=click.echo, memory=not no_memory)
     if json_out:
         write_report(json_out, res)
+
+
+@cli.command()
+@models_argument
+@batch_size_option("Batch of the modelled training step.")
+@data_option("Bundled dataset name, .npz file or image folder (default: the model's bundled data).")
+@click.option("--config", "config", default=None, metavar="CFG.json",
+              help="JSON file overriding runtime/accel/spec.json and runtime/sim_config.json (any subset of keys).")
+@json_option("Write all results (per layer, design and phase) here.")
+def simulate(models, batch_size, data, config, json_out):
+    """Model dense, runtime-detect and constraint accelerators on MODELs' real training masks
+    (default: the four bench models) and compare cycles and energy (docs/SIMULATION.md)."""
+    from .simulate import simulate_main
+
+    simulate_main(list(models), batch_size, data, config, json_out, echo=click.echo)
 
 
 @cli.command()
@@ -236,12 +235,15 @@ def bench(models, batch_size, steps, threads, data, json_out, no_memory):
 @click.option("--fault-rate", type=float, default=0.0, show_default=True, help="Link fault probability per frame.")
 @click.option("--format", "fmt", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
 @click.option("--reset-after", type=int, default=None, help="Simulate a device reset after N training steps.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fault injector.")
+@seed_option("Seed of the fault injector and of the session ids.")
+@click.option("--engine", type=click.Choice(["native", "dense"]), default=None,
+              help="The engine that does the arithmetic [default: native].")
 @click.option("--rtl", is_flag=True,
               help="Serve the simulated RTL link layer (hardware/rtl; needs the hw extra). --fault-rate is then "
                    "the probability per byte of a bit flip on the line. Simulator: $EDGETUNE_RTL_SIMULATOR "
                    "(verilator or icarus). See docs/HARDWARE.md.")
-def emulator(use_pty, tcp, fault_rate, fmt, reset_after, seed, rtl):
+@click.option("--exit-with-parent", is_flag=True, hidden=True, help="Stop when the process that started it ends.")
+def emulator(use_pty, tcp, fault_rate, fmt, reset_after, seed, engine, rtl, exit_with_parent):
     """Serve the accelerator emulator; prints the device path alone on the first line."""
     if rtl:
         from edgetune.hardware.rtl_emulator import serve_rtl_main
@@ -249,28 +251,23 @@ def emulator(use_pty, tcp, fault_rate, fmt, reset_after, seed, rtl):
 
         if fmt != "fp32" or reset_after is not None:
             raise UsageError("--format bf16 and --reset-after are emulator options; --rtl serves fp32 without resets")
-        raise SystemExit(serve_rtl_main(pty=not tcp, tcp=tcp, fault_rate=fault_rate, seed=seed,
+        raise SystemExit(serve_rtl_main(pty=not tcp, tcp=tcp, fault_rate=fault_rate, seed=seed, engine=engine,
                                         simulator=os.environ.get("EDGETUNE_RTL_SIMULATOR", "verilator")))
     from edgetune.firmware_bridge.emulator import serve_main
 
-    raise SystemExit(serve_main(pty=not tcp, tcp=tcp, fault_rate=fault_rate, fmt=fmt,
-                                reset_after=reset_after, seed=seed))
+    raise SystemExit(serve_main(pty=not tcp, tcp=tcp, fault_rate=fault_rate, fmt=fmt, reset_after=reset_after,
+                                seed=seed, engine=engine, exit_with_parent=exit_with_parent))
 
 
-def _register_extra_commands():
-    from edgetune.fleet.cli import fleet
-    from .simulate_cli import simulate
+# `edgetune fleet` is a group of its own package; it imports no Flower until one of its commands runs
+from edgetune.fleet.cli import fleet  # noqa: E402
 
-    cli.add_command(simulate)
-    cli.add_command(fleet)   # imports no Flower until a fleet command runs
+cli.add_command(fleet)
 
 
-_register_extra_commands()
-
-
-def main():
-    """Console-script entry point."""
-    cli(prog_name="edgetune")
+def main(args=None):
+    """Console-script entry point (`args`: the command line without the program name)."""
+    cli.main(args=args, prog_name="edgetune")
 
 
 if __name__ == "__main__":

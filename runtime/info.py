@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layer_stats import RULES
+from .constraints import ACTIVATION_OPS, rule_of_node
 
 
 def describe(model_ref: str) -> str:
@@ -33,14 +33,14 @@ def describe(model_ref: str) -> str:
     lines += _support_lines(model, engine_support(model), check_export)
     lines += ["", f"{'layer':<28} {'op':<14} {'output':<16} {'params':>9}  activation -> constraint"]
     for node in model.nodes:
-        if node.op in ("relu", "clip", "hardswish", "hardsigmoid", "leakyrelu", "sigmoid"):
+        if node.op in ACTIVATION_OPS:
             continue
         n_params = sum(model.params[v].size for v in node.params.values())
         out = tuple(vals[node.output].shape[1:])
         rule = ""
         if node.op in ("conv", "gemm"):
             act = model.activation_after(node)
-            rule = RULES.get(act.op if act else None, RULES[None])
+            rule = rule_of_node(act).text
             if node.op == "conv" and node.attrs["group"] > 1:
                 rule = f"[groups={node.attrs['group']}] " + rule
         lines.append(f"{node.name[:28]:<28} {node.onnx_op:<14} {str(out):<16} {n_params:>9}  {rule}")

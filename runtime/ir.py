@@ -11,13 +11,15 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from .constraints import ACTIVATION_OPS  # noqa: F401  (re-exported: the activation ops of the IR)
 from .errors import UsageError
 
 # Normalised op -> parameter roles that are trained (others are frozen buffers).
 TRAINABLE_ROLES = {"conv": ("W", "B"), "gemm": ("W", "B"), "batchnorm": ("scale", "B"),
                    "add_param": ("B",)}
 WEIGHT_OPS = ("conv", "gemm")
-ACTIVATION_OPS = ("relu", "clip", "hardswish", "hardsigmoid", "leakyrelu", "sigmoid")
+# ops that only re-label a tensor's shape: the values, and so masks and constraints, pass unchanged
+RESHAPE_OPS = ("flatten", "reshape")
 
 
 @dataclass
@@ -85,6 +87,24 @@ class Model:
         if len(users) == 1 and users[0].op in ACTIVATION_OPS and node.output != self.output_name:
             return users[0]
         return None
+
+    def producer(self, value: str) -> Optional[Node]:
+        """The node whose values `value` carries, looking through flatten/reshape (they move no
+        value, so masks and constraints survive them); None for the model input."""
+        made = {n.output: n for n in self.nodes}
+        node = made.get(value)
+        while node is not None and node.op in RESHAPE_OPS:
+            node = made.get(node.inputs[0])
+        return node
+
+    def needs_grad(self, trainable) -> Dict[str, bool]:
+        """Value name -> whether its gradient is needed, i.e. a trainable parameter lies upstream."""
+        want = set(trainable)
+        needed = {self.input_name: False}
+        for n in self.nodes:
+            needed[n.output] = any(needed.get(i, False) for i in n.inputs) or \
+                any(v in want for v in n.params.values())
+        return needed
 
     def num_params(self) -> int:
         return int(sum(v.size for v in self.params.values()))

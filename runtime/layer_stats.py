@@ -1,59 +1,45 @@
 """Per-layer sparsity and MAC counts measured on a real batch with the dense reference.
 
-This is the analytic definition of the constraint MAC counts (DESIGN §1): the native
-kernels' `required` counters and the accelerator model must equal it.
+This is the analytic definition of the constraint MAC counts (docs/ARCHITECTURE.md,
+"Position constraints"; the rules come from runtime/constraints.py): the native kernels'
+`required` counters and the accelerator model must equal it.
   FP  products a_in(c) * W  with a_in(c) != 0
   BP  products d(k) * W     with d in G_l and the input position in G_{l-1}
   WG  products d(k) * a(c)  with d in G_l and a_in(c) != 0
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, List
 
 import numpy as np
 
-from .engines import dense_ops as ops
+from .constraints import ACTIVATION_OPS, rule_for, rule_of_node
 from .ir import Model
-
-RULES = {
-    "relu": "ReLU: G = A; keep 1-bit mask + packed non-zeros",
-    "clip": "ReLU6/Clip: G = A minus saturated; keep 2-bit state + packed a",
-    "hardswish": "hard-swish: G = {z >= -3}; keep 2-bit region + z where curved",
-    "hardsigmoid": "hard-sigmoid: G = linear region; A dense; keep 2-bit region",
-    "leakyrelu": "LeakyReLU: no constraint (dense)",
-    "sigmoid": "Sigmoid: no constraint (dense)",
-    None: "no activation: no constraint (dense)",
-}
-CONSTRAINED = ("relu", "clip", "hardswish")
 
 
 def g_mask(op, z, attrs) -> np.ndarray:
-    """Where an error can pass through the activation (the set G), from the rule."""
-    if op is None or op in ("leakyrelu", "sigmoid"):
-        return np.ones(z.shape, bool)
-    if op == "hardswish":
-        return z >= -3
-    return ops.act_derivative(op, z, None, attrs) != 0
+    """Where an error can pass through the activation `op` (the set G), from the constraint table."""
+    return rule_for(op, attrs).g_mask(z, attrs)
 
 
 def layer_table(model: Model, vals: Dict[str, np.ndarray], dvals: Dict[str, np.ndarray],
                 trainable) -> List[dict]:
     """One row per Conv/Gemm layer: activation, sparsities and dense/required MACs per phase."""
-    producers = {n.output: n for n in model.nodes}
     want = set(trainable)
-    needs = _needs_input_grad(model, want)
+    needs = model.needs_grad(want)
     rows = []
     for node in model.weight_layers():
         act = model.activation_after(node)
-        m = layer_masks(model, node, vals, dvals, producers)
+        m = layer_masks(model, node, vals, dvals)
         a, d, a_in, g_in, g_out = m["a"], m["d"], m["a_in"], m["g_in"], m["g_out"]
         dense, req = _macs(node, a_in, g_in, g_out, model.params[node.params["W"]].shape)
-        if not needs[node.name]:
+        if not needs[node.inputs[0]]:
             dense["bp"] = req["bp"] = 0
         if node.params["W"] not in want:
             dense["wg"] = req["wg"] = 0
         rows.append({"name": node.name, "op": node.op, "activation": act.onnx_op if act else "none",
-                     "rule": RULES.get(act.op if act else None, RULES[None]),
+                     "rule": rule_of_node(act).text, "constrained": rule_of_node(act).constrained,
                      "act_sparsity": float((a == 0).mean()), "act_elems": int(a.size), "input_sparsity": float(1 - a_in.mean()),
                      "grad_sparsity": float((d == 0).mean()),
                      "macs_dense": dense, "macs_required": req,
@@ -62,48 +48,27 @@ def layer_table(model: Model, vals: Dict[str, np.ndarray], dvals: Dict[str, np.n
 
 
 def act_bytes(act, z, a) -> dict:
-    """fp32 bytes of a layer's output activation, dense, and as the rule stores it for backward
-    (DESIGN: ReLU 1-bit mask + packed non-zeros; ReLU6 2-bit state + packed a; hard-swish 2-bit
-    region + z where curved; other activations dense)."""
+    """fp32 bytes of a layer's output activation, dense, and in the stored form its rule keeps
+    for backward (runtime/constraints.py)."""
     size = int(a.size)
-    dense = 4 * size
-    op = act.op if act is not None else None
-    if op == "relu":
-        stored = -(-size // 8) + 4 * int(np.count_nonzero(a))
-    elif op == "clip" and act.attrs.get("min") == 0.0:
-        stored = -(-size // 4) + 4 * int(np.count_nonzero(a))
-    elif op == "hardswish":
-        stored = -(-size // 4) + 4 * int(np.count_nonzero((z > -3) & (z < 3)))
-    else:
-        stored = dense
-    return {"dense": dense, "stored": int(stored)}
+    stored = rule_of_node(act).stored_bytes(size, int(np.count_nonzero(a)))
+    return {"dense": 4 * size, "stored": math.ceil(stored)}
 
 
-def layer_masks(model, node, vals, dvals, producers) -> dict:
+def layer_masks(model, node, vals, dvals) -> dict:
     """The operand masks of one Conv/Gemm layer on a recorded step: input x and its non-zeros
     a_in, the G of the input (from the producing activation, through reshapes) and of the
     output, the output activation a, the error d = dL/dz, and the producer of x (prev)."""
     act = model.activation_after(node)
     z, x = vals[node.output], vals[node.inputs[0]]
-    prev = producers.get(node.inputs[0])
-    while prev is not None and prev.op in ("flatten", "reshape"):   # masks survive reshaping
-        prev = producers.get(prev.inputs[0])
-    if prev is not None and prev.op in ("relu", "clip", "hardswish", "hardsigmoid", "leakyrelu", "sigmoid"):
+    prev = model.producer(node.inputs[0])
+    if prev is not None and prev.op in ACTIVATION_OPS:
         g_in = g_mask(prev.op, vals[prev.inputs[0]], prev.attrs).reshape(x.shape)
     else:
         g_in = np.ones(x.shape, bool)
     return {"act": act, "prev": prev, "z": z, "x": x, "a": vals[act.output] if act else z,
             "d": dvals.get(node.output, np.zeros_like(z)), "a_in": x != 0, "g_in": g_in,
             "g_out": g_mask(act.op if act else None, z, act.attrs if act else {})}
-
-
-def _needs_input_grad(model, want):
-    """node name -> whether its input gradient is needed (something trainable lies upstream)."""
-    upstream, out = {model.input_name: False}, {}
-    for n in model.nodes:
-        out[n.name] = any(upstream.get(i, False) for i in n.inputs)
-        upstream[n.output] = out[n.name] or any(v in want for v in n.params.values())
-    return out
 
 
 def _macs(node, a_in, g_in, g_out, wshape):
@@ -126,9 +91,9 @@ def _macs(node, a_in, g_in, g_out, wshape):
     dense = {"fp": 0, "bp": 0, "wg": 0}
     req = {"fp": 0, "bp": 0, "wg": 0}
     for r in range(R):
-        oh_ok, ih = _valid(oh, h, sh, dh, pt, r)
+        oh_ok, ih = valid_taps(oh, h, sh, dh, pt, r)
         for s in range(S):
-            ow_ok, iw = _valid(ow, w, sw, dw, pl, s)
+            ow_ok, iw = valid_taps(ow, w, sw, dw, pl, s)
             taps = len(oh_ok) * len(ow_ok) * n
             for key in dense:
                 dense[key] += taps * g * kg * cg
@@ -141,7 +106,7 @@ def _macs(node, a_in, g_in, g_out, wshape):
     return dense, req
 
 
-def _valid(o, size, stride, dil, pad, r):
+def valid_taps(o, size, stride, dil, pad, r):
     """Output indices whose tap r lands inside the input, and the input indices they read."""
     out = np.arange(o)
     pos = out * stride - pad + r * dil

@@ -1,11 +1,8 @@
-"""The fine-tuning report (DESIGN §4): accuracy, history, per-layer sparsity, MACs, bytes, timing."""
+"""The fine-tuning report (its keys: docs/ARCHITECTURE.md, "The report"): accuracy, history,
+per-layer sparsity, MACs, bytes, timing."""
 from __future__ import annotations
 
-import json
-
-import numpy as np
-
-from .atomic import atomic_write
+from .jsonfile import read_json, write_json
 
 
 def measure_layers(model, params, trainable, x, y, loss):
@@ -36,26 +33,20 @@ def build_report(cfg, model, ds, engine, trainable, params, state, after, export
     xb, yb = ds.x_val[:cfg.batch_size], ds.y_val[:cfg.batch_size]
     rows = measure_layers(model, params, trainable, xb, yb, cfg.loss)
     dense, required = _sum_phases(rows, "macs_dense"), _sum_phases(rows, "macs_required")
-    executed, source = dict(dense), "the dense engine executes every MAC"
-    counters = {}
-    if hasattr(engine, "measure_step"):
-        counters = engine.measure_step(xb, yb) or {}
-        if counters.get("macs_executed"):
-            executed = counters["macs_executed"]
-            source = counters.get("source", f"{engine.name} engine counters")
+    executed, source, batch = dict(dense), "the dense engine executes every MAC", int(len(xb))
+    counters = engine.measure_step(xb, yb) or {}
+    if counters.get("macs_executed"):
+        executed = counters["macs_executed"]
+        source = counters.get("source", f"{engine.name} engine counters")
+    if counters.get("scope") == "last_step":   # a device's own counts of its last step, never the dense count
+        dense, required = counters["macs_dense"], counters["macs_required"]
+        batch = counters.get("batch") or batch
     per_layer = {r["name"]: r for r in counters.get("layers", [])}
     for r in rows:
         got = per_layer.get(r["name"])
         r["macs_executed"] = ({ph: int(got[ph]["executed"]) for ph in ("fp", "bp", "wg")} if got
-                              else dict(r["macs_dense"]) if engine.name == "dense" else None)
+                              else dict(r["macs_dense"]) if not counters else None)
     act_bytes = counters.get("activation_bytes") or _dense_activation_bytes(rows, model, xb, params)
-    batch = int(len(xb))
-    dev = engine.device_step_macs() if hasattr(engine, "device_step_macs") else None
-    if dev:     # the device's own counts (its last training step), never the dense count
-        dense, required, executed = dev["dense"], dev["required"], dev["executed"]
-        batch = dev.get("batch") or batch
-        source = "device counters (accelerator.last_step: the last training step)"
-        act_bytes = dev.get("activation_bytes") or act_bytes
     report = {
         "model": cfg.model, "data": cfg.data, "engine": engine.name,
         "config": {k: v for k, v in cfg.__dict__.items() if k != "engine_options"},
@@ -97,19 +88,7 @@ def _dense_activation_bytes(rows, model, xb, params):
 
 def write_report(path: str, report: dict) -> None:
     """Write the report JSON atomically."""
-    with atomic_write(path, "w") as f:
-        json.dump(report, f, indent=2, default=_jsonable)
-        f.write("\n")
-
-
-def _jsonable(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(type(o))
+    write_json(path, report)
 
 
 REQUIRED_KEYS = ("model", "engine", "before", "after", "history", "layers", "macs")
@@ -119,13 +98,7 @@ def read_report(path: str) -> dict:
     """Load a report JSON written by `finetune --report`, with a clear error for anything else."""
     from .errors import DataError
 
-    try:
-        with open(path, encoding="utf-8") as f:
-            rep = json.load(f)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such report file") from None
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a readable JSON report ({type(exc).__name__})") from None
+    rep = read_json(path, path, "report", DataError)
     missing = [k for k in REQUIRED_KEYS if not isinstance(rep, dict) or k not in rep]
     if missing:
         raise DataError(f"{path}: not an edgetune finetune report (missing {', '.join(missing)})")

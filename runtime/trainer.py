@@ -315,10 +315,7 @@ class _Run:
 
     def _link_health(self) -> dict:
         """Retries, resyncs, timeouts and device resets since the last call (device engine only)."""
-        get = getattr(self.engine, "link_health", None)
-        if get is None:
-            return {}
-        now = get()
+        now = self.engine.link_health()
         delta = {k: v - self._link_seen.get(k, 0) for k, v in now.items()}
         self._link_seen = now
         return {k: v for k, v in delta.items() if v}

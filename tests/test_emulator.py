@@ -6,9 +6,13 @@ import pytest
 
 from edgetune.firmware_bridge import protocol as P
 from edgetune.firmware_bridge.accel_model import PE_COLS, PE_ROWS
-from edgetune.firmware_bridge.codecs import (decode_tensor_set, encode_batch, encode_model_descriptor,
-                                             round_bf16, state_to_tensor_set, tensor_set_to_state)
+from edgetune.firmware_bridge.client import DeviceClient
+from edgetune.firmware_bridge.codecs import (encode_batch, encode_model_descriptor, round_bf16, state_to_tensor_set,
+                                             tensor_set_to_state)
 from edgetune.firmware_bridge.device_core import EmulatedDevice
+from edgetune.firmware_bridge.errors import DeviceErrorResponse, SessionChangedError
+from edgetune.firmware_bridge.loopback import LoopbackTransport
+from edgetune.firmware_bridge.session import DeviceSession, DeviceState
 from edgetune.firmware_bridge.emulator import LinkSide, serve_main
 from edgetune.firmware_bridge.faults import FaultInjector
 from edgetune.firmware_bridge.framing import FrameDecoder, crc32, encode_frame
@@ -20,63 +24,45 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 MLP = os.path.join(ROOT, "models", "digits_mlp.onnx")
 
 
-class Host:
-    """A minimal in-process host speaking to an EmulatedDevice frame by frame."""
+class LoseAnswers(LoopbackTransport):
+    """The loopback link, losing the device's next `lose` answers on their way back."""
 
-    def __init__(self, dev):
-        self.dev, self.seq, self.now = dev, 0, 100.0
-        self.session = 0
+    lose = 0
 
-    def raw(self, ftype, payload, seq=None, version=1):
-        if seq is None:
-            self.seq += 1
-            seq = self.seq
-        out = self.dev.receive(encode_frame(ftype, seq, payload, version), self.now)
-        frames = FrameDecoder().feed(out)
-        return frames[0] if frames else None
+    def write(self, data, timeout_sec):
+        super().write(data, timeout_sec)
+        if self.lose:
+            self.lose -= 1
+            self.side.tx_buf.clear()
 
-    def ok(self, ftype, payload, **kw):
-        f = self.raw(ftype, payload, **kw)
-        assert f is not None and f.type == ftype | 0x80, P.decode_error(f.payload) if f else "no answer"
-        return f.payload
 
-    def err(self, ftype, payload, **kw):
-        f = self.raw(ftype, payload, **kw)
-        assert f is not None and f.type == P.ERROR
-        return P.decode_error(f.payload)[0]
+def connect(dev, transport=None):
+    """The real host client over the in-process loopback to `dev`, after HELLO."""
+    c = DeviceClient((transport or LoopbackTransport(dev)).__enter__(), timeout=0.05, max_payload=1024)
+    c.hello()
+    return c
 
-    def hello(self):
-        info = P.decode_hello_rsp(self.ok(P.HELLO, P.HELLO_REQ.pack(1, 0, 1024)))
-        self.session = info["session_id"]
-        return info
 
-    def put(self, blob, data):
-        room = 1024 - P.PUT_CHUNK_REQ.size
-        for off in range(0, len(data), room):
-            self.ok(P.PUT_CHUNK, P.PUT_CHUNK_REQ.pack(self.session, blob, len(data), off) + data[off:off + room])
+def start(dev, model, cfg=OptimizerConfig(lr=0.05), transport=None):
+    """A DeviceSession with `model` and its parameters loaded on `dev` (what the device engine does)."""
+    session = DeviceSession(connect(dev, transport))
+    session.start(encode_model_descriptor(model, model.trainable_names(), cfg, "cross_entropy"),
+                  DeviceState(dict(model.params), None, 0))
+    return session
 
-    def commit(self, blob, data):
-        self.put(blob, data)
-        return self.ok(P.COMMIT, P.COMMIT_REQ.pack(self.session, blob, len(data), crc32(data)))
 
-    def load(self, model, cfg=OptimizerConfig(lr=0.05)):
-        self.hello()
-        self.commit(P.BLOB_MODEL, encode_model_descriptor(model, model.trainable_names(), cfg, "cross_entropy"))
-        self.commit(P.BLOB_STATE, state_to_tensor_set(model.params, None, 0))
+def error_code(call):
+    """The code of the ERROR frame `call` gets back from the device."""
+    with pytest.raises(DeviceErrorResponse) as err:
+        call()
+    return err.value.code
 
-    def train_req(self, x, y, step):
-        b = encode_batch(x, y)
-        self.put(P.BLOB_BATCH, b)
-        return P.TRAIN_STEP_REQ.pack(self.session, step, len(b), crc32(b))
 
-    def result(self, rsp):
-        _loss, total, crc = P.RESULT_RSP.unpack_from(rsp)
-        out = bytearray()
-        while len(out) < total:
-            r = self.ok(P.GET_CHUNK, P.GET_CHUNK_REQ.pack(self.session, P.BLOB_RESULT, len(out), 1000))
-            out += r[P.GET_CHUNK_RSP.size:]
-        assert crc32(out) == crc
-        return bytes(out)
+def batch_request(c, x, y, step):
+    """Upload a batch with the client and return the TRAIN_STEP payload for it."""
+    b = encode_batch(x, y)
+    c.put_blob(P.BLOB_BATCH, b)
+    return P.TRAIN_STEP_REQ.pack(c.session, step, len(b), crc32(b))
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +77,7 @@ def batch():
 
 
 def test_hello_capabilities():
-    info = Host(EmulatedDevice()).hello()
+    info = connect(EmulatedDevice()).info
     caps = info["caps"]
     assert info["proto"] == 1 and info["session_id"] != 0 and info["max_payload"] == 1024
     assert caps["pe_array"] == [PE_ROWS, PE_COLS] and caps["format"] == "fp32"
@@ -101,20 +87,22 @@ def test_hello_capabilities():
 def test_train_step_matches_hosted_engine_and_duplicates_run_once(mlp, batch):
     x, y = batch
     dev = EmulatedDevice()
-    h = Host(dev)
-    h.load(mlp)
+    link = LoseAnswers(dev)
+    c = start(dev, mlp, transport=link).client
     ref = make_engine(dev.engine_name)
     ref.load(mlp, optimizer=OptimizerConfig(lr=0.05))
-    req = h.train_req(x[:32], y[:32], 0)
-    first = h.raw(P.TRAIN_STEP, req, seq=500)
-    again = h.raw(P.TRAIN_STEP, req, seq=500)           # host retry: same seq, same bytes
-    assert first == again and dev.step == 1 and dev.link["duplicates"] == 1
+    req = batch_request(c, x[:32], y[:32], 0)
+    link.lose = 1                                       # the answer is lost: the client retries, same seq and bytes
+    retries = c.stats.retries
+    first = c.request(P.TRAIN_STEP, req)
+    assert c.stats.retries == retries + 1 and dev.step == 1 and dev.link["duplicates"] == 1
     r = ref.train_step(x[:32], y[:32])
-    step, loss, correct, n, *_ = P.TRAIN_STEP_RSP.unpack_from(first.payload)
+    step, loss, correct, n, *_ = P.TRAIN_STEP_RSP.unpack_from(first)
     assert (step, correct, n) == (0, r.correct, 32) and loss == r.loss
     # a new request for an old step is refused, never run twice
-    assert h.err(P.TRAIN_STEP, req) == P.E_STEP and dev.step == 1
-    params, opt, st = tensor_set_to_state(h.result(h.ok(P.READ_STATE, P.READ_STATE_REQ.pack(h.session, 1))))
+    assert error_code(lambda: c.request(P.TRAIN_STEP, req)) == P.E_STEP and dev.step == 1
+    _loss, blob = c.result_request(P.READ_STATE, P.READ_STATE_REQ.pack(c.session, 1))
+    params, opt, st = tensor_set_to_state(blob)
     assert st == 1 and opt["t"] == 1
     for k, v in ref.get_params().items():
         np.testing.assert_array_equal(params[k], v)
@@ -122,30 +110,28 @@ def test_train_step_matches_hosted_engine_and_duplicates_run_once(mlp, batch):
 
 def test_errors_are_coded(mlp, batch):
     dev = EmulatedDevice()
-    h = Host(dev)
-    h.hello()
-    assert h.err(0x55, P.SESSION.pack(h.session)) == P.E_UNKNOWN_TYPE
-    assert h.err(P.HELLO, b"", version=2) == P.E_VERSION
-    assert h.err(P.PUT_CHUNK, P.PUT_CHUNK_REQ.pack(h.session ^ 1, P.BLOB_BATCH, 4, 0) + b"abcd") == P.E_SESSION
-    assert h.err(P.PUT_CHUNK, P.PUT_CHUNK_REQ.pack(h.session, P.BLOB_BATCH, 4, 2) + b"abcd") == P.E_BAD_CHUNK
-    assert h.err(P.TRAIN_STEP, P.TRAIN_STEP_REQ.pack(h.session, 0, 4, 0)) == P.E_NO_MODEL
-    assert h.err(P.COMMIT, P.COMMIT_REQ.pack(h.session, P.BLOB_MODEL, 9, 0)) == P.E_BLOB_CRC
-    assert h.err(P.GET_CHUNK, P.GET_CHUNK_REQ.pack(h.session, P.BLOB_RESULT, 0, 10)) == P.E_NO_RESULT
-    assert h.err(P.READ_STATE, b"\x01") == P.E_BAD_PAYLOAD
-    h.put(P.BLOB_MODEL, b'{"format":1}')
-    code = h.err(P.COMMIT, P.COMMIT_REQ.pack(h.session, P.BLOB_MODEL, 12, crc32(b'{"format":1}')))
-    assert code == P.E_BAD_DESCRIPTOR
-    h.commit(P.BLOB_MODEL, encode_model_descriptor(mlp, mlp.trainable_names(), OptimizerConfig(), "mse"))
+    c = connect(dev)
+    ask = lambda ftype, payload: error_code(lambda: c.request(ftype, payload))  # noqa: E731
+    assert ask(0x55, P.SESSION.pack(c.session)) == P.E_UNKNOWN_TYPE
+    # the host speaks version 1 only: a version-2 frame goes to the device by hand
+    answer = FrameDecoder().feed(dev.receive(encode_frame(P.HELLO, 7, b"", 2), 1.0))[0]
+    assert answer.type == P.ERROR and P.decode_error(answer.payload)[0] == P.E_VERSION
+    with pytest.raises(SessionChangedError):
+        c.request(P.PUT_CHUNK, P.PUT_CHUNK_REQ.pack(c.session ^ 1, P.BLOB_BATCH, 4, 0) + b"abcd")
+    assert ask(P.PUT_CHUNK, P.PUT_CHUNK_REQ.pack(c.session ^ 1, P.BLOB_BATCH, 4, 0) + b"abcd") == P.E_SESSION
+    assert ask(P.PUT_CHUNK, P.PUT_CHUNK_REQ.pack(c.session, P.BLOB_BATCH, 4, 2) + b"abcd") == P.E_BAD_CHUNK
+    assert ask(P.TRAIN_STEP, P.TRAIN_STEP_REQ.pack(c.session, 0, 4, 0)) == P.E_NO_MODEL
+    assert ask(P.COMMIT, P.COMMIT_REQ.pack(c.session, P.BLOB_MODEL, 9, 0)) == P.E_BLOB_CRC
+    assert ask(P.GET_CHUNK, P.GET_CHUNK_REQ.pack(c.session, P.BLOB_RESULT, 0, 10)) == P.E_NO_RESULT
+    assert ask(P.READ_STATE, b"\x01") == P.E_BAD_PAYLOAD
+    assert error_code(lambda: c.commit(P.BLOB_MODEL, b'{"format":1}')) == P.E_BAD_DESCRIPTOR
+    c.commit(P.BLOB_MODEL, encode_model_descriptor(mlp, mlp.trainable_names(), OptimizerConfig(), "mse"))
     bad_state = state_to_tensor_set({"fc1.weight": mlp.params["fc1.weight"]})
-    h.put(P.BLOB_STATE, bad_state)
-    assert h.err(P.COMMIT, P.COMMIT_REQ.pack(h.session, P.BLOB_STATE, len(bad_state), crc32(bad_state))) \
-        == P.E_BAD_STATE
-    h.commit(P.BLOB_STATE, state_to_tensor_set(mlp.params))
+    assert error_code(lambda: c.commit(P.BLOB_STATE, bad_state)) == P.E_BAD_STATE
+    c.commit(P.BLOB_STATE, state_to_tensor_set(mlp.params))
     x, y = batch
     wrong = np.zeros((2, 3, 8, 8), np.float32)
-    b = encode_batch(wrong, y[:2])
-    h.put(P.BLOB_BATCH, b)
-    assert h.err(P.TRAIN_STEP, P.TRAIN_STEP_REQ.pack(h.session, 0, len(b), crc32(b))) == P.E_BAD_BATCH
+    assert ask(P.TRAIN_STEP, batch_request(c, wrong, y[:2], 0)) == P.E_BAD_BATCH
     assert dev.step == 0
 
 
@@ -169,22 +155,24 @@ def test_garbage_resync_and_idle_timeout(mlp):
 def test_reset_after_n_steps_loses_state_and_changes_session(mlp, batch):
     x, y = batch
     dev = EmulatedDevice(reset_after=2)
-    h = Host(dev)
-    h.load(mlp)
-    s1 = h.session
-    assert h.raw(P.TRAIN_STEP, h.train_req(x[:8], y[:8], 0)) is not None
-    assert h.raw(P.TRAIN_STEP, h.train_req(x[:8], y[:8], 1)) is None      # the device died before answering
-    assert h.err(P.READ_STATE, P.READ_STATE_REQ.pack(s1, 1)) == P.E_SESSION
-    assert h.hello()["session_id"] != s1 and dev.engine is None and dev.step == 0
+    c = start(dev, mlp).client
+    s1 = c.session
+    c.request(P.TRAIN_STEP, batch_request(c, x[:8], y[:8], 0))
+    # the device dies before answering step 1; the retry reaches the rebooted device, which
+    # knows no session s1: the step is not run on the lost state
+    with pytest.raises(SessionChangedError):
+        c.request(P.TRAIN_STEP, batch_request(c, x[:8], y[:8], 1))
+    assert dev.boots == 2 and dev.step == 0
+    assert error_code(lambda: c.request(P.READ_STATE, P.READ_STATE_REQ.pack(s1, 1))) == P.E_SESSION
+    assert c.hello()["session_id"] != s1 and dev.engine is None and dev.step == 0
 
 
 def test_bf16_storage(mlp, batch):
     x, y = batch
     dev = EmulatedDevice(fmt="bf16")
-    h = Host(dev)
-    h.load(mlp)
-    h.ok(P.TRAIN_STEP, h.train_req(x[:32], y[:32], 0))
-    params, opt, _ = tensor_set_to_state(h.result(h.ok(P.READ_STATE, P.READ_STATE_REQ.pack(h.session, 1))))
+    session = start(dev, mlp)
+    session.train_step(x[:32], y[:32])
+    params = session.read_state().params
     ref = make_engine("dense")
     ref.load(mlp, optimizer=OptimizerConfig(lr=0.05))
     ref.train_step(x[:32], y[:32])
@@ -197,9 +185,7 @@ def test_bf16_storage(mlp, batch):
 def test_accelerator_counters(mlp, batch):
     x, y = batch
     dev = EmulatedDevice()
-    h = Host(dev)
-    h.load(mlp)
-    h.ok(P.TRAIN_STEP, h.train_req(x[:32], y[:32], 0))
+    start(dev, mlp).train_step(x[:32], y[:32])
     acc = dev.counters()["accelerator"]
     fc1, fc2 = acc["layers"][0], acc["layers"][1]
     # FP of fc1: every non-zero input pixel times the 128 outputs, exactly
@@ -224,18 +210,13 @@ def test_accelerator_counters(mlp, batch):
 def test_predict_and_loss_grads(mlp, batch):
     x, y = batch
     dev = EmulatedDevice()
-    h = Host(dev)
-    h.load(mlp)
+    session = start(dev, mlp)
     ref = make_engine(dev.engine_name)
     ref.load(mlp)
-    b = encode_batch(x[:16], y[:16])
-    h.put(P.BLOB_BATCH, b)
-    logits = decode_tensor_set(h.result(h.ok(P.PREDICT, P.BATCH_REQ.pack(h.session, len(b), crc32(b)))))[1]
-    np.testing.assert_array_equal(logits["logits"], ref.predict(x[:16]))
-    rsp = h.ok(P.LOSS_GRADS, P.BATCH_REQ.pack(h.session, len(b), crc32(b)))
+    np.testing.assert_array_equal(session.predict(x[:16]), ref.predict(x[:16]))
+    got_loss, got = session.loss_and_grads(x[:16], y[:16])
     loss, grads = ref.loss_and_grads(x[:16], y[:16])
-    assert P.RESULT_RSP.unpack_from(rsp)[0] == loss
-    got = decode_tensor_set(h.result(rsp))[1]
+    assert got_loss == loss
     assert set(got) == set(grads)
 
 
@@ -265,9 +246,7 @@ def test_accelerator_counters_conv(batch):
     x, y = batch
     x = x[:8]
     dev = EmulatedDevice()
-    h = Host(dev)
-    h.load(cnn)
-    h.ok(P.TRAIN_STEP, h.train_req(x, y[:8], 0))
+    start(dev, cnn).train_step(x, y[:8])
     layers = {r["name"]: r for r in dev.counters()["accelerator"]["layers"]}
     conv1 = layers["/conv1/Conv"]
     # independent count: non-zero inputs under each 3x3 window (pad 1), times 16 output channels

@@ -11,7 +11,6 @@ import os
 import numpy as np
 import pytest
 
-from edgetune.firmware_bridge import protocol as P
 from edgetune.firmware_bridge.accel_model import PE_COLS, PE_ROWS
 from edgetune.firmware_bridge.device_core import EmulatedDevice
 from edgetune.runtime import load_model
@@ -20,7 +19,7 @@ from edgetune.runtime.engines import make_engine
 from edgetune.runtime.engines.dense import DenseEngine
 from edgetune.runtime.optim import OptimizerConfig
 
-from test_emulator import Host
+from test_emulator import start
 
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models")
@@ -48,10 +47,9 @@ def _simulate_macs(model, params, trainable, x, y):
 
 def _emulator_step(model, x, y, engine="native", steps=1):
     dev = EmulatedDevice(engine=engine)
-    h = Host(dev)
-    h.load(model, CFG)
-    for s in range(steps):
-        h.ok(P.TRAIN_STEP, h.train_req(x, y, s))
+    session = start(dev, model, CFG)
+    for _ in range(steps):
+        session.train_step(x, y)
     return dev, dev.counters()["accelerator"]
 
 

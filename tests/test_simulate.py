@@ -204,7 +204,7 @@ def test_every_config_value_has_a_source():
 def test_cli_writes_json_and_rejects_bad_input(tmp_path):
     from click.testing import CliRunner
 
-    from edgetune.runtime.simulate_cli import simulate
+    from edgetune.runtime.cli import simulate
 
     out = tmp_path / "sim.json"
     res = CliRunner().invoke(simulate, ["digits_cnn", "--batch-size", "8", "--json", str(out)])

@@ -7,7 +7,7 @@ must equal (up to float summation order).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import ClassVar, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -34,10 +34,17 @@ class Engine:
       the initializer's ONNX shape, for the trainable parameters only;
       train_step(x, y) computes grads and applies one optimizer update;
       get_params()/set_params() move every float initializer by name.
+
+    Optional measurement interface (the defaults say "not measured"; callers never probe for
+    attributes): `has_step_counters`, `step_counters()`, `step_operands()`, `measure_step()`,
+    `link_health()`. `options` names the keyword options the constructor takes; make_engine
+    refuses any other (docs/ARCHITECTURE.md, "The engine seam").
     """
 
     name = "base"
     grad_hook = None
+    options: ClassVar[Tuple[str, ...]] = ()
+    has_step_counters: ClassVar[bool] = False   # step_counters()/step_operands() report each forward+backward
 
     def load(self, model, trainable=None, optimizer: Optional[OptimizerConfig] = None,
              loss: str = "cross_entropy") -> None:
@@ -99,13 +106,18 @@ class Engine:
 
     def set_params(self, params: Dict[str, np.ndarray]) -> None:
         """Overwrite parameters by name (shapes must match)."""
+        self._check_params(params)
         for k, v in params.items():
-            if k not in self.params:
-                raise KeyError(f"unknown parameter {k!r}")
-            if self.params[k].shape != np.shape(v):
-                raise ValueError(f"parameter {k!r}: shape {np.shape(v)} != {self.params[k].shape}")
             self.params[k][...] = v
         self._after_update(list(params))
+
+    def _check_params(self, params: Dict[str, np.ndarray]) -> None:
+        """KeyError for a name the model does not have, ValueError for a shape that differs."""
+        for k, v in params.items():
+            if k not in self.model.params:
+                raise KeyError(f"unknown parameter {k!r}")
+            if self.model.params[k].shape != np.shape(v):
+                raise ValueError(f"parameter {k!r}: shape {np.shape(v)} != {self.model.params[k].shape}")
 
     def optimizer_state(self) -> dict:
         """The optimizer's state (step count, moments), as plain numpy arrays."""
@@ -118,6 +130,30 @@ class Engine:
     def counters(self) -> dict:
         """Engine-specific counters (MACs, bytes, ...)."""
         return dict(self._counters)
+
+    # -- optional measurement interface ------------------------------------------------
+    def step_counters(self) -> Optional[dict]:
+        """MACs its kernels counted in the most recent forward+backward: {"macs_dense",
+        "macs_required", "macs_executed" (each {fp, bp, wg, total}), "layers" ([{name, fp|bp|wg:
+        {dense, required, executed}}]), "activation_bytes" ({dense, stored})}; None when the
+        engine does not count (then `has_step_counters` is False)."""
+        return None
+
+    def step_operands(self) -> Optional[dict]:
+        """{Conv/Gemm layer name: (input SparseInfo, output SparseInfo)} of the most recent forward,
+        the masks the kernels used; None when the engine keeps none."""
+        return None
+
+    def measure_step(self, x: np.ndarray, y: np.ndarray) -> Optional[dict]:
+        """MACs of one forward+backward on (x, y) without an update, as `step_counters()` gives
+        them, plus "source" and "scope": "batch"; or, for an engine that cannot run one on demand
+        (a device), the counts of its last training step with "scope": "last_step" and its
+        "batch". None when the engine counts nothing (every MAC of the dense reference runs)."""
+        return None
+
+    def link_health(self) -> dict:
+        """Link trouble so far (retries, resyncs, timeouts, device resets), for engines behind a link."""
+        return {}
 
     def close(self) -> None:
         """Release resources (devices, threads)."""

@@ -20,6 +20,7 @@ class DenseEngine(Engine):
     reference (training uses float32)."""
 
     name = "dense"
+    options = ("dtype",)
 
     def __init__(self, dtype=F32):
         self.dtype = np.dtype(dtype)
@@ -93,7 +94,7 @@ class DenseEngine(Engine):
 
     def _backward(self, vals, caches, dlogits, seen=None):
         p, want = self.params, set(self.trainable)
-        needed = self._needs_grad()
+        needed = self.model.needs_grad(self.trainable)
         dvals = {self.model.output_name: dlogits}
         grads: Dict[str, np.ndarray] = {}
         for node in reversed(self.model.nodes):
@@ -112,14 +113,6 @@ class DenseEngine(Engine):
                 if dx is not None and nd:
                     dvals[inp] = dvals[inp] + dx if inp in dvals else dx
         return grads
-
-    def _needs_grad(self):
-        """value name -> does anything trainable lie upstream of it (so its gradient is needed)."""
-        want, needed = set(self.trainable), {self.model.input_name: False}
-        for n in self.model.nodes:
-            up = any(needed.get(i, False) for i in n.inputs)
-            needed[n.output] = up or any(v in want for v in n.params.values())
-        return needed
 
     def _bwd(self, node, d, cache, vals, p, need_dx):
         op, at = node.op, node.attrs

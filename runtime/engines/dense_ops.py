@@ -116,8 +116,8 @@ def act_derivative(op, z, a, attrs):
         return (z > 0).astype(z.dtype)
     if op == "clip":   # torch's hardtanh: passes strictly inside the bounds
         return ((z > attrs["min"]) & (z < attrs["max"])).astype(z.dtype)
-    if op == "hardswish":  # torch: 0 below -3, z/3 + 1/2 on [-3, 3], 1 above
-        return np.where(z < -3, t(0), np.where(z <= 3, z / t(3) + t(0.5), t(1))).astype(z.dtype)
+    if op == "hardswish":  # torch: 0 up to -3, z/3 + 1/2 strictly between -3 and 3, 1 from 3 on
+        return np.where(z <= -3, t(0), np.where(z < 3, z / t(3) + t(0.5), t(1))).astype(z.dtype)
     if op == "hardsigmoid":
         u = t(attrs["alpha"]) * z + t(attrs["beta"])
         return np.where((u > 0) & (u < 1), t(attrs["alpha"]), t(0)).astype(z.dtype)

@@ -82,8 +82,10 @@ class NativeEngine(Engine):
     """Sparse C++ kernels (the default engine)."""
 
     name = "native"
+    options = ("dense", "threads", "auto_dense")
+    has_step_counters = True
 
-    def __init__(self, dense: bool = False, threads: Optional[int] = None, auto_dense: bool = True, **_ignored):
+    def __init__(self, dense: bool = False, threads: Optional[int] = None, auto_dense: bool = True):
         self.dense = bool(dense)
         # sparse mode only: plan an activation densely when its last step had < MIN_SPARSITY zeros
         self.auto_dense = bool(auto_dense) and not self.dense
@@ -107,7 +109,7 @@ class NativeEngine(Engine):
                 if act is not None:
                     fused.add(act.name)
         self.steps = [n for n in m.nodes if n.name not in fused]
-        self.needs = self._needs_grad()
+        self.needs = m.needs_grad(self.trainable)
         self._reads, self._has_info = self._dense_reads()
         want = set(self.trainable)
         for lay in self.layers.values():
@@ -115,12 +117,6 @@ class NativeEngine(Engine):
         self._totals = {k: {"fp": 0, "bp": 0, "wg": 0} for k in ("dense", "required", "executed")}
         self.last_step: Dict[str, dict] = {}
         self._after_update(list(self.params))
-
-    def _needs_grad(self):
-        want, up = set(self.trainable), {self.model.input_name: False}
-        for n in self.model.nodes:
-            up[n.output] = any(up.get(i, False) for i in n.inputs) or any(v in want for v in n.params.values())
-        return up
 
     def _after_update(self, names):
         changed = set(names)
@@ -476,6 +472,10 @@ class NativeEngine(Engine):
                 "macs_executed": totals["executed"],
                 "layers": [{"name": n, **c} for n, c in self.last_step.items()],
                 "activation_bytes": _activation_bytes(infos)}
+
+    def step_operands(self) -> dict:
+        """{layer: (input SparseInfo, output SparseInfo)} the kernels kept in the most recent forward."""
+        return {name: (lay.k.input_info, lay.k.output_info) for name, lay in self.layers.items()}
 
     def phase_medians(self, x, y, steps: int) -> dict:
         """Median FP/BP/WG milliseconds over `steps` training-step passes (after one warm-up)."""
