@@ -1,4 +1,4 @@
-// Sparse conv/gemm kernels. Loop structure (DESIGN §7): gather per output
+// Sparse conv/gemm kernels. Loop structure (docs/ARCHITECTURE.md, "The kernels"): gather per output
 // element with up to 8 vectors of accumulators held in registers, iterate the
 // non-zero list of the sparse operand as the scalar broadcast operand.
 #include "conv.hpp"
@@ -8,6 +8,15 @@
 namespace et {
 
 void fprime_row(ActInfo& I, i64 p, float* fp);
+
+// out[i] = sum over threads of part[t][i], in double (threads that ran no rows have no part)
+static void sum_threads(const std::vector<std::vector<double>>& part, float* out, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        double s = 0;
+        for (const auto& p : part) s += p.empty() ? 0.0 : p[i];
+        out[i] = (float)s;
+    }
+}
 
 static double now_ms() {
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -806,7 +815,7 @@ static void wg_block_geo(const WgArgs& A, i64 tile, int c, int rs0, int kb, i64&
 
 // Taps per call of a WG variant at NV vectors: a group for the geo variants, one otherwise.
 static int wg_taps_per_call(int var, int nv) {
-    if (var != 3 && var != 4) return 1;
+    if (var != 3 && var != 4) return 1;  // WG_GEO, WG_GEO_CHECKG
     static const int tg[9] = {1, geo_taps<1>(), geo_taps<2>(), geo_taps<3>(), geo_taps<4>(),
                               geo_taps<5>(), geo_taps<6>(), geo_taps<7>(), geo_taps<8>()};
     return tg[nv];
@@ -823,8 +832,10 @@ using WgFn = void (*)(const WgArgs&, i64, int, int, int, i64&, i64&);
     {nullptr, wg_block<1, false, false, true>, wg_block<2, false, false, true>, wg_block<3, false, false, true>, \
      wg_block<4, false, false, true>, wg_block<5, false, false, true>, wg_block<6, false, false, true>,         \
      wg_block<7, false, false, true>, wg_block<8, false, false, true>}
-static const WgFn wg_table[6][9] = {ET_WG_ROW(false, false), ET_WG_ROW(false, true), ET_WG_ROW(true, true),
-                                    ET_WG_GEO(false), ET_WG_GEO(true), ET_WG_S2};
+// WG variants (rows of wg_table): how a list entry's output pixel is found from its input pixel
+enum WgVariant { WG_GENERAL = 0, WG_STRIDE1, WG_POINTWISE, WG_GEO, WG_GEO_CHECKG, WG_STRIDE2, WG_VARIANTS };
+static const WgFn wg_table[WG_VARIANTS][9] = {ET_WG_ROW(false, false), ET_WG_ROW(false, true), ET_WG_ROW(true, true),
+                                              ET_WG_GEO(false), ET_WG_GEO(true), ET_WG_S2};
 
 bool ConvLayer::wg_geo(TGeo& G) const {
     // the tap bits and q share one 32-bit code
@@ -843,26 +854,13 @@ void ConvLayer::backward(const float* grad_a, float* g_in, const ActInfo* prevG,
     twg += cwg;
 }
 
-void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* prevG, float* dW, float* db) {
-    const double t0 = now_ms();
+// d = grad_a * f'(z): dense padded rows into D (for WG; null: skipped), the values along the G
+// lists into dvals (for BP; null: skipped), per-channel sums into db (null: skipped).
+void ConvLayer::grad_prologue(const float* grad_a, const RowView& GV, float* D, float* dvals, float* db) {
     ActInfo& O = *out;
-    const i64 Pout = O.P, Pin = in->P;
+    const i64 Pout = O.P;
     const int T = max_threads();
-    const bool need_wg = dW != nullptr;
-    const bool need_bp = g_in != nullptr;
-    RowView GV = O.view_g(groups);
-    const i64 nd = GV.all ? Pout * K : (O.g_same ? O.nnz_a : O.nnz_g);
-    // ---- prologue: d = grad_a * f'(z) -> dense padded rows (WG) and values along G lists (BP)
-    // scratch reused across calls (no page faults per step)
-    // scratch of this call only (the block recycler hands the same memory to the next layer)
-    ABuf<float> Dbuf, dvbuf;
-    if (need_wg) {
-        Dbuf.reset((size_t)(Pout + 1) * KpAll);  // + a zero row: WG's taps outside the image read it
-        std::memset(Dbuf.data() + Pout * KpAll, 0, sizeof(float) * KpAll);
-    }
-    if (need_bp) dvbuf.reset((size_t)std::max<i64>(nd, 1) + 8);  // + slack: whole 8-lane stores
-    float* D = Dbuf.data();
-    float* dvals = dvbuf.data();
+    const bool need_wg = D != nullptr, need_bp = dvals != nullptr;
     std::vector<std::vector<double>> dbp(T);
     const i64* gptr = GV.all ? nullptr : GV.ptr;
     const i32* gidx = GV.all ? nullptr : GV.idx;
@@ -920,187 +918,209 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
             }
         }
     }
-    if (db)
-        for (int k = 0; k < K; k++) {
-            double s = 0;
-            for (int t = 0; t < T; t++) s += dbp[t].empty() ? 0.0 : dbp[t][k];
-            db[k] = (float)s;
+    if (db) sum_threads(dbp, db, K);
+}
+
+// BP: g_in = W^T d over the taps, then masked by the previous layer's G (prevG; null: no mask).
+void ConvLayer::bp_phase(const RowView& GV, const float* dvals, const i32* gc, float* g_in, const ActInfo* prevG) {
+    const i64 Pin = in->P;
+    const int T = max_threads();
+    cbp.dense = dense_macs();
+    // mask of the input gradient by the previous layer's G
+    int mmode = 0;  // 0 none, 1 lists, 2 states
+    RowView PV;
+    const i32* pgc = nullptr;
+    ActInfo* pg = const_cast<ActInfo*>(prevG);
+    if (pg && (pg->kind == KD_RELU || pg->kind == KD_CLIP0 || pg->kind == KD_HSWISH)) {
+        mmode = pg->g_all ? 2 : 1;
+        if (mmode == 1) PV = pg->view_g(1);
+        pgc = pg->group_counts(1, groups);
+    }
+    const bool skip_px = mmode == 1 && !dense;
+    BpArgs A{this, &GV, dvals, gc, nullptr, H, W, OH, OW};
+    const int CpAll = groups * Cp;
+    std::vector<Counts> cnt(T);
+#pragma omp parallel num_threads(T)
+    {
+        const int t = thread_id(), nt = team_size();
+        const i64 p0 = split(Pin, nt, t), p1 = split(Pin, nt, t + 1);
+        ABuf<float> bt, jx;
+        ABuf<u32> joff;
+        bt.reset((size_t)TPIX * CpAll);
+        const size_t jcap = (size_t)R * S * round_up(Kg, VW) + VW;
+        joff.reset(jcap);
+        jx.reset(jcap);
+        BpArgs B = A;
+        B.btile = bt.data();
+        B.joff = joff.data();
+        B.jx = jx.data();
+        i64 px[TPIX], tr[TPIX];
+        i64 ex = 0, rq = 0;
+        for (i64 tp = p0; tp < p1;) {
+            int np = 0;
+            for (; tp < p1 && np < TPIX; tp++) {
+                if (skip_px && pg->gcnt[tp] == 0) {
+                    std::memset(g_in + tp * C, 0, sizeof(float) * C);
+                    continue;
+                }
+                px[np++] = tp;
+            }
+            if (!np) continue;
+            for (int g = 0; g < groups; g++)
+                for (int cb = 0; cb < Cp; cb += KB) {
+                    const int nv = std::min(KB, Cp - cb) / VW;
+                    i64 ent = 0;
+                    bp_table[nv](B, px, np, g, cb, ent, cb == 0 ? tr : nullptr);
+                    ex += ent * nv * VW;
+                    if (cb == 0)
+                        for (int ii = 0; ii < np; ii++)
+                            rq += tr[ii] * (pgc ? pgc[px[ii] * groups + g] : Cg);
+                }
+            for (int ii = 0; ii < np; ii++) {
+                const i64 p = px[ii];
+                const float* b = bt.data() + (size_t)ii * CpAll;
+                float* gr = g_in + p * C;
+                if (mmode == 1) {
+                    std::memset(gr, 0, sizeof(float) * C);
+                    const i32* ix;
+                    i64 off;
+                    const int n = PV.row(p, 0, ix, off);
+                    for (int j = 0; j < n; j++) {
+                        const int c = ix[j];
+                        gr[c] = b[(c / Cg) * Cp + c % Cg];
+                    }
+                } else {
+                    for (int g = 0; g < groups; g++)
+                        std::memcpy(gr + g * Cg, b + g * Cp, sizeof(float) * Cg);
+                    if (mmode == 2 && C % 8 == 0) {  // G of eight channels per lookup
+                        for (int c = 0; c < C; c += 8) {
+                            const unsigned m = g_bits8(*pg, p * C + c);
+                            for (int l = 0; l < 8; l++) gr[c + l] = (m >> l & 1) ? gr[c + l] : 0.f;
+                        }
+                    } else if (mmode == 2) {
+                        for (int c = 0; c < C; c++)
+                            if (!pg->in_g_state(pg->state(p * C + c))) gr[c] = 0.f;
+                    }
+                }
+            }
         }
+        cnt[t].executed = ex;
+        cnt[t].required = rq;
+    }
+    for (auto& c : cnt) { cbp.executed += c.executed; cbp.required += c.required; }
+}
+
+// WG: dW = sum over the pixels of a (input lists, transposed per tile) times d (dense rows D).
+void ConvLayer::wg_phase(const float* D, const i32* gc, float* dW) {
+    const i64 Pout = out->P;
+    const int T = max_threads();
+    cwg.dense = dense_macs();
+    const int RS = R * S;
+    const i64 items = (i64)C * RS;
+    std::vector<i64> pre(items + 1, 0);
+    for (i64 it = 0; it < items; it++)
+        pre[it + 1] = pre[it] + (in->a_all ? 1 : in->chan_nnz[it / RS] + 1);
+    ABuf<float> dWp;
+    dWp.reset((size_t)groups * RS * Cg * Kp);
+    {
+        float* z = dWp.data();
+        const i64 nz = (i64)groups * RS * Cg * Kp;
+#pragma omp parallel for schedule(static)
+        for (i64 i = 0; i < nz; i += 4096) std::memset(z + i, 0, sizeof(float) * std::min<i64>(4096, nz - i));
+    }
+    if (wg_by_im2col()) {
+        cwg.executed = wg_im2col(D, dWp.data());
+    } else {
+    TGeo Gg;
+    const bool hg = wg_geo(Gg);
+    const std::unique_ptr<Transposed> Tptr = in->transposed(pointwise, tile_px(), hg ? &Gg : nullptr);
+    const Transposed& TT = *Tptr;
+    bool any_empty = false;
+    if (!dense)
+        for (i64 i = 0; i < Pout * groups && !any_empty; i++) any_empty = gc[i] == 0;
+    WgArgs A{this, &TT, D, D + Pout * KpAll, gc, dWp.data(), OH, OW, in->a_constrained, any_empty};
+    const int var = hg ? (any_empty ? 4 : 3)
+                    : pointwise ? 2
+                    : (sh == 1 && sw == 1) ? 1
+                    : (sh == 2 && sw == 2) ? 5 : 0;
+    // work items: (channel, tap), split by the channels' list lengths; the geo variants walk
+    // one channel's list for a group of taps, so their items are whole channels
+    const bool grouped = var == 3 || var == 4;
+    std::vector<i64> chpre;
+    if (grouped) {
+        chpre.assign(C + 1, 0);
+        for (int c = 0; c < C; c++) chpre[c + 1] = pre[(i64)(c + 1) * RS];
+    }
+    std::vector<Counts> cnt(T);
+#pragma omp parallel num_threads(T)
+    {
+        const int t = thread_id(), nt = team_size();
+        std::vector<i64> b = grouped ? balanced_split(chpre.data(), C, nt) : balanced_split(pre.data(), items, nt);
+        const i64 i0 = grouped ? b[t] * RS : b[t], i1 = grouped ? b[t + 1] * RS : b[t + 1];
+        i64 ex = 0;
+        for (i64 tile = 0; tile < TT.ntiles; tile++)
+            for (int kb = 0; kb < Kp; kb += KB) {  // one K slice of the tile's d rows stays in L1
+                const int nv = std::min(KB, Kp - kb) / VW;
+                const int step = wg_taps_per_call(var, nv);
+                for (i64 it = i0; it < i1; it++) {
+                    const int c = int(it / RS), rs = int(it % RS);
+                    if (rs % step) continue;
+                    if (TT.ptr[tile * C + c] == TT.ptr[tile * C + c + 1]) continue;
+                    i64 ent = 0, req = 0;
+                    wg_table[var][nv](A, tile, c, rs, kb, ent, req);
+                    (void)req;
+                    ex += ent * nv * VW;
+                }
+            }
+        cnt[t].executed = ex;
+    }
+    for (auto& c : cnt) cwg.executed += c.executed;
+    }
+    cwg.required = wg_required(gc);
+    store_dw(dWp.data(), dW);
+}
+
+// packed [g][rs][cl][kk] -> OIHW, blocked transpose in parallel
+void ConvLayer::store_dw(const float* src, float* dW) const {
+    const int RS = R * S;
+    constexpr int TB = 64;
+    const int nkb = (Kg + TB - 1) / TB, ncb = (Cg + TB - 1) / TB;
+    const i64 nblk = (i64)groups * nkb * ncb;
+#pragma omp parallel for schedule(static)
+    for (i64 bi = 0; bi < nblk; bi++) {
+        const int cbk = int(bi % ncb), kbk = int((bi / ncb) % nkb), g = int(bi / ncb / nkb);
+        const int k0 = kbk * TB, k1 = std::min(Kg, k0 + TB), c0 = cbk * TB, c1 = std::min(Cg, c0 + TB);
+        for (int kk = k0; kk < k1; kk++)
+            for (int cl = c0; cl < c1; cl++)
+                for (int rs = 0; rs < RS; rs++)
+                    dW[(((size_t)(g * Kg + kk)) * Cg + cl) * RS + rs] =
+                        src[(((size_t)g * RS + rs) * Cg + cl) * Kp + kk];
+    }
+}
+
+void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* prevG, float* dW, float* db) {
+    const double t0 = now_ms();
+    ActInfo& O = *out;
+    const i64 Pout = O.P;
+    const bool need_wg = dW != nullptr;
+    const bool need_bp = g_in != nullptr;
+    RowView GV = O.view_g(groups);
+    const i64 nd = GV.all ? Pout * K : (O.g_same ? O.nnz_a : O.nnz_g);
+    // scratch of this call only (the block recycler hands the same memory to the next layer)
+    ABuf<float> Dbuf, dvbuf;
+    if (need_wg) {
+        Dbuf.reset((size_t)(Pout + 1) * KpAll);  // + a zero row: WG's taps outside the image read it
+        std::memset(Dbuf.data() + Pout * KpAll, 0, sizeof(float) * KpAll);
+    }
+    if (need_bp) dvbuf.reset((size_t)std::max<i64>(nd, 1) + 8);  // + slack: whole 8-lane stores
+    grad_prologue(grad_a, GV, need_wg ? Dbuf.data() : nullptr, need_bp ? dvbuf.data() : nullptr, db);
     const i32* gc = O.group_counts(1, groups);
-    const i64 dmacs = dense_macs();
     cbp = Counts();
     cwg = Counts();
     const double t1 = now_ms();
-    // ---- BP
-    if (need_bp) {
-        cbp.dense = dmacs;
-        // mask of the input gradient by the previous layer's G
-        int mmode = 0;  // 0 none, 1 lists, 2 states
-        RowView PV;
-        const i32* pgc = nullptr;
-        ActInfo* pg = const_cast<ActInfo*>(prevG);
-        if (pg && (pg->kind == KD_RELU || pg->kind == KD_CLIP0 || pg->kind == KD_HSWISH)) {
-            mmode = pg->g_all ? 2 : 1;
-            if (mmode == 1) PV = pg->view_g(1);
-            pgc = pg->group_counts(1, groups);
-        }
-        const bool skip_px = mmode == 1 && !dense;
-        BpArgs A{this, &GV, dvals, gc, nullptr, H, W, OH, OW};
-        const int CpAll = groups * Cp;
-        std::vector<Counts> cnt(T);
-#pragma omp parallel num_threads(T)
-        {
-            const int t = thread_id(), nt = team_size();
-            const i64 p0 = split(Pin, nt, t), p1 = split(Pin, nt, t + 1);
-            ABuf<float> bt, jx;
-            ABuf<u32> joff;
-            bt.reset((size_t)TPIX * CpAll);
-            const size_t jcap = (size_t)R * S * round_up(Kg, VW) + VW;
-            joff.reset(jcap);
-            jx.reset(jcap);
-            BpArgs B = A;
-            B.btile = bt.data();
-            B.joff = joff.data();
-            B.jx = jx.data();
-            i64 px[TPIX], tr[TPIX];
-            i64 ex = 0, rq = 0;
-            for (i64 tp = p0; tp < p1;) {
-                int np = 0;
-                for (; tp < p1 && np < TPIX; tp++) {
-                    if (skip_px && pg->gcnt[tp] == 0) {
-                        std::memset(g_in + tp * C, 0, sizeof(float) * C);
-                        continue;
-                    }
-                    px[np++] = tp;
-                }
-                if (!np) continue;
-                for (int g = 0; g < groups; g++)
-                    for (int cb = 0; cb < Cp; cb += KB) {
-                        const int nv = std::min(KB, Cp - cb) / VW;
-                        i64 ent = 0;
-                        bp_table[nv](B, px, np, g, cb, ent, cb == 0 ? tr : nullptr);
-                        ex += ent * nv * VW;
-                        if (cb == 0)
-                            for (int ii = 0; ii < np; ii++)
-                                rq += tr[ii] * (pgc ? pgc[px[ii] * groups + g] : Cg);
-                    }
-                for (int ii = 0; ii < np; ii++) {
-                    const i64 p = px[ii];
-                    const float* b = bt.data() + (size_t)ii * CpAll;
-                    float* gr = g_in + p * C;
-                    if (mmode == 1) {
-                        std::memset(gr, 0, sizeof(float) * C);
-                        const i32* ix;
-                        i64 off;
-                        const int n = PV.row(p, 0, ix, off);
-                        for (int j = 0; j < n; j++) {
-                            const int c = ix[j];
-                            gr[c] = b[(c / Cg) * Cp + c % Cg];
-                        }
-                    } else {
-                        for (int g = 0; g < groups; g++)
-                            std::memcpy(gr + g * Cg, b + g * Cp, sizeof(float) * Cg);
-                        if (mmode == 2 && C % 8 == 0) {  // G of eight channels per lookup
-                            for (int c = 0; c < C; c += 8) {
-                                const unsigned m = g_bits8(*pg, p * C + c);
-                                for (int l = 0; l < 8; l++) gr[c + l] = (m >> l & 1) ? gr[c + l] : 0.f;
-                            }
-                        } else if (mmode == 2) {
-                            for (int c = 0; c < C; c++)
-                                if (!pg->in_g_state(pg->state(p * C + c))) gr[c] = 0.f;
-                        }
-                    }
-                }
-            }
-            cnt[t].executed = ex;
-            cnt[t].required = rq;
-        }
-        for (auto& c : cnt) { cbp.executed += c.executed; cbp.required += c.required; }
-    }
+    if (need_bp) bp_phase(GV, dvbuf.data(), gc, g_in, prevG);
     const double t2 = now_ms();
-    // ---- WG
-    if (need_wg) {
-        cwg.dense = dmacs;
-        const int RS = R * S;
-        const i64 items = (i64)C * RS;
-        std::vector<i64> pre(items + 1, 0);
-        for (i64 it = 0; it < items; it++)
-            pre[it + 1] = pre[it] + (in->a_all ? 1 : in->chan_nnz[it / RS] + 1);
-        ABuf<float> dWp;
-        dWp.reset((size_t)groups * RS * Cg * Kp);
-        {
-            float* z = dWp.data();
-            const i64 nz = (i64)groups * RS * Cg * Kp;
-#pragma omp parallel for schedule(static)
-            for (i64 i = 0; i < nz; i += 4096) std::memset(z + i, 0, sizeof(float) * std::min<i64>(4096, nz - i));
-        }
-        if (wg_by_im2col()) {
-            cwg.executed = wg_im2col(D, dWp.data());
-        } else {
-        TGeo Gg;
-        const bool hg = wg_geo(Gg);
-        const std::unique_ptr<Transposed> Tptr = in->transposed(pointwise, tile_px(), hg ? &Gg : nullptr);
-        const Transposed& TT = *Tptr;
-        bool any_empty = false;
-        if (!dense)
-            for (i64 i = 0; i < Pout * groups && !any_empty; i++) any_empty = gc[i] == 0;
-        WgArgs A{this, &TT, D, D + Pout * KpAll, gc, dWp.data(), OH, OW, in->a_constrained, any_empty};
-        const int var = hg ? (any_empty ? 4 : 3)
-                        : pointwise ? 2
-                        : (sh == 1 && sw == 1) ? 1
-                        : (sh == 2 && sw == 2) ? 5 : 0;
-        // work items: (channel, tap), split by the channels' list lengths; the geo variants walk
-        // one channel's list for a group of taps, so their items are whole channels
-        const bool grouped = var == 3 || var == 4;
-        std::vector<i64> chpre;
-        if (grouped) {
-            chpre.assign(C + 1, 0);
-            for (int c = 0; c < C; c++) chpre[c + 1] = pre[(i64)(c + 1) * RS];
-        }
-        std::vector<Counts> cnt(T);
-#pragma omp parallel num_threads(T)
-        {
-            const int t = thread_id(), nt = team_size();
-            std::vector<i64> b = grouped ? balanced_split(chpre.data(), C, nt) : balanced_split(pre.data(), items, nt);
-            const i64 i0 = grouped ? b[t] * RS : b[t], i1 = grouped ? b[t + 1] * RS : b[t + 1];
-            i64 ex = 0;
-            for (i64 tile = 0; tile < TT.ntiles; tile++)
-                for (int kb = 0; kb < Kp; kb += KB) {  // one K slice of the tile's d rows stays in L1
-                    const int nv = std::min(KB, Kp - kb) / VW;
-                    const int step = wg_taps_per_call(var, nv);
-                    for (i64 it = i0; it < i1; it++) {
-                        const int c = int(it / RS), rs = int(it % RS);
-                        if (rs % step) continue;
-                        if (TT.ptr[tile * C + c] == TT.ptr[tile * C + c + 1]) continue;
-                        i64 ent = 0, req = 0;
-                        wg_table[var][nv](A, tile, c, rs, kb, ent, req);
-                        (void)req;
-                        ex += ent * nv * VW;
-                    }
-                }
-            cnt[t].executed = ex;
-        }
-        for (auto& c : cnt) cwg.executed += c.executed;
-        }
-        cwg.required = wg_required(gc);
-        // packed [g][rs][cl][kk] -> OIHW, blocked transpose in parallel
-        {
-            constexpr int TB = 64;
-            const int nkb = (Kg + TB - 1) / TB, ncb = (Cg + TB - 1) / TB;
-            const i64 nblk = (i64)groups * nkb * ncb;
-            const float* src = dWp.data();
-#pragma omp parallel for schedule(static)
-            for (i64 bi = 0; bi < nblk; bi++) {
-                const int cbk = int(bi % ncb), kbk = int((bi / ncb) % nkb), g = int(bi / ncb / nkb);
-                const int k0 = kbk * TB, k1 = std::min(Kg, k0 + TB), c0 = cbk * TB, c1 = std::min(Cg, c0 + TB);
-                for (int kk = k0; kk < k1; kk++)
-                    for (int cl = c0; cl < c1; cl++)
-                        for (int rs = 0; rs < RS; rs++)
-                            dW[(((size_t)(g * Kg + kk)) * Cg + cl) * RS + rs] =
-                                src[(((size_t)g * RS + rs) * Cg + cl) * Kp + kk];
-            }
-        }
-    }
+    if (need_wg) wg_phase(Dbuf.data(), gc, dW);
     phase_times(t0, t1, t2, now_ms(), need_bp);
 }
 
@@ -1308,12 +1328,7 @@ void ConvLayer::bwd_depthwise(const float* grad_a, float* g_in, const ActInfo* p
             }
         }
     }
-    if (db)
-        for (int c = 0; c < C; c++) {
-            double s = 0;
-            for (int t = 0; t < T; t++) s += dbp[t].empty() ? 0.0 : dbp[t][c];
-            db[c] = (float)s;
-        }
+    if (db) sum_threads(dbp, db, C);
     // constraint masks for pair-level counting
     ABuf<u8> mg;
     mg.reset((size_t)Pout * C);
@@ -1439,13 +1454,10 @@ void ConvLayer::bwd_depthwise(const float* grad_a, float* g_in, const ActInfo* p
             cnt[t].required = rq;
         }
         for (auto& c : cnt) { cwg.executed += c.executed; cwg.required += c.required; }
+        std::vector<float> packed((size_t)RS * C);  // [rs][c]
+        sum_threads(part, packed.data(), packed.size());
         for (int c = 0; c < C; c++)
-            for (int rs = 0; rs < RS; rs++) {
-                double s = 0;
-                for (int t = 0; t < T; t++)
-                    if (!part[t].empty()) s += part[t][(size_t)rs * C + c];
-                dW[(size_t)c * RS + rs] = (float)s;
-            }
+            for (int rs = 0; rs < RS; rs++) dW[(size_t)c * RS + rs] = packed[(size_t)rs * C + c];
     }
     in->drop_caches();  // a dense copy of the input made for this layer's BP/WG
     phase_times(t0, t1, t2, now_ms(), g_in != nullptr);

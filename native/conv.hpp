@@ -61,6 +61,10 @@ struct ConvLayer {
     void fp_general(const InfoPtr& x, Epi& E);
     void fp_depthwise(const InfoPtr& x, Epi& E);
     void bwd_general(const float* grad_a, float* g_in, const ActInfo* prevG, float* dW, float* db);
+    void grad_prologue(const float* grad_a, const RowView& GV, float* D, float* dvals, float* db);
+    void bp_phase(const RowView& GV, const float* dvals, const i32* gc, float* g_in, const ActInfo* prevG);
+    void wg_phase(const float* D, const i32* gc, float* dW);
+    void store_dw(const float* packed, float* dW) const;
     void bwd_depthwise(const float* grad_a, float* g_in, const ActInfo* prevG, float* dW, float* db);
     i64 dense_macs() const;
     bool wg_geo(TGeo& G) const;
