@@ -411,6 +411,8 @@ static const FpFn fp_im2col_table[9] = {nullptr, fp_im2col<1>, fp_im2col<2>, fp_
 void ConvLayer::fp_general(const InfoPtr& x, Epi& E) {
     const bool im2col = groups == 1 && R * S > 1 && R * S * Cg <= IM2COL_MAX;
     RowView V = x->view_a(groups);
+    ABuf<i32> decoded;
+    materialize(V, decoded);
     const float* vals = x->a_values();  // a along the A lists (recomputed for hard-swish)
     const i32* reqc = x->group_counts(0, groups);
     const i64 Pout = (i64)N * OH * OW;
@@ -1118,6 +1120,8 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
     const bool need_wg = dW != nullptr;
     const bool need_bp = g_in != nullptr;
     RowView GV = O.view_g(groups);
+    ABuf<i32> decoded;
+    materialize(GV, decoded);
     const i64 nd = GV.all ? Pout * K : (O.g_same ? O.nnz_a : O.nnz_g);
     // scratch of this call only (the block recycler hands the same memory to the next layer)
     ABuf<float> Dbuf, dvbuf;

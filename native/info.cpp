@@ -696,6 +696,41 @@ int count_row(const ActInfo& I, int which, i64 p, int c0, int n) {
     return cnt;
 }
 
+void materialize(RowView& V, ABuf<i32>& buf) {
+    if (V.all || !V.info) return;
+    const ActInfo& I = *V.info;
+    const i64 P = I.P;
+    const int C = I.C, which = V.which;
+    const i64* ptr = V.ptr;
+    buf.reset((size_t)ptr[P]);
+    i32* out = buf.data();
+    constexpr i64 kRows = 256;
+    const i64 chunks = (P + kRows - 1) / kRows;
+#pragma omp parallel
+    {
+        std::vector<i32> last(C + 8);
+#pragma omp for schedule(static)
+        for (i64 ch = 0; ch < chunks; ch++) {
+            const i64 p0 = ch * kRows, p1 = std::min(P, p0 + kRows);
+            // rows in order: decode_row writes whole groups of 8, and each row overwrites the
+            // overrun of the rows before it; a row whose overrun could reach past the chunk
+            // (into rows another thread owns; short rows in between do not cover it) goes
+            // through scratch
+            const i64 end = ptr[p1], span = (C + 7) / 8 * 8;
+            for (i64 p = p0; p < p1; p++) {
+                if (ptr[p] + span <= end) {
+                    decode_row(I, which, p, 0, C, out + ptr[p]);
+                } else {
+                    const int n = decode_row(I, which, p, 0, C, last.data());
+                    std::memcpy(out + ptr[p], last.data(), sizeof(i32) * n);
+                }
+            }
+        }
+    }
+    V.idx = out;
+    V.info = nullptr;
+}
+
 // ---------------------------------------------------------------- views
 RowView ActInfo::view_a(int groups) {
     RowView v;

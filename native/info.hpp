@@ -57,6 +57,12 @@ struct RowView {
 int decode_row(const ActInfo& I, int which, i64 p, int c0, int n, i32* out);
 int count_row(const ActInfo& I, int which, i64 p, int c0, int n);
 
+// Lists derived from state bits, decoded once for one kernel call: FP and BP visit every row
+// once per tap (9 times for a 3x3 conv), and decoding a row costs about what walking it does.
+// Points V at the decoded lists in buf (freed by the caller after the call); no-op for stored
+// or all-dense lists.
+void materialize(RowView& V, ABuf<i32>& buf);
+
 // Geometry of the consumer of a Transposed (stride-1 convs): an entry's pix
 // then holds (q << R*S) | tap bits, with q = ih*OW + iw and bit r*S+s set when
 // that tap's output is in range, so WG finds o = n*OH*OW + q + (pt - r*dh)*OW
