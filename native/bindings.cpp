@@ -300,6 +300,23 @@ static bool cpu_supports(const std::string& level) {
 
 // Every level is its own module with the same C++ types: they are registered module-locally
 // so that two levels can be loaded in one process (the baseline module probes the CPU).
+// The methods ConvLayer and GemmLayer share (T is PyConv or PyGemm, which adds no members).
+template <class T>
+void layer_methods(py::class_<T>& c) {
+    c.def("set_weights", &PyConv::set_weights, py::arg("W"), py::arg("b") = py::none())
+        .def("forward", &PyConv::forward, py::arg("x"), py::arg("dense") = false, py::arg("want_a") = true,
+             py::arg("out_dense") = false, py::arg("x_dense") = py::none(), py::arg("keep_values") = true)
+        .def("backward", &PyConv::backward, py::arg("grad_a"), py::arg("need_input_grad") = true, py::arg("prev_info") = py::none(),
+             py::arg("mask_input_grad") = true, py::arg("need_weight_grad") = true)
+        .def("release", [](T& p) { p.L->release(); p.x_keep = py::none(); }, "Drop what the last step kept (its input and output infos).")
+        .def("counters", &PyConv::counters, py::arg("total") = false)
+        .def("phase_ms", &PyConv::phase_ms, "Wall ms of the last forward ('fp') and backward ('bp', 'wg'; the d prologue is booked to bp when it runs).")
+        .def("reset_counters", [](T& p) { p.L->cfp = p.L->cbp = p.L->cwg = p.L->tfp = p.L->tbp = p.L->twg = Counts(); })
+        .def_property("trainable", [](T& p) { return p.L->trainable; }, [](T& p, bool v) { p.L->trainable = v; })
+        .def_property_readonly("input_info", [](T& p) { return p.L->in; })
+        .def_property_readonly("output_info", [](T& p) { return p.L->out; });
+}
+
 PYBIND11_MODULE(ET_MODULE, m) {
     m.doc() = "edgetune sparse training kernels (private; use edgetune.runtime)";
     m.def("num_threads", &edgetune_num_threads, "Threads the kernels use.");
@@ -400,8 +417,8 @@ PYBIND11_MODULE(ET_MODULE, m) {
     }, py::arg("z"), py::arg("act"), py::arg("alpha") = 0.01f, py::arg("lo") = 0.f, py::arg("hi") = 6.f, py::arg("dense") = false,
        "Fused activation of a pre-activation z -> (a, SparseInfo).");
 
-    py::class_<PyConv>(m, "ConvLayer", py::module_local(), "Sparse 2-D convolution + bias + fused activation, NHWC.")
-        .def(py::init([](int cin, int cout, std::vector<int> kernel, std::vector<int> stride, std::vector<int> pads,
+    py::class_<PyConv> conv(m, "ConvLayer", py::module_local(), "Sparse 2-D convolution + bias + fused activation, NHWC.");
+    conv.def(py::init([](int cin, int cout, std::vector<int> kernel, std::vector<int> stride, std::vector<int> pads,
                          std::vector<int> dilation, int groups, py::object act, float alpha, float lo, float hi) {
                  if (kernel.size() != 2 || stride.size() != 2 || dilation.size() != 2 || pads.size() != 4)
                      throw std::invalid_argument("ConvLayer: kernel/stride/dilation need 2 values, pads 4 (top,left,bottom,right)");
@@ -414,44 +431,20 @@ PYBIND11_MODULE(ET_MODULE, m) {
              py::arg("stride") = std::vector<int>{1, 1}, py::arg("pads") = std::vector<int>{0, 0, 0, 0},
              py::arg("dilation") = std::vector<int>{1, 1}, py::arg("groups") = 1, py::arg("act") = 0, py::arg("alpha") = 0.01f,
              py::arg("lo") = 0.f, py::arg("hi") = 6.f)
-        .def("set_weights", &PyConv::set_weights, py::arg("W"), py::arg("b") = py::none())
-        .def("forward", &PyConv::forward, py::arg("x"), py::arg("dense") = false, py::arg("want_a") = true,
-             py::arg("out_dense") = false, py::arg("x_dense") = py::none(),
-             py::arg("keep_values") = true)
-        .def("backward", &PyConv::backward, py::arg("grad_a"), py::arg("need_input_grad") = true, py::arg("prev_info") = py::none(),
-             py::arg("mask_input_grad") = true, py::arg("need_weight_grad") = true)
-        .def("release", [](PyConv& p) { p.L->release(); p.x_keep = py::none(); }, "Drop what the last step kept (its input and output infos).")
-        .def("counters", &PyConv::counters, py::arg("total") = false)
-        .def("phase_ms", &PyConv::phase_ms, "Wall ms of the last forward ('fp') and backward ('bp', 'wg'; the d prologue is booked to bp when it runs).")
-        .def("reset_counters", [](PyConv& p) { p.L->cfp = p.L->cbp = p.L->cwg = p.L->tfp = p.L->tbp = p.L->twg = Counts(); })
         .def("out_shape", [](PyConv& p, int H, int W) { int a, b; p.L->out_shape(H, W, a, b); return py::make_tuple(a, b); })
-        .def_property("trainable", [](PyConv& p) { return p.L->trainable; }, [](PyConv& p, bool v) { p.L->trainable = v; })
-        .def_property_readonly("input_info", [](PyConv& p) { return p.L->in; })
-        .def_property_readonly("output_info", [](PyConv& p) { return p.L->out; })
         .def_property_readonly("depthwise", [](PyConv& p) { return p.L->depthwise; });
+    layer_methods(conv);
 
-    py::class_<PyGemm>(m, "GemmLayer", py::module_local(), "Sparse fully-connected layer y = f(x W^T + b), x (N, in), W (out, in).")
-        .def(py::init([](int fin, int fout, py::object act, float alpha, float lo, float hi) {
+    py::class_<PyGemm> gemm(m, "GemmLayer", py::module_local(), "Sparse fully-connected layer y = f(x W^T + b), x (N, in), W (out, in).");
+    gemm.def(py::init([](int fin, int fout, py::object act, float alpha, float lo, float hi) {
                  auto p = std::make_unique<PyGemm>();
                  p->gemm = true;
                  p->L = std::make_unique<ConvLayer>(fin, fout, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, parse_act(act), alpha, lo, hi);
                  return p;
              }),
              py::arg("in_features"), py::arg("out_features"), py::arg("act") = 0, py::arg("alpha") = 0.01f, py::arg("lo") = 0.f,
-             py::arg("hi") = 6.f)
-        .def("set_weights", &PyConv::set_weights, py::arg("W"), py::arg("b") = py::none())
-        .def("forward", &PyConv::forward, py::arg("x"), py::arg("dense") = false, py::arg("want_a") = true,
-             py::arg("out_dense") = false, py::arg("x_dense") = py::none(),
-             py::arg("keep_values") = true)
-        .def("backward", &PyConv::backward, py::arg("grad_a"), py::arg("need_input_grad") = true, py::arg("prev_info") = py::none(),
-             py::arg("mask_input_grad") = true, py::arg("need_weight_grad") = true)
-        .def("release", [](PyGemm& p) { p.L->release(); p.x_keep = py::none(); }, "Drop what the last step kept (its input and output infos).")
-        .def("counters", &PyConv::counters, py::arg("total") = false)
-        .def("phase_ms", &PyConv::phase_ms, "Wall ms of the last forward ('fp') and backward ('bp', 'wg'; the d prologue is booked to bp when it runs).")
-        .def("reset_counters", [](PyGemm& p) { p.L->cfp = p.L->cbp = p.L->cwg = p.L->tfp = p.L->tbp = p.L->twg = Counts(); })
-        .def_property("trainable", [](PyGemm& p) { return p.L->trainable; }, [](PyGemm& p, bool v) { p.L->trainable = v; })
-        .def_property_readonly("input_info", [](PyGemm& p) { return p.L->in; })
-        .def_property_readonly("output_info", [](PyGemm& p) { return p.L->out; });
+             py::arg("hi") = 6.f);
+    layer_methods(gemm);
 
     register_ops(m);
 }
