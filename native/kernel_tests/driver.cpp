@@ -97,7 +97,10 @@ int act_code(const std::string& s) {
 // <name>_scale). Reordering a float32 sum of n terms changes it by at most about n * 2^-24 of
 // that sum; the largest reduction here has fewer than 150 terms (BP of conv3x3: 16 outputs x 9 taps),
 // so 150 * 6e-8 = 9e-6 < 1e-5, with the float64 reference's own rounding to float32 (0.5 ulp)
-// on top. The inputs are dyadic, so most outputs are exact and the error there is zero.
+// on top. The inputs are dyadic, so most outputs are exact and the error there is zero. In the
+// cases fed by hard-swish, z is not exact and its rounding also enters d = grad_a * f'(z) (f'
+// has slope 1/3 there); the goldens keep z well off the kinks, and that term is orders of
+// magnitude below the bound in practice (every level and arm64 pass).
 constexpr double kTol = 1e-5;
 
 bool check(const std::string& what, const float* got, const Tensor& ref, const Tensor& scale) {
