@@ -5,7 +5,7 @@ match them the way the driver requires (native/kernel_tests/driver.cpp).
 Byte equality holds across machines because the inputs are drawn from fixed seeds and the
 float64 reference rounds to the same float32 values (exactly so where the inputs keep every
 sum exact). A numpy that changed its random stream would show every golden as stale: rewrite
-them then (python tests/kernel_goldens.py --write) and review the diff of the driver's run."""
+them then (python tests/kernel_goldens.py --write) and rerun the driver on them."""
 from __future__ import annotations
 
 import numpy as np
