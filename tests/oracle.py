@@ -11,12 +11,14 @@ A decision that differs anywhere else is a bug and is reported as one.
 """
 from __future__ import annotations
 
+import copy
 from typing import Dict, Tuple
 
 import numpy as np
 
 from edgetune.runtime.engines import dense_ops as ops
 from edgetune.runtime.engines.dense import DenseEngine
+from edgetune.runtime.ir import ACTIVATION_OPS
 
 F32 = np.float32
 TAU = 1e-5  # a near-tie: within this of a threshold, relative to the tensor's max |value|
@@ -152,6 +154,35 @@ def reference_gradients(model, x, y, decisions, loss: str = "cross_entropy"):
     return float(lo), grads, ref.snapped, (vals, dvals)
 
 
+class _MagnitudeEngine(DenseEngine):
+    """The forward pass in magnitudes: |parameters|, |input|, activations passed through (every
+    supported one has |f(z)| <= |z|, hard-swish's slope up to 1.5 aside), a batch-norm mean
+    added rather than subtracted. Each value bounds the sum of |terms| that formed it."""
+
+    def _prepare(self):
+        self.params = {k: np.abs(v.astype(np.float64)) for k, v in self.params.items()}
+
+    def _fwd(self, node, xs, p):
+        if node.op in ACTIVATION_OPS:
+            return xs[0], None
+        if node.op == "gemm":
+            node = copy.copy(node)
+            node.attrs = {**node.attrs, "alpha": abs(node.attrs["alpha"]), "beta": abs(node.attrs["beta"])}
+        if node.op == "batchnorm":
+            g = lambda role: p[node.params[role]]  # noqa: E731
+            return ops.batchnorm_forward(xs[0], g("scale"), g("B"), -g("mean"), g("var"), node.attrs["epsilon"])
+        return super()._fwd(node, xs, p)
+
+
+def forward_magnitudes(model, x) -> Dict[str, np.ndarray]:
+    """value -> per element, a bound on the sum of |terms| that formed it in the forward pass.
+    Float32 rounding of a value scales with this, not with the value, where the value is a
+    small difference of large terms (a batch norm that cancels its input, say)."""
+    eng = _MagnitudeEngine(np.float64)
+    eng.load(model)
+    return eng.forward_values(np.abs(np.asarray(x, np.float64)))
+
+
 def reduction_magnitudes(model, x, y, loss: str = "cross_entropy", values=None):
     """{initializer name: per element, the sum of |terms| of the final reduction that forms
     that gradient element} (sum over pixels and batch of |d| * |x| for a weight, of |d| for a
@@ -161,12 +192,13 @@ def reduction_magnitudes(model, x, y, loss: str = "cross_entropy", values=None):
     real.load(model, loss=loss)
     vals, dvals = values or real.forward_backward_values(np.asarray(x, F32), np.asarray(y))[2:]
     want, out = set(real.trainable), {}
+    fmag = forward_magnitudes(model, x)
     for node in model.nodes:
         d = dvals.get(node.output)
         if d is None or not (set(node.params.values()) & want):
             continue
         d = np.abs(d)
-        x0 = np.abs(vals[node.inputs[0]])
+        x0 = fmag[node.inputs[0]]
         at = node.attrs
         get = lambda role: real.params[node.params[role]]  # noqa: E731
         if node.op == "conv":
@@ -181,7 +213,7 @@ def reduction_magnitudes(model, x, y, loss: str = "cross_entropy", values=None):
         elif node.op == "batchnorm":
             inv = 1.0 / np.sqrt(get("var").astype(np.float64) + at["epsilon"])
             shape = (1, -1) + (1,) * (x0.ndim - 2)
-            xhat = np.abs((vals[node.inputs[0]] - get("mean").reshape(shape)) * inv.reshape(shape))
+            xhat = (x0 + np.abs(get("mean")).reshape(shape)) * inv.reshape(shape)
             axes = (0,) + tuple(range(2, d.ndim))
             parts = {"scale": (d * xhat).sum(axis=axes), "B": d.sum(axis=axes)}
         elif node.op == "add_param":
