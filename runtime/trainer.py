@@ -10,6 +10,7 @@ from typing import Callable, List, Optional
 import numpy as np
 
 from . import checkpoint as ckpt
+from .testhooks import crash_point
 from .data import load_data, validate
 from .errors import EdgetuneError, UsageError
 from .optim import OptimizerConfig
@@ -292,6 +293,7 @@ class _Run:
         every = self.cfg.checkpoint_every
         if every and step % every == 0 and step < self.steps_per_epoch:
             self._save()
+        crash_point("step", self.state["steps_done"])     # tests only (EDGETUNE_TEST_CRASH)
 
     # -- per epoch ----------------------------------------------------------------------------
     def _on_epoch_end(self, entry) -> bool:
