@@ -274,6 +274,7 @@ class _Run:
                              f"settings ({', '.join(diff)})")
         self.engine.set_params(found["params"])
         self.engine.set_optimizer_state(found["opt_state"])
+        self.engine.set_plan_state(meta.get("plan", {}))
         state.update({k: meta.get(k, state[k]) for k in state})
         if state.get("keeper"):
             self.keeper.load_state_dict(state["keeper"], found["best"])
@@ -285,7 +286,8 @@ class _Run:
     def _save(self) -> None:
         cfg = self.cfg
         if cfg.checkpoint:
-            meta = {**{k: self.state[k] for k in self.state}, "fingerprint": cfg.fingerprint()}
+            meta = {**{k: self.state[k] for k in self.state}, "fingerprint": cfg.fingerprint(),
+                    "plan": self.engine.plan_state()}
             ckpt.save(cfg.checkpoint, self.engine.get_params(), self.engine.optimizer_state(), meta,
                       best=self.keeper.arrays())
 

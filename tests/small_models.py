@@ -29,3 +29,28 @@ def residual_cnn(path, seed=0, ch=8):
              helper.make_node("Flatten", ["p"], ["f"], name="flat"),
              helper.make_node("Gemm", ["f", "fc.w", "fc.b"], ["logits"], name="fc", transB=1)]
     return save_graph(path, nodes, inits, ["N", 1, 8, 8], ["N", 10], "residual")
+
+
+def plan_mlp(path, seed=0, hidden=48):
+    """Flatten, Gemm-ReLU, Gemm-ReLU, Gemm. The first ReLU's biases (0.8) keep it nearly all
+    positive on small inputs (< 20% zeros: the native engine plans it densely) and about half
+    zero on large ones (listed): `plan_batch` moves its sparsity across the threshold at will."""
+    rng = np.random.default_rng(seed)
+    inits = [_init("w1", rng.standard_normal((hidden, 64)) * 0.3), _init("b1", np.full(hidden, 0.8)),
+             _init("w2", rng.standard_normal((hidden, hidden)) * 0.2), _init("b2", np.full(hidden, 0.3)),
+             _init("w3", rng.standard_normal((10, hidden)) * 0.2), _init("b3", np.zeros(10))]
+    nodes = [helper.make_node("Flatten", ["input"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "w1", "b1"], ["h1"], name="fc1", transB=1),
+             helper.make_node("Relu", ["h1"], ["a1"], name="r1"),
+             helper.make_node("Gemm", ["a1", "w2", "b2"], ["h2"], name="fc2", transB=1),
+             helper.make_node("Relu", ["h2"], ["a2"], name="r2"),
+             helper.make_node("Gemm", ["a2", "w3", "b3"], ["logits"], name="fc3", transB=1)]
+    return save_graph(path, nodes, inits, ["N", 1, 8, 8], ["N", 10], "plan_mlp")
+
+
+def plan_batch(rng, kinds, n=16):
+    """A batch for plan_mlp; kinds is a string of 'd' (small input: a dense first ReLU) and 's'
+    (large input: a sparse one), one letter per sample, cycled over n samples."""
+    scale = np.array([0.05 if kinds[i % len(kinds)] == "d" else 1.5 for i in range(n)], np.float32)
+    x = (rng.standard_normal((n, 1, 8, 8)) * scale[:, None, None, None]).astype(np.float32)
+    return x, rng.integers(0, 10, n)
