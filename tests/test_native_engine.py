@@ -46,7 +46,7 @@ def test_bundled_models_match_dense(name, dense, threads):
 
 @pytest.mark.parametrize("exporter", ["script", "dynamo"])
 @pytest.mark.parametrize("name", ["mlp_relu", "cnn_relu6_strided", "dw_hardswish_maxpool_gap",
-                                  "residual_add_leaky", "mixed_avgpool_sigmoid"])
+                                  "residual_add_leaky", "mixed_avgpool_sigmoid", "bn_pools_softmax"])
 def test_torch_exported_models_match_dense_and_torch(zoo_export, name, exporter):
     need_exporter(exporter)
     import torch_zoo
