@@ -272,8 +272,12 @@ class _Run:
             diff = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
             raise UsageError(f"--resume: the checkpoint in {cfg.checkpoint} was written with different "
                              f"settings ({', '.join(diff)})")
-        self.engine.set_params(found["params"])
-        self.engine.set_optimizer_state(found["opt_state"])
+        try:
+            self.engine.set_params(found["params"])
+            self.engine.set_optimizer_state(found["opt_state"])
+        except (KeyError, ValueError) as exc:    # same settings, but the model file changed since
+            why = exc.args[0] if exc.args else exc
+            raise UsageError(f"--resume: the checkpoint in {cfg.checkpoint} does not fit {cfg.model} ({why})") from None
         self.engine.set_plan_state(meta.get("plan", {}))
         state.update({k: meta.get(k, state[k]) for k in state})
         if state.get("keeper"):
