@@ -6,6 +6,7 @@ import pytest
 
 from conftest import assert_close
 from helpers import run_cli
+from requires import need
 from edgetune.runtime import load_model, compute_gradients
 from edgetune.runtime.data import load_data
 
@@ -88,7 +89,7 @@ def test_train_layers_last_k_freezes_the_rest(tmp_path):
 
 
 def test_image_folder_source(tmp_path):
-    pil = pytest.importorskip("PIL.Image")
+    pil = need("PIL.Image")
     rng = np.random.default_rng(0)
     for label in ("cat", "dog"):
         (tmp_path / "imgs" / label).mkdir(parents=True)
