@@ -120,7 +120,7 @@ class _Layer:
         """Copy and pack W and bias (K,); call again after every optimizer update."""
     def forward(self, x: Union[F32, SparseInfo], dense: bool = False,
                 want_a: bool = True, out_dense: bool = False,
-                x_dense: Optional[F32] = None) -> Tuple[Optional[F32], SparseInfo]:
+                x_dense: Optional[F32] = None, keep_values: bool = True) -> Tuple[Optional[F32], SparseInfo]:
         """FP: x is the previous SparseInfo (or an array, analysed on the fly) -> (a or None, output info).
 
         out_dense builds the output info in dense mode (no lists) even in sparse mode; a dense-mode input

@@ -103,11 +103,15 @@ py::tuple lists(ActInfo& I, bool g) {
         return py::make_tuple(ptr, idx);
     }
     const i64* sp = (g && !I.g_same) ? I.g_ptr.data() : I.a_ptr.data();
-    const i32* si = (g && !I.g_same) ? I.g_idx.data() : I.a_idx.data();
     std::memcpy(pp, sp, sizeof(int64_t) * (P + 1));
-    auto idx = pooled_array<int32_t>({sp[P]});
-    std::memcpy(idx.mutable_data(), si, sizeof(int32_t) * sp[P]);
-    return py::make_tuple(ptr, idx);
+    auto idx = pooled_array<int32_t>({sp[P] + 8});  // + slack: rows are decoded 8 channels at a time
+    if (I.derived) {
+        for (i64 p = 0; p < P; p++) decode_row(I, g && !I.g_same ? 1 : 0, p, 0, C, idx.mutable_data() + sp[p]);
+    } else {
+        const i32* si = (g && !I.g_same) ? I.g_idx.data() : I.a_idx.data();
+        std::memcpy(idx.mutable_data(), si, sizeof(int32_t) * sp[P]);
+    }
+    return py::make_tuple(ptr, idx[py::slice(0, sp[P], 1)]);
 }
 
 // The stored values (what FP keeps), aligned with the A lists: a, except
@@ -149,7 +153,7 @@ struct PyConv {
 
     py::object x_keep;  // keeps the dense input copy alive during forward
 
-    py::tuple forward(py::object x, bool dense, bool want_a, bool out_dense, py::object x_dense) {
+    py::tuple forward(py::object x, bool dense, bool want_a, bool out_dense, py::object x_dense, bool keep_values) {
         InfoPtr xi = to_info(x, dense);
         x_keep = py::none();
         L->x_dense = nullptr;
@@ -176,7 +180,7 @@ struct PyConv {
         InfoPtr o;
         {
             Guard g;
-            o = L->forward(xi, dense, ap, out_dense);
+            o = L->forward(xi, dense, ap, out_dense, keep_values);
         }
         L->x_dense = nullptr;  // FP only: BP must not keep the caller's array alive
         x_keep = py::none();
@@ -412,7 +416,8 @@ PYBIND11_MODULE(ET_MODULE, m) {
              py::arg("lo") = 0.f, py::arg("hi") = 6.f)
         .def("set_weights", &PyConv::set_weights, py::arg("W"), py::arg("b") = py::none())
         .def("forward", &PyConv::forward, py::arg("x"), py::arg("dense") = false, py::arg("want_a") = true,
-             py::arg("out_dense") = false, py::arg("x_dense") = py::none())
+             py::arg("out_dense") = false, py::arg("x_dense") = py::none(),
+             py::arg("keep_values") = true)
         .def("backward", &PyConv::backward, py::arg("grad_a"), py::arg("need_input_grad") = true, py::arg("prev_info") = py::none(),
              py::arg("mask_input_grad") = true, py::arg("need_weight_grad") = true)
         .def("release", [](PyConv& p) { p.L->release(); p.x_keep = py::none(); }, "Drop what the last step kept (its input and output infos).")
@@ -436,7 +441,8 @@ PYBIND11_MODULE(ET_MODULE, m) {
              py::arg("hi") = 6.f)
         .def("set_weights", &PyConv::set_weights, py::arg("W"), py::arg("b") = py::none())
         .def("forward", &PyConv::forward, py::arg("x"), py::arg("dense") = false, py::arg("want_a") = true,
-             py::arg("out_dense") = false, py::arg("x_dense") = py::none())
+             py::arg("out_dense") = false, py::arg("x_dense") = py::none(),
+             py::arg("keep_values") = true)
         .def("backward", &PyConv::backward, py::arg("grad_a"), py::arg("need_input_grad") = true, py::arg("prev_info") = py::none(),
              py::arg("mask_input_grad") = true, py::arg("need_weight_grad") = true)
         .def("release", [](PyGemm& p) { p.L->release(); p.x_keep = py::none(); }, "Drop what the last step kept (its input and output infos).")

@@ -223,6 +223,7 @@ struct FpArgs {
     int H, W, OH, OW;
     u32* joff;   // joined-list scratch (offsets, values) of this thread
     float* jx;
+    i32* rowbuf;  // a decoded row (Cg + 8 entries), for lists derived from state bits
 };
 }  // namespace
 
@@ -241,10 +242,12 @@ static inline vu loadu_u(const void* p) { vu r; std::memcpy(&r, p, sizeof r); re
 static inline void storeu_u(void* p, vu v) { std::memcpy(p, &v, sizeof v); }
 #endif
 
-// Append one row (channels ix relative to `base`, values xv): offsets (ix - base) * ldb +
-// tapoff. `span` (a multiple of VW, >= the row's length) entries are copied.
-static inline void join_row(u32* ET_RESTRICT off, float* ET_RESTRICT xs, const i32* ix, const float* xv, int span,
+// Append one row of n entries (channels ix relative to `base`, values xv): offsets
+// (ix - base) * ldb + tapoff. n is rounded up to whole vectors, never to the channel count: a
+// short last row of a list sits at its buffer's end, which has one vector of slack and no more.
+static inline void join_row(u32* ET_RESTRICT off, float* ET_RESTRICT xs, const i32* ix, const float* xv, int n,
                             int base, u32 ldb, u32 tapoff) {
+    const int span = round_up(n, VW);
 #if defined(__GNUC__) || defined(__clang__)
     const vu vb = (vu){} + u32(base), vl = (vu){} + ldb, vt = (vu){} + tapoff;
     for (int c = 0; c < span; c += VW) {
@@ -252,7 +255,8 @@ static inline void join_row(u32* ET_RESTRICT off, float* ET_RESTRICT xs, const i
         storeu(xs + c, loadu(xv + c));
     }
 #else
-    for (int c = 0; c < span; c++) {
+    (void)span;
+    for (int c = 0; c < n; c++) {
         off[c] = u32(ix[c] - base) * ldb + tapoff;
         xs[c] = xv[c];
     }
@@ -305,7 +309,6 @@ static void fp_joined(const FpArgs& A, i64 o0, i64 o1, int g, int kb, i64& ent, 
     const RowView& V = *A.V;
     const int R = L.R, S = L.S, RS = R * S, Cg = L.Cg, Kp = L.Kp, groups = L.groups, KpAll = L.KpAll;
     const int H = A.H, W = A.W, OW = A.OW, OHW = A.OH * A.OW;
-    const int span = round_up(Cg, VW);
     const u32 ldb = u32(Kp * sizeof(float));
     const int tg = join_taps(RS, Cg, NV);
     const float* bb = L.bias.data() + (size_t)g * Kp + kb;
@@ -327,8 +330,8 @@ static void fp_joined(const FpArgs& A, i64 o0, i64 o1, int g, int kb, i64& ent, 
                 rq += A.reqc[p * groups + g];
                 const i32* ix;
                 i64 off;
-                const int cnt = V.row(p, g, ix, off);
-                join_row(joff + nj, jx + nj, ix, A.vals + off, span, g * Cg, ldb, u32(t - t0) * u32(Cg) * ldb);
+                const int cnt = V.row(p, g, ix, off, A.rowbuf);
+                join_row(joff + nj, jx + nj, ix, A.vals + off, cnt, g * Cg, ldb, u32(t - t0) * u32(Cg) * ldb);
                 nj += cnt;
             }
             float* zr = A.ztile + (size_t)(o - o0) * KpAll + (size_t)g * Kp + kb;
@@ -380,7 +383,7 @@ static void fp_im2col(const FpArgs& A, i64 o0, i64 o1, int g, int kb, i64& ent, 
                 rq += A.reqc[p];
                 const i32* pix;
                 i64 off;
-                const int c = V.row(p, 0, pix, off);
+                const int c = V.row(p, 0, pix, off, A.rowbuf);
                 const int tb = (r * S + s) * Cg;
                 for (int j = 0; j < c; j++) {
                     ix[cnt] = tb + pix[j];
@@ -432,11 +435,13 @@ void ConvLayer::fp_general(const InfoPtr& x, Epi& E) {
         E.start(t, p0, p1);
         ABuf<float> ztile, zrow, jx;
         ABuf<u32> joff;
+        ABuf<i32> rowbuf;
         ztile.reset((size_t)TPIX * KpAll);
         zrow.reset((size_t)K + VW);
         joff.reset(jcap);
         jx.reset(jcap);
-        FpArgs A{this, &V, vals, reqc, ztile.data(), H, W, OH, OW, joff.data(), jx.data()};
+        rowbuf.reset((size_t)C + 16);
+        FpArgs A{this, &V, vals, reqc, ztile.data(), H, W, OH, OW, joff.data(), jx.data(), rowbuf.data()};
         i64 ex = 0, rq = 0;
         for (i64 tp = p0; tp < p1; tp += TPIX) {
             const i64 te = std::min(p1, tp + TPIX);
@@ -539,7 +544,7 @@ void ConvLayer::fp_depthwise(const InfoPtr& x, Epi& E) {
     for (auto& c : cnt) cfp += c;
 }
 
-InfoPtr ConvLayer::forward(const InfoPtr& x0, bool dense_, float* a_out, bool out_dense) {
+InfoPtr ConvLayer::forward(const InfoPtr& x0, bool dense_, float* a_out, bool out_dense, bool keep_values) {
     if (!has_w) throw std::runtime_error("conv: set_weights must be called before forward");
     const double t0 = now_ms();
     if (x0->C != C) throw std::invalid_argument("conv: input has " + std::to_string(x0->C) + " channels, layer expects " + std::to_string(C));
@@ -551,6 +556,8 @@ InfoPtr ConvLayer::forward(const InfoPtr& x0, bool dense_, float* a_out, bool ou
     out_shape(H, W, OH, OW);
     in = x;
     InfoPtr o = make_info(N, OH, OW, K, act, alpha, lo, hi, dense_ || out_dense);
+    // hard-swish and sigmoid need their stored values for f' in this layer's BP
+    o->has_values = keep_values || act == ACT_HSWISH || act == ACT_SIGMOID;
     Epi E;
     E.begin(o.get(), a_out, max_threads());
     if (depthwise) fp_depthwise(x, E);
@@ -574,6 +581,7 @@ struct BpArgs {
     int H, W, OH, OW;
     u32* joff = nullptr;  // joined-list scratch (offsets, values) of this thread
     float* jx = nullptr;
+    i32* rowbuf = nullptr;  // a decoded row (Kg + 8 entries), for lists derived from state bits
 };
 }  // namespace
 
@@ -588,7 +596,6 @@ static void bp_joined(const BpArgs& A, const i64* px, int np, int g, int cb, i64
     const int S = L.S, RS = L.R * L.S, Kg = L.Kg, Cp = L.Cp, groups = L.groups;
     const int H = A.H, W = A.W, OH = A.OH, OW = A.OW, HW = H * W;
     const int CpAll = groups * Cp;
-    const int span = round_up(Kg, VW);
     const u32 ldb = u32(Cp * sizeof(float));
     const int tg = join_taps(RS, Kg, NV);
     u32* joff = A.joff;
@@ -616,8 +623,8 @@ static void bp_joined(const BpArgs& A, const i64* px, int np, int g, int cb, i64
                 if (tapreq) tapreq[i] += A.gc[o * groups + g];
                 const i32* ix;
                 i64 off;
-                const int cnt = GV.row(o, g, ix, off);
-                join_row(joff + nj, jx + nj, ix, A.dvals + off, span, g * Kg, ldb, u32(t - t0) * u32(Kg) * ldb);
+                const int cnt = GV.row(o, g, ix, off, A.rowbuf);
+                join_row(joff + nj, jx + nj, ix, A.dvals + off, cnt, g * Kg, ldb, u32(t - t0) * u32(Kg) * ldb);
                 nj += cnt;
             }
             float* br = A.btile + (size_t)i * CpAll + (size_t)g * Cp + cb;
@@ -870,6 +877,7 @@ void ConvLayer::grad_prologue(const float* grad_a, const RowView& GV, float* D, 
     {
         const int t = thread_id(), nt = team_size();
         std::vector<float> fp(K), drow(K);
+        std::vector<i32> gbuf((size_t)K + 8);  // a G row decoded from the state bits (derived lists)
         std::vector<double>& dbl = dbp[t];
         dbl.assign(K, 0.0);
         // ReLU / ReLU6 with K % 8 == 0 (ungrouped, so D rows are unpadded): eight channels at a time
@@ -887,8 +895,10 @@ void ConvLayer::grad_prologue(const float* grad_a, const RowView& GV, float* D, 
                 // a curved element outside A has z == 0 (up to underflow): f' = 1/2
                 i64 ja = hs ? O.a_ptr[o] : 0;
                 const i64 jae = hs ? O.a_ptr[o + 1] : 0;
+                const i32* grow = gidx ? gidx + gptr[o] : gbuf.data();
+                if (!gidx) decode_row(O, GV.which, o, 0, K, gbuf.data());
                 for (i64 j = gptr[o]; j < gptr[o + 1]; j++) {
-                    const int k = gidx[j];
+                    const int k = grow[j - gptr[o]];
                     float d = ga[k];
                     if (hs) {
                         const bool inA = ja < jae && O.a_idx[ja] == k;
@@ -950,10 +960,13 @@ void ConvLayer::bp_phase(const RowView& GV, const float* dvals, const i32* gc, f
         const size_t jcap = (size_t)R * S * round_up(Kg, VW) + VW;
         joff.reset(jcap);
         jx.reset(jcap);
+        ABuf<i32> rowbuf;
+        rowbuf.reset((size_t)std::max(C, K) + 16);
         BpArgs B = A;
         B.btile = bt.data();
         B.joff = joff.data();
         B.jx = jx.data();
+        B.rowbuf = rowbuf.data();
         i64 px[TPIX], tr[TPIX];
         i64 ex = 0, rq = 0;
         for (i64 tp = p0; tp < p1;) {
@@ -984,7 +997,7 @@ void ConvLayer::bp_phase(const RowView& GV, const float* dvals, const i32* gc, f
                     std::memset(gr, 0, sizeof(float) * C);
                     const i32* ix;
                     i64 off;
-                    const int n = PV.row(p, 0, ix, off);
+                    const int n = PV.row(p, 0, ix, off, rowbuf.data());
                     for (int j = 0; j < n; j++) {
                         const int c = ix[j];
                         gr[c] = b[(c / Cg) * Cp + c % Cg];

@@ -36,7 +36,8 @@ struct ConvLayer {
     void out_shape(int H, int W, int& OH, int& OW) const;
     // Runs FP. a_out (N,OH,OW,K) may be null. Returns the output info, built
     // in dense mode (no lists) when dense or out_dense.
-    InfoPtr forward(const InfoPtr& x, bool dense, float* a_out, bool out_dense = false);
+    // keep_values=false: no consumer reads the output's values from its plan (see ActInfo::has_values).
+    InfoPtr forward(const InfoPtr& x, bool dense, float* a_out, bool out_dense = false, bool keep_values = true);
     // BP/WG. grad_a: (N,OH,OW,K). g_in (N,H,W,C) written when non-null.
     // prevG: info whose G masks g_in (null: no mask). dW: OIHW, db: K.
     void backward(const float* grad_a, float* g_in, const ActInfo* prevG, float* dW, float* db);

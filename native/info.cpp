@@ -209,7 +209,7 @@ static void row_t(Epi& E, Scratch& S, i64 p, const float* ET_RESTRICT z) {
     else gcount = K;
     if (E.aout) std::memcpy(E.aout + p * K, arow, sizeof(float) * K);
     const float* ET_RESTRICT srow = ACT == ACT_HSWISH ? S.vrow.data() : arow;  // stored values
-    if (!LA) std::memcpy(I.vals.data() + p * K, srow, sizeof(float) * K);
+    if (!LA && E.store_vals) std::memcpy(I.vals.data() + p * K, srow, sizeof(float) * K);
     const int nw = (K + 63) >> 6;
     if (I.bpe == 1) {
         // state bit: ReLU a > 0 (= nzb), LeakyReLU z > 0 (= st)
@@ -239,8 +239,8 @@ static void row_t(Epi& E, Scratch& S, i64 p, const float* ET_RESTRICT z) {
         for (int w = 0; w < nw; w++)
             for (u64 m = pack_bytes64(nzb + (w << 6)); m; m &= m - 1) {
                 const int k = (w << 6) + ctz64(m);
-                ai[na] = k;
-                av[na] = srow[k];
+                if (E.store_idx) ai[na] = k;
+                if (E.store_vals) av[na] = srow[k];
                 na++;
             }
     }
@@ -305,7 +305,7 @@ static void row_fast(Epi& E, Scratch& S, i64 p, const float* ET_RESTRICT z) {
     const vf8 vlo = vzero8() + lo, vhi = vzero8() + hi, v0 = vzero8();
     u8* bytes = reinterpret_cast<u8*>(I.bits.data());
     float* aout = E.aout ? E.aout + p * K : nullptr;
-    float* vout = LA ? nullptr : I.vals.data() + p * K;
+    float* vout = LA || !E.store_vals ? nullptr : I.vals.data() + p * K;
     i32* ET_RESTRICT ai = S.ai.data();
     float* ET_RESTRICT av = S.av.data();
     i32* ET_RESTRICT gi = S.gi.data();
@@ -359,14 +359,16 @@ static void row_fast(Epi& E, Scratch& S, i64 p, const float* ET_RESTRICT z) {
         }
         if constexpr (ACT != ACT_HSWISH) sv = a;
         if (aout) storeu8(aout + j, a);
-        if (!LA) storeu8(vout + j, sv);
+        if (vout) storeu8(vout + j, sv);
         acount += __builtin_popcount(mnz);
         gcount += __builtin_popcount(mg);
         if (LA) {
             const vi pm = kC8.perm[mnz];
-            storeu8(av + na, __builtin_shuffle(sv, pm));
-            const vi ix = pm + j;
-            std::memcpy(ai + na, &ix, sizeof ix);
+            if (E.store_vals) storeu8(av + na, __builtin_shuffle(sv, pm));
+            if (E.store_idx) {
+                const vi ix = pm + j;
+                std::memcpy(ai + na, &ix, sizeof ix);
+            }
             na += __builtin_popcount(mnz);
         }
         if (LG) {
@@ -479,7 +481,9 @@ void Epi::begin(ActInfo* info, float* a_out, int maxthreads) {
     aout = a_out;
     K = I->C;
     listA = !I->a_all;
-    listG = !I->g_all && !I->g_same;
+    listG = !I->g_all && !I->g_same && !I->derived;
+    store_idx = listA && !I->derived;
+    store_vals = I->has_values;
     const i64 P = I->P;
     if (listA) { I->a_ptr.reset(P + 1); I->a_ptr[0] = 0; }
     if (listG) { I->g_ptr.reset(P + 1); I->g_ptr[0] = 0; }
@@ -487,7 +491,7 @@ void Epi::begin(ActInfo* info, float* a_out, int maxthreads) {
         I->nwords = (P * K * I->bpe + 63) / 64;
         I->bits.reset(I->nwords, true);
     }
-    if (!listA) { I->vals.reset(P * K); I->nvals = P * K; }
+    if (!listA && store_vals) { I->vals.reset(P * K); I->nvals = P * K; }
     I->acnt.reset(P);
     I->gcnt.reset(P);
     auto& pl = pool();
@@ -508,7 +512,8 @@ void Epi::start(int tid, i64 p0, i64 p1) {
     S.p1 = p1;
     size_t n = (size_t)std::max<i64>(p1 - p0, 0) * K;
     // + slack: the fast rows store whole 8-lane vectors past the list end
-    if (listA) { S.ai.ensure(n + 8); S.av.ensure(n + 8); }
+    if (store_idx) S.ai.ensure(n + 8);
+    if (listA && store_vals) S.av.ensure(n + 8);
     if (listG) S.gi.ensure(n + 8);
     S.arow.ensure(K);
     S.vrow.ensure(K);
@@ -552,11 +557,12 @@ void Epi::finish() {
         oa[i + 1] = oa[i] + rs[i]->na;
         og[i + 1] = og[i] + rs[i]->ng;
     }
-    if (listA) { I->a_idx.reset(oa[nr]); I->vals.reset(oa[nr]); I->nvals = oa[nr]; }
+    if (store_idx) I->a_idx.reset(oa[nr]);
+    if (listA && store_vals) { I->vals.reset(oa[nr]); I->nvals = oa[nr]; }
     if (listG) { I->g_idx.reset(og[nr]); I->nnz_g = og[nr]; }
     const int K = this->K;
     ActInfo* In = I;
-    const bool lA = listA, lG = listG;
+    const bool lA = listA, lG = listG, li = store_idx, lv = store_vals;
 #pragma omp parallel for schedule(static, 1)
     for (int i = 0; i < nr; i++) {
         Scratch& S = *rs[i];
@@ -565,10 +571,8 @@ void Epi::finish() {
             if (lA) { ca += In->a_ptr[p + 1]; In->a_ptr[p + 1] = ca; }
             if (lG) { cg += In->g_ptr[p + 1]; In->g_ptr[p + 1] = cg; }
         }
-        if (lA && S.na) {
-            std::memcpy(In->a_idx.data() + oa[i], S.ai.data(), S.na * sizeof(i32));
-            std::memcpy(In->vals.data() + oa[i], S.av.data(), S.na * sizeof(float));
-        }
+        if (li && S.na) std::memcpy(In->a_idx.data() + oa[i], S.ai.data(), S.na * sizeof(i32));
+        if (lA && lv && S.na) std::memcpy(In->vals.data() + oa[i], S.av.data(), S.na * sizeof(float));
         if (lG && S.ng) std::memcpy(In->g_idx.data() + og[i], S.gi.data(), S.ng * sizeof(i32));
     }
     I->chan_nnz.assign(K, 0);
@@ -580,6 +584,12 @@ void Epi::finish() {
     I->nnz_a = na;
     I->cnt_g = ng;
     if (I->g_same) I->nnz_g = na;
+    if (I->derived && !I->g_same && !I->g_all) {  // G's value offsets, from its counts
+        I->g_ptr.reset(I->P + 1);
+        I->g_ptr[0] = 0;
+        for (i64 p = 0; p < I->P; p++) I->g_ptr[p + 1] = I->g_ptr[p] + I->gcnt[p];
+        I->nnz_g = ng;
+    }
     int T = max_threads();
     if (listA) I->part = balanced_split(I->a_ptr.data(), I->P, T);
     else { I->part.resize(T + 1); for (int t = 0; t <= T; t++) I->part[t] = split(I->P, T, t); }
@@ -603,6 +613,7 @@ InfoPtr make_info(int N, int H, int W, int C, int act, float alpha, float lo, fl
     I->a_all = dense || I->kind == KD_DENSE;
     I->g_all = dense || I->kind == KD_DENSE || I->kind == KD_INPUT;
     I->g_same = !I->g_all && I->kind == KD_RELU;
+    I->derived = !dense && (I->kind == KD_RELU || I->kind == KD_CLIP0);
     I->bpe = bits_per_elem(act);
     return I;
 }
@@ -625,6 +636,66 @@ InfoPtr activate_rows(const float* z, float* a_out, int N, int H, int W, int C, 
     return I;
 }
 
+// ---------------------------------------------------------------- derived lists
+namespace {
+struct Perm8 {
+    u8 idx[256][8];  // positions of the set bits of m, in order
+    u8 even[256];    // bits 0, 2, 4, 6 -> bits 0..3
+    Perm8() {
+        for (int m = 0; m < 256; m++) {
+            int n = 0;
+            for (int i = 0; i < 8; i++) {
+                idx[m][i] = 0;
+                if (m >> i & 1) idx[m][n++] = u8(i);
+            }
+            even[m] = u8((m & 1) | (m >> 1 & 2) | (m >> 2 & 4) | (m >> 3 & 8));
+        }
+    }
+};
+const Perm8 kPerm8;
+
+// nb (<= 32) bits of the bit array starting at bit `bit` (the array has a word of slack)
+inline u64 bits_at(const u64* w, i64 bit, int nb) {
+    const i64 wi = bit >> 6;
+    const int sh = int(bit & 63);
+    u64 v = w[wi] >> sh;
+    if (sh && sh + nb > 64) v |= w[wi + 1] << (64 - sh);
+    return v & ((u64(1) << nb) - 1);
+}
+
+// membership in A (which 0) or G (which 1) of the 8 elements from e, as 8 bits
+inline unsigned mask8_at(const ActInfo& I, int which, i64 e) {
+    if (I.bpe == 1) return unsigned(bits_at(I.bits.data(), e, 8));  // ReLU: the state bit is A = G
+    const u64 st = bits_at(I.bits.data(), 2 * e, 16);                // ReLU6: 0 zero, 1 linear, 2 saturated
+    const u64 sel = which == 0 ? ((st | (st >> 1)) & 0x5555) : (st & 0x5555);
+    return unsigned(kPerm8.even[sel & 0xff]) | (unsigned(kPerm8.even[(sel >> 8) & 0xff]) << 4);
+}
+}  // namespace
+
+int decode_row(const ActInfo& I, int which, i64 p, int c0, int n, i32* out) {
+    const i64 e0 = p * I.C + c0;
+    int cnt = 0;
+    for (int j = 0; j < n; j += 8) {
+        unsigned m = mask8_at(I, which, e0 + j);
+        if (n - j < 8) m &= (1u << (n - j)) - 1;
+        const u8* pm = kPerm8.idx[m];
+        for (int i = 0; i < 8; i++) out[cnt + i] = c0 + j + pm[i];  // fixed trip count: no branch per entry
+        cnt += popc64(m);
+    }
+    return cnt;
+}
+
+int count_row(const ActInfo& I, int which, i64 p, int c0, int n) {
+    const i64 e0 = p * I.C + c0;
+    int cnt = 0;
+    for (int j = 0; j < n; j += 8) {
+        unsigned m = mask8_at(I, which, e0 + j);
+        if (n - j < 8) m &= (1u << (n - j)) - 1;
+        cnt += popc64(m);
+    }
+    return cnt;
+}
+
 // ---------------------------------------------------------------- views
 RowView ActInfo::view_a(int groups) {
     RowView v;
@@ -635,7 +706,8 @@ RowView ActInfo::view_a(int groups) {
     v.iota = iota_ptr(C);
     if (!a_all) {
         v.ptr = a_ptr.data();
-        v.idx = a_idx.data();
+        v.idx = derived ? nullptr : a_idx.data();
+        if (derived) v.info = this, v.which = 0;
         if (groups > 1) v.gofs = gofs(0, groups);
     }
     return v;
@@ -650,7 +722,8 @@ RowView ActInfo::view_g(int groups) {
     v.iota = iota_ptr(C);
     if (!g_all) {
         v.ptr = g_same ? a_ptr.data() : g_ptr.data();
-        v.idx = g_same ? a_idx.data() : g_idx.data();
+        v.idx = derived ? nullptr : g_same ? a_idx.data() : g_idx.data();
+        if (derived) v.info = this, v.which = g_same ? 0 : 1;
         if (groups > 1) v.gofs = gofs(1, groups);
     }
     return v;
@@ -668,15 +741,25 @@ const i32* ActInfo::gofs(int which, int groups) {
     buf.reset(P * (groups + 1));
     const int Cg = C / groups;
     i32* b = buf.data();
+    const ActInfo& I = *this;
+    const int w = useA ? 0 : 1;
 #pragma omp parallel for schedule(static)
     for (i64 p = 0; p < P; p++) {
         const i64 s = ptr[p], e = ptr[p + 1];
         i32* go = b + p * (groups + 1);
-        i64 j = s;
-        for (int g = 0; g < groups; g++) {
-            go[g] = i32(j - s);
-            const int lim = (g + 1) * Cg;
-            while (j < e && idx[j] < lim) j++;
+        if (I.derived) {
+            i32 acc = 0;
+            for (int g = 0; g < groups; g++) {
+                go[g] = acc;
+                acc += count_row(I, w, p, g * Cg, Cg);
+            }
+        } else {
+            i64 j = s;
+            for (int g = 0; g < groups; g++) {
+                go[g] = i32(j - s);
+                const int lim = (g + 1) * Cg;
+                while (j < e && idx[j] < lim) j++;
+            }
         }
         go[groups] = i32(e - s);
     }
@@ -728,6 +811,7 @@ void ActInfo::drop_caches() {
 }
 
 const float* ActInfo::a_values() {
+    if (!has_values) throw std::logic_error("this activation's values were not kept (no consumer reads them)");
     if (act != ACT_HSWISH) return vals.data();
     std::lock_guard<std::mutex> lk(mu);
     if (a_cache) return a_cache->data();
@@ -763,7 +847,14 @@ const float* ActInfo::dense_values() {
     for (i64 p = 0; p < P; p++) {
         float* r = o + p * C;
         std::fill(r, r + C, 0.f);
-        for (i64 j = a_ptr[p]; j < a_ptr[p + 1]; j++) r[a_idx[j]] = av[j];
+        const i32* ix = derived ? nullptr : a_idx.data() + a_ptr[p];
+        std::vector<i32> buf;
+        if (derived) {
+            buf.resize((size_t)C + 8);
+            decode_row(*this, 0, p, 0, C, buf.data());
+            ix = buf.data();
+        }
+        for (i64 j = a_ptr[p]; j < a_ptr[p + 1]; j++) r[ix[j - a_ptr[p]]] = av[j];
     }
     dense_cache = std::move(d);
     return dense_cache->data();
@@ -824,15 +915,29 @@ std::unique_ptr<Transposed> ActInfo::transposed(bool pointwise, int tile_px, con
 #pragma omp parallel
     {
         std::vector<i64> cnt(C);
+        std::vector<i32> rowbuf;
 #pragma omp for schedule(dynamic, 4)
         for (i64 t = 0; t < nt; t++) {
             const i64 p0 = Tp->tp0[t], p1 = Tp->tp1[t];
             const i64 base = all_ ? p0 * C : self->a_ptr[p0];
             std::fill(cnt.begin(), cnt.end(), 0);
+            // the tile's channel indices, decoded from the state bits where the info keeps no lists
+            const i32* tix = nullptr;
+            if (!all_) {
+                if (self->derived) {
+                    const i64 n = self->a_ptr[p1] - self->a_ptr[p0];
+                    if ((i64)rowbuf.size() < n + C + 8) rowbuf.resize(n + C + 8);
+                    i64 k = 0;
+                    for (i64 p = p0; p < p1; p++) k += decode_row(*self, 0, p, 0, C, rowbuf.data() + k);
+                    tix = rowbuf.data();
+                } else {
+                    tix = self->a_idx.data() + self->a_ptr[p0];
+                }
+            }
             if (all_) {
                 for (int c = 0; c < C; c++) cnt[c] = p1 - p0;
             } else {
-                for (i64 j = self->a_ptr[p0]; j < self->a_ptr[p1]; j++) cnt[self->a_idx[j]]++;
+                for (i64 j = 0; j < self->a_ptr[p1] - self->a_ptr[p0]; j++) cnt[tix[j]]++;
             }
             i64 acc = base;
             for (int c = 0; c < C; c++) {
@@ -853,7 +958,7 @@ std::unique_ptr<Transposed> ActInfo::transposed(bool pointwise, int tile_px, con
                     }
                 } else {
                     for (i64 j = self->a_ptr[p]; j < self->a_ptr[p + 1]; j++) {
-                        i64 pos = cnt[self->a_idx[j]]++;
+                        i64 pos = cnt[tix[j - self->a_ptr[p0]]]++;
                         Tp->pix[pos] = code;
                         Tp->val[pos] = av[j];
                     }

@@ -33,32 +33,29 @@ int kind_of(int act, float lo, float hi);
 int bits_per_elem(int act);
 const i32* iota_ptr(int n);  // 0..n-1, stable pointer
 
+struct ActInfo;
+
 // One row (pixel) restricted to a channel group: count, and offset into the
 // value array; ix points at the (absolute) channel indices.
 struct RowView {
     bool all = true;
     int C = 0, Cg = 0, groups = 1;
     const i64* ptr = nullptr;
-    const i32* idx = nullptr;
+    const i32* idx = nullptr;   // stored lists (null when derived)
     const i32* gofs = nullptr;  // [P][groups+1] offsets relative to row start (groups>1)
     const i32* iota = nullptr;
-    inline int row(i64 p, int g, const i32*& ix, i64& off) const {
-        if (all) {
-            off = p * C + (i64)g * Cg;
-            ix = iota + g * Cg;
-            return Cg;
-        }
-        if (groups == 1) {
-            off = ptr[p];
-            ix = idx + off;
-            return int(ptr[p + 1] - off);
-        }
-        const i32* go = gofs + p * (groups + 1);
-        off = ptr[p] + go[g];
-        ix = idx + off;
-        return go[g + 1] - go[g];
-    }
+    const ActInfo* info = nullptr;  // derived lists: decoded from this info's state bits
+    int which = 0;                  // derived lists: 0 = A, 1 = G
+    // Row p restricted to group g: its count; ix its (absolute) channel indices, off the offset
+    // of its first value. Derived lists are decoded into scratch (Cg + 8 entries).
+    inline int row(i64 p, int g, const i32*& ix, i64& off, i32* scratch) const;
 };
+
+// Channels in [c0, c0 + n) of pixel p that are in A (which 0) or G (which 1) of an info whose
+// lists are derived from its state bits, as absolute indices into out (n + 8 entries); returns
+// their count. count_row only counts.
+int decode_row(const ActInfo& I, int which, i64 p, int c0, int n, i32* out);
+int count_row(const ActInfo& I, int which, i64 p, int c0, int n);
 
 // Geometry of the consumer of a Transposed (stride-1 convs): an entry's pix
 // then holds (q << R*S) | tap bits, with q = ih*OW + iw and bit r*S+s set when
@@ -102,6 +99,13 @@ struct ActInfo {
     bool g_all = false;  // G iterated as "all"
     bool g_same = false; // G lists == A lists (ReLU)
     bool a_constrained = true;  // zeros of a are structural (lists meaningful)
+    // ReLU and ReLU6 keep no index lists: the state bits are the lists (A = state != 0, G =
+    // state 1), decoded where a kernel walks a row; only the value offsets (a_ptr, g_ptr) are kept
+    bool derived = false;
+    // false when no consumer reads this activation's values from its plan (a max-pool or an add
+    // reads the dense array FP hands it; the layer's own BP needs only the state bits): then only
+    // the bits, counts and value offsets are kept
+    bool has_values = true;
     int bpe = 0;
     ABuf<u64> bits;
     i64 nwords = 0;
@@ -163,6 +167,22 @@ struct ActInfo {
     i64 dense_bytes() const { return P * (i64)C * 4; }
 };
 
+inline int RowView::row(i64 p, int g, const i32*& ix, i64& off, i32* scratch) const {
+    if (all) {
+        off = p * C + (i64)g * Cg;
+        ix = iota + g * Cg;
+        return Cg;
+    }
+    const i32 before = groups == 1 ? 0 : gofs[p * (groups + 1) + g];
+    off = ptr[p] + before;
+    if (info) {
+        ix = scratch;
+        return decode_row(*info, which, p, g * Cg, Cg, scratch);
+    }
+    ix = idx + off;
+    return groups == 1 ? int(ptr[p + 1] - off) : gofs[p * (groups + 1) + g + 1] - before;
+}
+
 using InfoPtr = std::shared_ptr<ActInfo>;
 
 // Fused activation epilogue: rows of z are turned into a, state bits, lists
@@ -173,6 +193,8 @@ struct Epi {
     float* aout = nullptr;  // optional dense a output (stride K)
     int K = 0;
     bool listA = false, listG = false;
+    bool store_idx = false;  // listA and the info keeps index lists (not derived from its bits)
+    bool store_vals = true;  // the info keeps its values (see ActInfo::has_values)
     void begin(ActInfo* info, float* a_out, int maxthreads);
     void start(int tid, i64 p0, i64 p1);
     void row(int tid, i64 p, const float* z);

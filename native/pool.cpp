@@ -8,6 +8,7 @@
 // before mapping new memory. Size classes are quarter-octaves (at most 19% rounding waste).
 #include <atomic>
 #include <mutex>
+#include <new>
 
 #include "common.hpp"
 
@@ -85,6 +86,11 @@ MemStats mem_stats() {
 void reset_peak() { g_peak.store(g_live.load()); }
 
 void* big_alloc(size_t bytes, size_t& cap) {
+#ifdef ET_SANITIZE  // sanitizer builds: every block exact-sized and really freed, so overruns are caught
+    cap = bytes;
+    note_alloc(cap);
+    return ::operator new(bytes ? bytes : 1, std::align_val_t(64));
+#endif
     if (bytes < kMinPooled) {
         void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
         if (!p) throw std::bad_alloc();
@@ -126,6 +132,10 @@ void* big_alloc(size_t bytes, size_t& cap) {
 void big_free(void* p, size_t cap) {
     if (!p) return;
     g_live.fetch_sub(cap);
+#ifdef ET_SANITIZE
+    ::operator delete(p, std::align_val_t(64));
+    return;
+#endif
     if (cap < kMinPooled) {
         std::free(p);
         return;

@@ -111,6 +111,7 @@ class NativeEngine(Engine):
         self.steps = [n for n in m.nodes if n.name not in fused]
         self.needs = m.needs_grad(self.trainable)
         self._reads, self._has_info = self._dense_reads()
+        self._plan_read = self._plan_readers()
         want = set(self.trainable)
         for lay in self.layers.values():
             lay.k.trainable = any(v in want for v in lay.node.params.values())
@@ -197,6 +198,17 @@ class NativeEngine(Engine):
             info_of(v)
         return reads, has_info
 
+    def _plan_readers(self):
+        """Values whose plan (lists and packed values) some conv/gemm reads, directly or through a
+        flatten: a layer output outside this set keeps only its state bits and counts."""
+        used, steps = set(), self.steps
+        for n in reversed(steps):
+            if n.op in ("conv", "gemm"):
+                used.add(n.inputs[0])
+            elif n.op in ("flatten", "reshape") and n.output in used:
+                used.add(n.inputs[0])
+        return used
+
     def _forward(self, x):
         """Run FP. vals: value -> NHWC array (or (N, F)), only while something still reads it;
         the step state holds infos (value -> SparseInfo), per-node caches and every value's shape."""
@@ -230,7 +242,8 @@ class NativeEngine(Engine):
                 xd = vals.get(src) if lay.depthwise and not inp.dense and len(shapes[src]) == 4 else None
                 want_a = self._reads.get(lay.output, 0) > 0
                 a, info = lay.k.forward(inp, self.dense, want_a=want_a,
-                                        out_dense=self._dense_plan.get(lay.output, False), x_dense=xd)
+                                        out_dense=self._dense_plan.get(lay.output, False), x_dense=xd,
+                                        keep_values=lay.output in self._plan_read)
                 self._note_density(lay.output, info)
                 infos[lay.output] = info
                 n_, h_, w_, c_ = info.shape
