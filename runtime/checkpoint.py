@@ -30,6 +30,7 @@ def save(folder: str, params: dict, opt_state: dict, meta: dict, best: Optional[
             meta = {**meta, f"opt_scalar/{key}": value}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     path = os.path.join(folder, FILE)
+    _remove_stale_temporaries(folder)
     global _saves
     _saves += 1
     with atomic_write(path) as f:
@@ -44,6 +45,17 @@ def save(folder: str, params: dict, opt_state: dict, meta: dict, best: Optional[
         else:
             np.savez(f, **arrays)
     return path
+
+
+def _remove_stale_temporaries(folder: str) -> None:
+    """Drop temporary files a killed run left mid-write (atomic_write's .tmp-*checkpoint.npz). The
+    folder lock (run_lock) means no other run is writing one now."""
+    for name in os.listdir(folder):
+        if name.startswith(".tmp-") and name.endswith(FILE):
+            try:
+                os.unlink(os.path.join(folder, name))
+            except OSError:
+                pass
 
 
 def load(folder: str) -> Optional[dict]:

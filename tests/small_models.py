@@ -54,3 +54,20 @@ def plan_batch(rng, kinds, n=16):
     scale = np.array([0.05 if kinds[i % len(kinds)] == "d" else 1.5 for i in range(n)], np.float32)
     x = (rng.standard_normal((n, 1, 8, 8)) * scale[:, None, None, None]).astype(np.float32)
     return x, rng.integers(0, 10, n)
+
+
+def plan_cnn(path, seed=0, ch=8):
+    """Conv-ReLU (biases 0.8: dense on small inputs, about half zero on large ones, as plan_mlp),
+    Conv-ReLU, 2x2 max-pool, Flatten, Gemm: the same plan switches through the conv kernels."""
+    rng = np.random.default_rng(seed)
+    inits = [_init("c1.w", rng.standard_normal((ch, 1, 3, 3)) * 0.5), _init("c1.b", np.full(ch, 0.8)),
+             _init("c2.w", rng.standard_normal((ch, ch, 3, 3)) * 0.15), _init("c2.b", np.full(ch, 0.2)),
+             _init("fc.w", rng.standard_normal((10, ch * 16)) * 0.1), _init("fc.b", np.zeros(10))]
+    nodes = [helper.make_node("Conv", ["input", "c1.w", "c1.b"], ["h1"], name="c1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["h1"], ["a1"], name="r1"),
+             helper.make_node("Conv", ["a1", "c2.w", "c2.b"], ["h2"], name="c2", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["h2"], ["a2"], name="r2"),
+             helper.make_node("MaxPool", ["a2"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "fc.w", "fc.b"], ["logits"], name="fc", transB=1)]
+    return save_graph(path, nodes, inits, ["N", 1, 8, 8], ["N", 10], "plan_cnn")

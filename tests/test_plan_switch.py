@@ -18,7 +18,7 @@ from onnx import numpy_helper
 
 from conftest import assert_close
 from helpers import digits_like
-from small_models import plan_batch, plan_mlp
+from small_models import plan_batch, plan_cnn, plan_mlp
 from edgetune.runtime import load_model
 from edgetune.runtime.engines import make_engine
 from edgetune.runtime.optim import OptimizerConfig
@@ -27,9 +27,11 @@ CFG = OptimizerConfig(name="sgd", lr=0.05, momentum=0.9)
 KINDS = "ssddssdds"      # the first ReLU: sparse, sparse, dense, dense, ... -> plans switch both ways
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return load_model(str(plan_mlp(tmp_path_factory.mktemp("plan") / "plan.onnx")))
+@pytest.fixture(scope="module", params=["mlp", "cnn"])
+def model(request, tmp_path_factory):
+    """plan_mlp (Gemm kernels) and plan_cnn (conv kernels): the first ReLU's plan follows the input scale."""
+    build = {"mlp": plan_mlp, "cnn": plan_cnn}[request.param]
+    return load_model(str(build(tmp_path_factory.mktemp("plan") / f"plan_{request.param}.onnx")))
 
 
 def _batches(kinds=KINDS, seed=0):

@@ -87,6 +87,8 @@ def test_kill_during_checkpoint_write_keeps_the_previous_one(tmp_path, job):
     step 6) is intact and the run resumes from it."""
     done = _crash_then_resume(tmp_path, job, "native", "checkpoint:3")
     assert "epoch 1, step 6" in done.stdout
+    # the half-written temporary file is cleaned up by the resumed run's next checkpoint
+    assert [f for f in os.listdir(tmp_path / "ck") if f.startswith(".tmp-")] == []
 
 
 def test_resume_on_the_device_engine(tmp_path, job):
