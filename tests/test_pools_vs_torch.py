@@ -60,3 +60,45 @@ def test_avgpool_forward_backward_match_torch(case):
     yt.backward(torch.from_numpy(gy.transpose(0, 3, 1, 2).copy()))
     gx = _native.avgpool_backward(gy, x.shape, case["k"], case["s"], pads, case["ceil"], case["cip"])
     np.testing.assert_allclose(gx, xt.grad.permute(0, 2, 3, 1).numpy(), rtol=1e-5, atol=1e-6)
+
+
+@st.composite
+def asym_case(draw):
+    """Pads that differ per side (ONNX allows them, torch does not), each smaller than the kernel."""
+    k = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    pads = tuple(draw(st.integers(0, k[i % 2] - 1)) for i in range(4))
+    s = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    h, w = draw(st.integers(k[0], 9)), draw(st.integers(k[1], 9))
+    return dict(n=draw(st.integers(1, 2)), h=h, w=w, c=draw(st.integers(1, 4)), k=k, s=s, pads=pads,
+                ceil=draw(st.booleans()), cip=draw(st.booleans()), seed=draw(st.integers(0, 2 ** 16)))
+
+
+def _ort_pool(op, case, x_nchw):
+    """One MaxPool/AveragePool node (opset 19) run by onnxruntime: the ONNX semantics themselves."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    attrs = dict(kernel_shape=list(case["k"]), strides=list(case["s"]), pads=list(case["pads"]),
+                 ceil_mode=int(case["ceil"]))
+    if op == "AveragePool":
+        attrs["count_include_pad"] = int(case["cip"])
+    node = helper.make_node(op, ["x"], ["y"], **attrs)
+    graph = helper.make_graph([node], "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_nchw.shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    model.ir_version = 9
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x_nchw})[0]
+
+
+@settings(max_examples=40, deadline=None)
+@given(asym_case())
+def test_pools_with_asymmetric_pads_match_onnxruntime(case):
+    """Forward only (onnxruntime has no backward): per-side pads, ceil_mode, count_include_pad."""
+    x, _ = _data(case)
+    xn = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    y, _ = _native.maxpool_forward(x, case["k"], case["s"], case["pads"], case["ceil"])
+    np.testing.assert_array_equal(y.transpose(0, 3, 1, 2), _ort_pool("MaxPool", case, xn))
+    ya = _native.avgpool_forward(x, case["k"], case["s"], case["pads"], case["ceil"], case["cip"])
+    np.testing.assert_allclose(ya.transpose(0, 3, 1, 2), _ort_pool("AveragePool", case, xn), rtol=1e-5, atol=1e-6)
