@@ -14,7 +14,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, asdict, field
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 from . import protocol as P
 from .errors import (DeviceErrorResponse, DeviceNotRespondingError, IoTimeoutError, ProtocolError,
@@ -77,11 +77,13 @@ class DeviceClient:
     simulated in RTL runs its UART thousands of times slower than a board. None means: the
     EDGETUNE_DEVICE_TIMEOUT_SCALE environment variable if set, else the `link_timeout_scale`
     the device states in its HELLO capabilities (PROTOCOL.md section 5), else 1.
+    `clock` is the time source of every deadline (time.monotonic; tests pass a simulated one).
     """
 
     def __init__(self, transport: Transport, timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES,
                  max_timeout: float = DEFAULT_MAX_TIMEOUT, baudrate: int = 921600, max_payload: int = 4096,
-                 give_up_after: float = DEFAULT_GIVE_UP, timeout_scale: Optional[float] = None):
+                 give_up_after: float = DEFAULT_GIVE_UP, timeout_scale: Optional[float] = None,
+                 clock: Callable[[], float] = time.monotonic):
         for name, value in (("timeout", timeout), ("max_timeout", max_timeout), ("give_up_after", give_up_after)):
             if value is None or not value > 0:
                 raise ValueError(f"{name} must be positive seconds, got {value!r}")
@@ -93,6 +95,7 @@ class DeviceClient:
         self.scale = float(timeout_scale or 1.0)
         self.t, self.timeout, self.retries, self.max_timeout = transport, timeout, retries, max_timeout
         self.give_up_after = give_up_after
+        self.clock = clock     # the deadlines' time source (tests inject one that the transport advances)
         self.baudrate, self.host_max_payload = baudrate, max_payload
         self.decoder = FrameDecoder()
         self.seq = 0
@@ -113,7 +116,7 @@ class DeviceClient:
         pc = self.stats.per_command.setdefault(name, {"requests": 0, "retries": 0, "bytes_up": 0})
         self.stats.requests += 1
         pc["requests"] += 1
-        t_start = time.monotonic()
+        t_start = self.clock()
         usual = self._wire_seconds(len(wire) + expect_bytes + 16)
         if ftype in COMPUTE_COMMANDS:
             usual += 3.0 * self.rtt.get(ftype, 0.0)
@@ -122,7 +125,7 @@ class DeviceClient:
         attempts = 0
         try:
             for attempt in range(self.retries + 1):
-                left = deadline - time.monotonic()
+                left = deadline - self.clock()
                 if left <= 0:
                     break
                 if attempt:
@@ -136,22 +139,22 @@ class DeviceClient:
                 wait = min(base * (2 ** attempt), max(self.max_timeout * self.scale, base), max(left, 0.01))
                 frame = self._await(seq, wait)
                 if frame is not None:
-                    rtt = time.monotonic() - t_start
+                    rtt = self.clock() - t_start
                     self.rtt[ftype] = rtt if ftype not in self.rtt else 0.7 * self.rtt[ftype] + 0.3 * rtt
                     return self._check(frame, ftype, name)
                 self.stats.timeouts += 1
         finally:
-            self.stats.seconds += time.monotonic() - t_start
+            self.stats.seconds += self.clock() - t_start
             self.stats.resyncs = self.decoder.stats.resyncs
         raise DeviceNotRespondingError(
             f"device stopped answering (last command {name}, seq {seq}: no valid answer within "
-            f"{time.monotonic() - t_start:.1f} s, {attempts} attempt{'s' if attempts != 1 else ''}) "
+            f"{self.clock() - t_start:.1f} s, {attempts} attempt{'s' if attempts != 1 else ''}) "
             f"on {self.t.url or 'the link'}")
 
     def _await(self, seq: int, timeout: float):
-        deadline = time.monotonic() + timeout
+        deadline = self.clock() + timeout
         while True:
-            left = deadline - time.monotonic()
+            left = deadline - self.clock()
             if left <= 0:
                 return None
             try:

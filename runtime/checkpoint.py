@@ -2,6 +2,7 @@
 written atomically so a crash at any instant leaves the previous checkpoint usable."""
 from __future__ import annotations
 
+import io
 import json
 import os
 from typing import Optional
@@ -10,8 +11,10 @@ import numpy as np
 
 from .atomic import atomic_write
 from .errors import EdgetuneError
+from .testhooks import armed, crash_point
 
 FILE = "checkpoint.npz"
+_saves = 0      # checkpoints written by this process (the tests' crash point counts them)
 
 
 def save(folder: str, params: dict, opt_state: dict, meta: dict, best: Optional[dict] = None) -> str:
@@ -27,9 +30,32 @@ def save(folder: str, params: dict, opt_state: dict, meta: dict, best: Optional[
             meta = {**meta, f"opt_scalar/{key}": value}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     path = os.path.join(folder, FILE)
+    _remove_stale_temporaries(folder)
+    global _saves
+    _saves += 1
     with atomic_write(path) as f:
-        np.savez(f, **arrays)
+        if armed("checkpoint"):     # tests only: die with half the file written
+            buf = io.BytesIO()
+            np.savez(buf, **arrays)
+            data = buf.getvalue()
+            f.write(data[:len(data) // 2])
+            f.flush()
+            crash_point("checkpoint", _saves)
+            f.write(data[len(data) // 2:])
+        else:
+            np.savez(f, **arrays)
     return path
+
+
+def _remove_stale_temporaries(folder: str) -> None:
+    """Drop temporary files a killed run left mid-write (atomic_write's .tmp-*checkpoint.npz). The
+    folder lock (run_lock) means no other run is writing one now."""
+    for name in os.listdir(folder):
+        if name.startswith(".tmp-") and name.endswith(FILE):
+            try:
+                os.unlink(os.path.join(folder, name))
+            except OSError:
+                pass
 
 
 def load(folder: str) -> Optional[dict]:

@@ -74,6 +74,10 @@ def load_data(spec: str, input_shape: Tuple[Optional[int], ...] = (), val_fracti
         ds.normalize = apply_normalize(ds, normalize)
         notes.append(f"normalized per channel with mean {_fmt_list(ds.normalize['mean'])} "
                      f"std {_fmt_list(ds.normalize['std'])}")
+    for part, labels in (("y", y), ("y_val", yv)):    # before counting per class, which needs indices >= 0
+        if labels.ndim == 1 and np.issubdtype(labels.dtype, np.integer) and len(labels) and labels.min() < 0:
+            raise DataError(f"{spec}: array '{part}' has negative labels (lowest {labels.min()}); labels are "
+                            "class indices 0, 1, 2, ...")
     k = ds.num_classes() if len(y) else 0
     names = ds.classes or [str(i) for i in range(k)]
     per_class = per_class_text(names, counts_by_label(y, k)) if k else "no samples"

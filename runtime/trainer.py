@@ -10,6 +10,7 @@ from typing import Callable, List, Optional
 import numpy as np
 
 from . import checkpoint as ckpt
+from .testhooks import crash_point
 from .data import load_data, validate
 from .errors import EdgetuneError, UsageError
 from .optim import OptimizerConfig
@@ -271,8 +272,13 @@ class _Run:
             diff = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
             raise UsageError(f"--resume: the checkpoint in {cfg.checkpoint} was written with different "
                              f"settings ({', '.join(diff)})")
-        self.engine.set_params(found["params"])
-        self.engine.set_optimizer_state(found["opt_state"])
+        try:
+            self.engine.set_params(found["params"])
+            self.engine.set_optimizer_state(found["opt_state"])
+        except (KeyError, ValueError) as exc:    # same settings, but the model file changed since
+            why = exc.args[0] if exc.args else exc
+            raise UsageError(f"--resume: the checkpoint in {cfg.checkpoint} does not fit {cfg.model} ({why})") from None
+        self.engine.set_plan_state(meta.get("plan", {}))
         state.update({k: meta.get(k, state[k]) for k in state})
         if state.get("keeper"):
             self.keeper.load_state_dict(state["keeper"], found["best"])
@@ -284,7 +290,8 @@ class _Run:
     def _save(self) -> None:
         cfg = self.cfg
         if cfg.checkpoint:
-            meta = {**{k: self.state[k] for k in self.state}, "fingerprint": cfg.fingerprint()}
+            meta = {**{k: self.state[k] for k in self.state}, "fingerprint": cfg.fingerprint(),
+                    "plan": self.engine.plan_state()}
             ckpt.save(cfg.checkpoint, self.engine.get_params(), self.engine.optimizer_state(), meta,
                       best=self.keeper.arrays())
 
@@ -292,6 +299,7 @@ class _Run:
         every = self.cfg.checkpoint_every
         if every and step % every == 0 and step < self.steps_per_epoch:
             self._save()
+        crash_point("step", self.state["steps_done"])     # tests only (EDGETUNE_TEST_CRASH)
 
     # -- per epoch ----------------------------------------------------------------------------
     def _on_epoch_end(self, entry) -> bool:

@@ -74,3 +74,16 @@ def save_graph(path, nodes, inits, in_shape, out_shape, name="g"):
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
+
+
+def assert_bad_input(result, needle, codes=(1, 2)):
+    """A bad-input run: exit code in `codes` (3: a device error), exactly one stderr line `error: ...`
+    containing `needle`, never an "internal error" (a bug reached the catch-all), no traceback."""
+    assert result.exit_code in codes, (result.exit_code, result.output)
+    err = result.stderr
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "internal error" not in result.output, lines[0]
+    assert needle in lines[0], lines[0]
+    assert "Traceback" not in result.output
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)

@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("onnxscript")  # the torch.export-based exporter needs it
+from requires import need, need_exporter  # noqa: E402
+
+torch = need("torch")
 
 from conftest import assert_close  # noqa: E402
 import torch_zoo  # noqa: E402
@@ -14,6 +15,7 @@ from edgetune.runtime import load_model, compute_gradients  # noqa: E402
 @pytest.mark.parametrize("name", sorted(torch_zoo.ZOO))
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
 def test_dense_matches_autograd(zoo_export, name, exporter, loss):
+    need_exporter(exporter)
     module, chw, path = zoo_export(name, exporter)
     model = load_model(path)
     rng = np.random.default_rng(7)

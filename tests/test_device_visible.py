@@ -7,7 +7,6 @@ import re
 import signal
 import socket
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -70,15 +69,16 @@ def silent_device():
 
 
 def test_a_silent_device_fails_in_about_ten_seconds(tmp_path, silent_device):
-    t0 = time.monotonic()
     result = run_cli("finetune", "--engine", "device", "--device", silent_device, "--out", tmp_path / "o.onnx")
-    took = time.monotonic() - t0
     assert result.exit_code == 3, result.output
     (err,) = [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]
     m = re.search(r"device stopped answering \(last command HELLO, seq 1: no valid answer within ([\d.]+) s, "
                   r"\d+ attempts\) on " + re.escape(silent_device), err)
     assert m, err
-    assert 9.5 <= float(m.group(1)) <= 12.0 and took < 40      # not the old 48 s of retries
+    # never before the 10 s budget; how long after it depends on the machine's load, so the
+    # schedule itself (not the old 48 s of retries) is checked on a simulated clock in
+    # test_client_deadlines.py
+    assert float(m.group(1)) >= 9.5
     assert not (tmp_path / "o.onnx").exists()
 
 
@@ -92,10 +92,8 @@ def test_a_device_that_stops_mid_run_fails_naming_the_command():
         dev.train_step(x, y)
         os.kill(dev.emulator.proc.pid, signal.SIGSTOP)
         try:
-            t0 = time.monotonic()
-            with pytest.raises(DeviceNotRespondingError) as err:
+            with pytest.raises(DeviceNotRespondingError) as err:   # after give_up_after (test_client_deadlines)
                 dev.train_step(x, y)
-            assert time.monotonic() - t0 < 10
         finally:
             os.kill(dev.emulator.proc.pid, signal.SIGCONT)
         msg = str(err.value)

@@ -167,19 +167,40 @@ def test_reset_after_n_steps_loses_state_and_changes_session(mlp, batch):
     assert c.hello()["session_id"] != s1 and dev.engine is None and dev.step == 0
 
 
+def bf16_reference(model, cfg, batches, engine_name):
+    """What a bf16 device must compute, run on the host: the engine the device hosts, with the
+    parameters, optimizer state and inputs rounded to bf16 exactly where device_core rounds them."""
+    ref = make_engine(engine_name, **({"auto_dense": False} if engine_name == "native" else {}))
+    ref.load(model, optimizer=cfg)
+    ref.set_params({k: round_bf16(v) for k, v in model.params.items()})
+    for x, y in batches:
+        ref.train_step(round_bf16(x), y)
+        ref.set_params({k: round_bf16(v) for k, v in ref.get_params().items()})
+        opt = ref.optimizer_state()
+        ref.set_optimizer_state({k: ({n: round_bf16(a) for n, a in v.items()} if isinstance(v, dict) else v)
+                                 for k, v in opt.items()})
+    return ref.get_params()
+
+
 def test_bf16_storage(mlp, batch):
+    """The bf16 device's *updates* (p - p0) are those of a host run with the same rounding: an
+    untrained device (round_bf16(p0)) or one that skips a step fails, which an absolute tolerance
+    on p itself would not catch."""
     x, y = batch
+    cfg = OptimizerConfig(lr=0.05, momentum=0.9)
     dev = EmulatedDevice(fmt="bf16")
-    session = start(dev, mlp)
-    session.train_step(x[:32], y[:32])
+    session = start(dev, mlp, cfg)
+    steps = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)]
+    for xb, yb in steps:
+        session.train_step(xb, yb)
     params = session.read_state().params
-    ref = make_engine("dense")
-    ref.load(mlp, optimizer=OptimizerConfig(lr=0.05))
-    ref.train_step(x[:32], y[:32])
+    want = bf16_reference(mlp, cfg, steps, dev.engine_name)
     for k, v in params.items():
-        np.testing.assert_array_equal(v, round_bf16(v))                  # stored as bf16
-        np.testing.assert_allclose(v, ref.params[k], atol=0.02 * float(np.abs(ref.params[k]).max()))
-    assert any(not np.array_equal(params[k], ref.params[k]) for k in params)
+        np.testing.assert_array_equal(v, round_bf16(v), err_msg=k)                  # stored as bf16
+        p0 = round_bf16(mlp.params[k])
+        upd, ref_upd = v - p0, want[k] - p0
+        assert np.abs(ref_upd).max() > 0, k
+        np.testing.assert_array_equal(upd, ref_upd, err_msg=k)
 
 
 def test_accelerator_counters(mlp, batch):
@@ -218,6 +239,8 @@ def test_predict_and_loss_grads(mlp, batch):
     loss, grads = ref.loss_and_grads(x[:16], y[:16])
     assert got_loss == loss
     assert set(got) == set(grads)
+    for k in grads:   # the same engine on the same bytes: the same bits, not only the same names
+        np.testing.assert_array_equal(got[k], grads[k], err_msg=k)
 
 
 def test_link_side_faults_are_injected_but_order_kept():

@@ -4,7 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from helpers import run_cli, tiny_mlp
+from conftest import assert_close
+from helpers import run_cli
+from requires import need
 from edgetune.runtime import load_model, compute_gradients
 from edgetune.runtime.data import load_data
 
@@ -50,7 +52,17 @@ def test_eval_runs_the_export_in_onnxruntime(main_job):
     result = run_cli("eval", out, "--data", "digits_shifted")
     assert result.exit_code == 0, result.output
     acc = float(result.output.split("accuracy ")[1].split("%")[0]) / 100
-    assert abs(acc - rep["after"]["val_acc"]) < 5e-5      # printed with two decimals
+    # onnxruntime and the native kernels sum in different orders: a sample whose top two logits
+    # nearly tie may flip, so accuracy agrees within one sample and the logits within a tolerance
+    from edgetune.runtime.engines import make_engine
+    from edgetune.runtime.onnx_export import ort_logits
+
+    model = load_model(str(out))
+    ds = load_data("digits_shifted", model.input_shape)
+    assert abs(acc - rep["after"]["val_acc"]) <= 1 / len(ds.x_val) + 5e-5      # printed with two decimals
+    eng = make_engine("native")
+    eng.load(model)
+    assert_close(ort_logits(str(out), ds.x_val), eng.predict(ds.x_val), rtol=1e-4, what="onnxruntime vs native")
 
 
 def test_compute_gradients_keys_and_shapes():
@@ -77,7 +89,7 @@ def test_train_layers_last_k_freezes_the_rest(tmp_path):
 
 
 def test_image_folder_source(tmp_path):
-    pil = pytest.importorskip("PIL.Image")
+    pil = need("PIL.Image")
     rng = np.random.default_rng(0)
     for label in ("cat", "dog"):
         (tmp_path / "imgs" / label).mkdir(parents=True)
@@ -95,4 +107,3 @@ def test_npz_without_validation_split_is_split_deterministically(tmp_path):
     np.savez(path, x=np.arange(50 * 64, dtype=np.float32).reshape(50, 1, 8, 8), y=np.arange(50) % 10)
     a, b = load_data(str(path), seed=1), load_data(str(path), seed=1)
     assert len(a.x_val) == 10 and np.array_equal(a.x_val, b.x_val)
-    tiny_mlp(tmp_path / "m.onnx")

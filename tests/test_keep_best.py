@@ -10,6 +10,7 @@ from hypothesis import given, settings, strategies as st
 from onnx import numpy_helper
 
 from conftest import assert_close
+from requires import need
 from helpers import digits_like, run_cli, tiny_mlp
 from edgetune import models
 from edgetune.runtime import load_model
@@ -150,7 +151,7 @@ def test_resume_keeps_the_best_epoch_it_had_seen(tmp_path):
 # -- the cosine schedule ------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["sgd", "adamw"])
 def test_cosine_schedule_matches_torch(zoo_export, name):
-    torch = pytest.importorskip("torch")
+    torch = need("torch")
     module, chw, path = zoo_export("mlp_relu", "script")
     model = load_model(path)
     steps, lr = 7, 0.05

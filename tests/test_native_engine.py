@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_close
+from requires import need_exporter
 from oracle import check_native
 from edgetune.runtime import load_model, compute_gradients
 from edgetune.runtime.data import load_data
@@ -45,10 +46,9 @@ def test_bundled_models_match_dense(name, dense, threads):
 
 @pytest.mark.parametrize("exporter", ["script", "dynamo"])
 @pytest.mark.parametrize("name", ["mlp_relu", "cnn_relu6_strided", "dw_hardswish_maxpool_gap",
-                                  "residual_add_leaky", "mixed_avgpool_sigmoid"])
+                                  "residual_add_leaky", "mixed_avgpool_sigmoid", "bn_pools_softmax"])
 def test_torch_exported_models_match_dense_and_torch(zoo_export, name, exporter):
-    pytest.importorskip("torch")
-    pytest.importorskip("onnxscript")
+    need_exporter(exporter)
     import torch_zoo
 
     module, chw, path = zoo_export(name, exporter)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from edgetune import _native  # required: a broken build must fail, not skip
+from requires import need
 
 ACTS = {"none": 0, "relu": 1, "relu6": 2, "hardswish": 3, "leaky": 4, "sigmoid": 5}
 ALPHA = 0.1
@@ -617,7 +618,7 @@ def _torch_act(torch, act):
 
 @pytest.mark.parametrize("act", list(TORCH_ACTS))
 def test_activation_derivatives_match_torch(act):
-    torch = pytest.importorskip("torch")
+    torch = need("torch")
     z = np.array([-7, -3.0001, -3, -2.9999, -1, -1e-7, 0, 1e-7, 0.5, 2.9999, 3, 3.0001, 5.9999, 6, 6.0001, 9],
                  np.float32).reshape(1, 1, 2, 8)
     a, info = _native.activate(z, act, alpha=ALPHA)
@@ -632,7 +633,7 @@ def test_activation_derivatives_match_torch(act):
 @pytest.mark.parametrize("case", [CONV_CASES[0], CONV_CASES[3], CONV_CASES[4], CONV_CASES[6]])
 @pytest.mark.parametrize("act", [1, 2, 3])
 def test_two_layer_chain_vs_torch(case, act):
-    torch = pytest.importorskip("torch")
+    torch = need("torch")
     F = torch.nn.functional
     N, H, W, C, K, (R, S), st, pads, dil, groups = case
     rng = np.random.default_rng(12 + act)

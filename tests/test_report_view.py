@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from helpers import run_cli
+from requires import need
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def test_layer_bytes_follow_the_storage_rules(native_run):
 
 
 def test_report_plot_draws_a_png_with_the_umask_mode(native_run, tmp_path):
-    pytest.importorskip("matplotlib")
+    need("matplotlib")
     _, path, _ = native_run
     png = tmp_path / "plots" / "r.png"
     old = os.umask(0o022)

@@ -9,12 +9,13 @@ import pytest
 from onnx import helper, numpy_helper
 
 from helpers import digit_image_folder, digits_like, run_cli, save_graph
+from requires import need
 from edgetune.runtime import load_model
 from edgetune.runtime.data import load_data
 from edgetune.runtime.heads import replace_head
 from edgetune.runtime.onnx_export import ort_logits
 
-pytest.importorskip("PIL.Image")
+need("PIL.Image")
 
 
 def _meta(path):

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import assume, given, settings, strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("onnxscript")  # the torch.export-based exporter needs it
+from requires import need, need_exporter  # noqa: E402
+
+torch = need("torch")
 
 import torch_zoo  # noqa: E402
 from conftest import assert_close  # noqa: E402
@@ -22,15 +23,26 @@ from edgetune.runtime.onnx_export import ort_logits  # noqa: E402
 CASES = [(e, b) for e in ("script", "dynamo") for b in ("fixed", "dynamic")]
 
 
+class _Exports(dict):
+    """(exporter, batch) -> exported file, made on first use: a 'dynamo' case needs onnxscript,
+    and its absence must not skip the TorchScript cases."""
+
+    def __init__(self, module, chw, folder):
+        super().__init__()
+        self.module, self.chw, self.folder = module, chw, folder
+
+    def __missing__(self, key):
+        exporter, batch = key
+        need_exporter(exporter)
+        path = self.folder / f"user-{exporter}-{batch}.onnx"
+        self[key] = torch_zoo.export(self.module, self.chw, path, exporter, batch)
+        return self[key]
+
+
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("exports")
     module, chw = torch_zoo.build("view_same", seed=3)
-    out = {}
-    for exporter, batch in CASES:
-        path = tmp / f"user-{exporter}-{batch}.onnx"
-        out[exporter, batch] = torch_zoo.export(module, chw, path, exporter, batch)
-    return module, chw, out
+    return module, chw, _Exports(module, chw, tmp_path_factory.mktemp("exports"))
 
 
 def _batch_dim(value_info):

@@ -101,6 +101,31 @@ class ViewSame(nn.Module):
         return self.fc(x.view(x.size(0), -1))
 
 
+class BatchNormSoftmax(nn.Module):
+    """BatchNormalization (eval, non-trivial running statistics) where the exporters cannot fold it
+    into a conv (after a pool), a padded ceil-mode max-pool, a padded average pool, and Softmax
+    as the last node (edgetune trains the logits before it: `logits` is the oracle's output)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(2, 6, 3, padding=1)
+        self.bn = nn.BatchNorm2d(6)
+        self.c2 = nn.Conv2d(6, 5, 3)
+        self.fc = nn.Linear(5 * 2 * 2, 4)
+        g = torch.Generator().manual_seed(1)
+        self.bn.running_mean.copy_(torch.randn(6, generator=g) * 0.3)
+        self.bn.running_var.copy_(torch.rand(6, generator=g) + 0.5)
+
+    def logits(self, x):
+        x = nn.functional.max_pool2d(torch.relu(self.c1(x)), 3, 2, padding=1, ceil_mode=True)
+        x = torch.relu(self.c2(self.bn(x)))
+        x = nn.functional.avg_pool2d(x, 2, 2, padding=1, count_include_pad=False)
+        return self.fc(torch.flatten(x, 1))
+
+    def forward(self, x):
+        return torch.softmax(self.logits(x), dim=1)
+
+
 ZOO = {
     "mlp_relu": (MLP, (1, 4, 5)),
     "cnn_relu6_strided": (StridedRelu6CNN, (3, 13, 13)),
@@ -108,6 +133,7 @@ ZOO = {
     "residual_add_leaky": (ResidualLeaky, (3, 9, 9)),
     "mixed_avgpool_sigmoid": (MixedOps, (2, 8, 8)),
     "view_same": (ViewSame, (1, 8, 8)),
+    "bn_pools_softmax": (BatchNormSoftmax, (2, 9, 9)),
 }
 
 
@@ -141,7 +167,8 @@ def export(module, chw, path, exporter: str, batch: str = "dynamic"):
 def torch_loss_and_grads(module, x, y, loss="cross_entropy"):
     """The autograd oracle: loss and {param_name: grad}."""
     module.zero_grad()
-    out = module(torch.from_numpy(x))
+    # a model ending in Softmax is trained on the logits before it (the loss applies its own)
+    out = (module.logits if hasattr(module, "logits") else module)(torch.from_numpy(x))
     if loss == "cross_entropy":
         value = nn.functional.cross_entropy(out, torch.from_numpy(y))
     else:

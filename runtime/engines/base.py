@@ -127,6 +127,14 @@ class Engine:
         """Restore optimizer state saved by `optimizer_state()`."""
         self.optimizer.load_state_dict(state)
 
+    def plan_state(self) -> dict:
+        """Planning choices carried from one step to the next that change a step's float rounding
+        (JSON-serialisable). A checkpoint keeps them so a resumed run repeats the same bits."""
+        return {}
+
+    def set_plan_state(self, state: dict) -> None:
+        """Restore what `plan_state()` returned (engines without such state ignore it)."""
+
     def counters(self) -> dict:
         """Engine-specific counters (MACs, bytes, ...)."""
         return dict(self._counters)

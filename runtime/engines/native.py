@@ -151,7 +151,9 @@ class NativeEngine(Engine):
 
     # -- forward -------------------------------------------------------------------------
     def predict(self, x):
+        plan = dict(self._dense_plan)   # inference must not re-plan training: the plan is step state
         vals, _ = self._forward(np.asarray(x, F32))
+        self._dense_plan = plan
         for lay in self.layers.values():   # inference is not a training step: keep it out of the counters
             lay.k.reset_counters()
         return self._logits(vals)
@@ -306,6 +308,15 @@ class NativeEngine(Engine):
         """Activations that the last step found too dense to list (< MIN_SPARSITY zeros): they are
         planned densely, and their consumers iterate them densely, from the next step on."""
         return sorted(k for k, v in self._dense_plan.items() if v)
+
+    def plan_state(self) -> dict:
+        """The dense/listed plan of each constrained activation for the next step: a dense-planned
+        step rounds differently from a listed one, so a resumed run needs the plan back."""
+        return {"dense_plan": dict(self._dense_plan)}
+
+    def set_plan_state(self, state: dict) -> None:
+        """Restore `plan_state()`; an empty state (an older checkpoint) starts with no plan."""
+        self._dense_plan = {str(k): bool(v) for k, v in (state or {}).get("dense_plan", {}).items()}
 
     def _note_density(self, name, info):
         """Plan `name` densely on the next step when this step found too few zeros to skip."""
