@@ -22,6 +22,9 @@ from .sim import RTL, LINK_RTL, PE_RTL
 
 LINK_SYNTH = {"CLKS_PER_BIT": 217, "IDLE_CLKS": 12_500_000, "MAX_PAYLOAD": 1024, "BUF_AW": 11,
               "STAGE_AW": 12, "RES_AW": 12}
+# The PE core's memories at a size an iCE40 UP5K could hold for a 2x2 array (256 list-pointer,
+# 1024 list, 256 vector/state and 256 output words); the simulations use larger ones.
+PE_SYNTH = {"PAW": 8, "LAW": 10, "VAW": 8, "OAW": 8}
 
 
 def _yosys(script: str, timeout: float = 900.0) -> str:
@@ -48,25 +51,40 @@ def _read(files, top, params) -> str:
     return f"{reads}\n" + (f"chparam {chp} {top}\n" if chp else "") + f"hierarchy -top {top}\n"
 
 
+# The generic flow is yosys' `synth -lut 4` without its memory_map step: memories stay memory
+# cells (a block RAM on any FPGA) instead of becoming flip-flops. Memory bits and multipliers
+# (with their widths: the fp32 significand products are 24x24 -> 48 bits) are counted on the
+# elaborated design, before alumacc folds the multipliers into $macc cells.
+GENERIC = ("proc\nflatten\nopt_clean\nwreduce\nopt_clean\ntee -o /dev/stdout stat -width\n"
+           "synth -flatten -top {top} -lut 4 -run coarse:fine\n"
+           "opt -fast -full\ntechmap\nopt -fast\nabc -fast -lut 4\nopt -fast\ntee -o /dev/stdout stat\n")
+
+
 def synth(top: str, files, params) -> dict:
     """{"ice40": {...}, "generic": {...}} for one design."""
     base = _read(files, top, params)
-    ice = _cells(_yosys(base + f"synth_ice40 -top {top}\ntee -o /dev/stdout stat\n"))
-    pre = _cells(_yosys(base + "proc\nflatten\nopt\nmemory -nomap\nopt\ntee -o /dev/stdout stat\n"))
-    gen = _cells(_yosys(base + f"synth -flatten -top {top} -lut 4\ntee -o /dev/stdout stat\n"))
+    ice = _cells(_yosys(base + f"synth_ice40 -dsp -top {top}\ntee -o /dev/stdout stat\n"))
+    out = _yosys(base + GENERIC.format(top=top))
+    elab, gen = out[:out.rfind("Number of wires")], _cells(out)
     ffs = lambda c: sum(v for k, v in c.items() if "DFF" in k.upper())  # noqa: E731
+    mem_bits = re.findall(r"Number of memory bits:\s+(\d+)", elab)
+    # $mul cells before techmap, with their widths: the fp32 significand products are 24x24
+    muls = re.findall(r"^\s+\$mul_(\d+)\s+(\d+)\s*$", elab, re.M)
     return {
         "ice40": {"LUT4": ice.get("SB_LUT4", 0), "flip_flops": ffs(ice), "SB_MAC16": ice.get("SB_MAC16", 0),
                   "SB_RAM40_4K": ice.get("SB_RAM40_4K", 0), "carry": ice.get("SB_CARRY", 0)},
-        "generic": {"LUT4": gen.get("$lut", 0), "flip_flops": ffs(gen), "multipliers": pre.get("$mul", 0),
-                    "memories": pre.get("$mem_v2", pre.get("$mem", 0))},
+        "generic": {"LUT4": gen.get("$lut", 0), "flip_flops": ffs(gen),
+                    "multipliers": sum(int(n) for _w, n in muls),
+                    "multipliers_48bit": sum(int(n) for w, n in muls if int(w) == 48),
+                    "memories": gen.get("$mem_v2", 0), "memory_bits": int(mem_bits[-1]) if mem_bits else 0},
     }
 
 
 def report(pe_rows: int = 2, pe_cols: int = 2) -> dict:
+    """Resources of device_link (LINK_SYNTH) and of pe_core at ROWS x COLS (PE_SYNTH memories)."""
+    pe = {"ROWS": pe_rows, "COLS": pe_cols, **PE_SYNTH}
     return {"device_link": {"params": LINK_SYNTH, **synth("device_link", LINK_RTL, LINK_SYNTH)},
-            f"pe_core {pe_rows}x{pe_cols}": {"params": {"ROWS": pe_rows, "COLS": pe_cols},
-                                             **synth("pe_core", PE_RTL, {"ROWS": pe_rows, "COLS": pe_cols})}}
+            f"pe_core {pe_rows}x{pe_cols}": {"params": pe, **synth("pe_core", PE_RTL, pe)}}
 
 
 def main(argv=None) -> int:

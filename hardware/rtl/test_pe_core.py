@@ -17,7 +17,7 @@ import pytest
 
 try:
     import cocotb
-    from cocotb.triggers import Timer
+    from cocotb.triggers import RisingEdge, Timer
 except ImportError:  # pragma: no cover
     cocotb = None
 
@@ -26,26 +26,55 @@ ROOT = HERE.parents[1]
 PHASES = ("fp", "bp", "wg")
 
 if cocotb is not None:
+    async def _load_ports(dut, memories):
+        """Through the core's load port, one word per clock (what a board's DMA does)."""
+        ptr, lst, vec, gate = memories
+        await RisingEdge(dut.clk)
+        for sel, words in ((0, ptr), (1, dict(enumerate(lst))), (2, vec), (3, gate)):
+            for a, v in words.items():
+                dut.ld_we.value, dut.ld_sel.value, dut.ld_addr.value, dut.ld_data.value = 1, sel, a, v
+                await RisingEdge(dut.clk)
+        dut.ld_we.value = 0
+        await Timer(3, "ns")      # off the clock edge: what follows is timed from here
+
+    def _load_backdoor(core, memories):
+        """Straight into the memory arrays: the 8x8 cases have tens of thousands of wide words."""
+        ptr, lst, vec, gate = memories
+        for mem, words in ((core.u_ptr.mem, ptr), (core.u_lst.mem, dict(enumerate(lst))), (core.u_vec.mem, vec),
+                           (core.u_gate.mem, gate)):
+            for a, v in words.items():
+                mem[a].value = v
+
+    async def _read_ports(dut, addrs):
+        out = {}
+        for a in addrs:
+            dut.out_ra.value = a
+            await RisingEdge(dut.clk)
+            await Timer(1, "ns")          # the registered read port has the word now
+            out[a] = int(dut.out_rd.value)
+        return out
+
     @cocotb.test()
     async def run_cases(dut):
         cases = pickle.loads(Path(os.environ["EDGETUNE_PE_CASES"]).read_bytes())
+        ports = os.environ.get("EDGETUNE_PE_LOAD", "ports") == "ports"
         results = {}
         core = dut.u_core
         dut.rst.value = 1
         dut.start.value = 0
+        dut.ld_we.value = 0
+        dut.ld_sel.value = 0
+        dut.ld_addr.value = 0
+        dut.ld_data.value = 0
+        dut.out_ra.value = 0
         await Timer(50, "ns")
         dut.rst.value = 0
         await Timer(20, "ns")
         for name, case in cases.items():
-            ptr, lst, vec, gate = case["memories"]
-            for a, v in ptr.items():
-                core.u_ptr.mem[a].value = v
-            for a, v in enumerate(lst):
-                core.u_lst.mem[a].value = v
-            for a, v in vec.items():
-                core.u_vec.mem[a].value = v
-            for a, v in gate.items():
-                core.u_gate.mem[a].value = v
+            if ports:
+                await _load_ports(dut, case["memories"])
+            else:
+                _load_backdoor(core, case["memories"])
             for k, v in case["cfg"].items():
                 getattr(dut, k).value = v
             await Timer(20, "ns")
@@ -53,9 +82,12 @@ if cocotb is not None:
             await Timer(10, "ns")
             dut.start.value = 0
             while int(dut.busy.value):
-                await Timer(5000, "ns")
+                await Timer(5000 if not ports else 200, "ns")
             await Timer(20, "ns")
-            out = {a: int(core.u_out.mem[a].value) for a in case["out_addrs"]}
+            if ports:
+                out = await _read_ports(dut, case["out_addrs"])
+            else:
+                out = {a: int(core.u_out.mem[a].value) for a in case["out_addrs"]}
             results[name] = {"out": out, "cycles": int(dut.cycles.value), "macs": int(dut.macs.value),
                              "terms": int(dut.terms.value), "tiles": int(dut.tiles.value)}
         Path(os.environ["EDGETUNE_PE_RESULTS"]).write_bytes(pickle.dumps(results))
@@ -189,17 +221,19 @@ def _reference64(layer):
     return {"fp": fp, "bp": bp, "wg": wg}
 
 
-# Verilator: the 8x8 core on real layers of digits_mlp and digits_cnn and a ReLU6 conv.
+# Verilator: the 8x8 core on real layers of digits_mlp and digits_cnn and a ReLU6 conv, memories
+# loaded by writing the arrays directly (tens of thousands of 2048-bit words).
 # Icarus runs 64 behavioural fp32 lanes too slowly for CI (minutes per phase; see
 # docs/HARDWARE.md), so it runs the same RTL as a 2x2 array (4 lanes, several lane tiles)
-# on small random layers that still cover gemm, 3x3 conv, ReLU and ReLU6 states and tiling.
+# on small random layers that still cover gemm, 3x3 conv, ReLU and ReLU6 states and tiling,
+# loading and reading back through the core's own load and result ports.
 CASES = {
-    "verilator": {"rows": 8, "cols": 8, "layers": lambda: {
+    "verilator": {"rows": 8, "cols": 8, "load": "backdoor", "layers": lambda: {
         "digits_mlp /fc2/Gemm": _operands("digits_mlp", "/fc2/Gemm", 16),
         "digits_cnn /conv3/Conv": _operands("digits_cnn", "/conv3/Conv", 2),
         "relu6 conv 20->70": _synthetic((1, 5, 5, 20), 70, 3, True, 5),
     }},
-    "icarus": {"rows": 2, "cols": 2, "layers": lambda: {
+    "icarus": {"rows": 2, "cols": 2, "load": "ports", "layers": lambda: {
         "relu gemm 11->9 (2x2)": _synthetic((3, 1, 1, 11), 9, 1, False, 7, lanes=4),
         "relu6 conv 5->6 (2x2)": _synthetic((1, 4, 4, 5), 6, 3, True, 8, lanes=4),
     }},
@@ -245,7 +279,8 @@ def test_pe_core_fp_bp_wg_exact_counts_and_cycles(sim, tmp_path):
                                   for k, c in cases.items()}))
     params = {"ROWS": CASES[sim]["rows"], "COLS": CASES[sim]["cols"]}
     S.run("pe_tb", sim, "test_pe_core", params, python_path=[HERE], testcase="run_cases",
-          env={"EDGETUNE_PE_CASES": str(inp), "EDGETUNE_PE_RESULTS": str(res)})
+          env={"EDGETUNE_PE_CASES": str(inp), "EDGETUNE_PE_RESULTS": str(res),
+               "EDGETUNE_PE_LOAD": CASES[sim]["load"]})
     results = pickle.loads(res.read_bytes())
     report = []
     for name, c in cases.items():
