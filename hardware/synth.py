@@ -1,6 +1,6 @@
 """Resource estimate of the RTL with yosys: LUTs, flip-flops, DSPs/multipliers, block RAM.
 
-    python -m edgetune.hardware.synth [--pe ROWSxCOLS] [--json OUT]
+    python -m edgetune.hardware.synth [--pe ROWSxCOLS] [--json OUT] [--markdown]
 
 Runs `synth_ice40` (iCE40 LUT4, SB_DFF*, SB_MAC16, SB_RAM40_4K) and a generic flow
 (`synth -lut 4`, with $mul/$mem counted before they are mapped) for device_link and
@@ -87,18 +87,45 @@ def report(pe_rows: int = 2, pe_cols: int = 2) -> dict:
             f"pe_core {pe_rows}x{pe_cols}": {"params": pe, **synth("pe_core", PE_RTL, pe)}}
 
 
+def yosys_version() -> str:
+    """"Yosys 0.23" (the numbers depend on it; docs/HARDWARE.md names the version it shows)."""
+    out = subprocess.run(["yosys", "-V"], capture_output=True, text=True, timeout=60).stdout
+    m = re.match(r"(Yosys \S+)", out.strip())
+    return m.group(1) if m else out.strip()
+
+
+def markdown(rep: dict) -> str:
+    """The resource table of docs/HARDWARE.md, exactly (hardware/test_synth.py compares them)."""
+    lines = ["| design | target | LUT4 | flip-flops | DSP / multipliers | block RAM / memories |",
+             "|---|---|---|---|---|---|"]
+    for name, r in rep.items():
+        i, g = r["ice40"], r["generic"]
+        lines.append(f"| {name} | iCE40 (synth_ice40 -dsp) | {i['LUT4']} | {i['flip_flops']} | "
+                     f"{i['SB_MAC16']} SB_MAC16 | {i['SB_RAM40_4K']} SB_RAM40_4K |")
+        lines.append(f"| {name} | generic (synth -lut 4) | {g['LUT4']} | {g['flip_flops']} | "
+                     f"{g['multipliers']} $mul ({g['multipliers_48bit']} of them 24x24->48) | "
+                     f"{g['memories']} memories, {g['memory_bits']} bits |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m edgetune.hardware.synth", description=__doc__.splitlines()[0])
     ap.add_argument("--pe", default="2x2", help="PE array ROWSxCOLS to synthesise (default 2x2)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--markdown", action="store_true", help="print docs/HARDWARE.md's table")
     a = ap.parse_args(argv)
     rows, cols = (int(v) for v in a.pe.lower().split("x"))
     rep = report(rows, cols)
-    print(f"{'design':<16} {'target':<8} {'LUT4':>7} {'FF':>6} {'DSP/mul':>8} {'BRAM/mem':>9}")
-    for name, r in rep.items():
-        i, g = r["ice40"], r["generic"]
-        print(f"{name:<16} {'ice40':<8} {i['LUT4']:>7} {i['flip_flops']:>6} {i['SB_MAC16']:>8} {i['SB_RAM40_4K']:>9}")
-        print(f"{'':<16} {'generic':<8} {g['LUT4']:>7} {g['flip_flops']:>6} {g['multipliers']:>8} {g['memories']:>9}")
+    if a.markdown:
+        print(f"{yosys_version()}\n\n{markdown(rep)}")
+    else:
+        print(f"{'design':<16} {'target':<8} {'LUT4':>7} {'FF':>6} {'DSP/mul':>8} {'BRAM/mem':>9}")
+        for name, r in rep.items():
+            i, g = r["ice40"], r["generic"]
+            print(f"{name:<16} {'ice40':<8} {i['LUT4']:>7} {i['flip_flops']:>6} {i['SB_MAC16']:>8} "
+                  f"{i['SB_RAM40_4K']:>9}")
+            print(f"{'':<16} {'generic':<8} {g['LUT4']:>7} {g['flip_flops']:>6} {g['multipliers']:>8} "
+                  f"{g['memories']:>9}")
     if a.json:
         Path(a.json).write_text(json.dumps(rep, indent=1))
     return 0
