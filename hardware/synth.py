@@ -3,7 +3,7 @@
     python -m edgetune.hardware.synth [--pe ROWSxCOLS] [--json OUT] [--markdown]
 
 Runs `synth_ice40` (iCE40 LUT4, SB_DFF*, SB_MAC16, SB_RAM40_4K) and a generic flow
-(`synth -lut 4`, with $mul/$mem counted before they are mapped) for device_link and
+(`synth -lut 4`, memories and multipliers left as block RAM and DSP cells) for device_link and
 pe_core. The link is synthesised with a 1 KiB max payload and 4 KiB staging/result
 buffers (a board keeps large blobs in external RAM; docs/HARDWARE.md).
 """
@@ -51,13 +51,15 @@ def _read(files, top, params) -> str:
     return f"{reads}\n" + (f"chparam {chp} {top}\n" if chp else "") + f"hierarchy -top {top}\n"
 
 
-# The generic flow is yosys' `synth -lut 4` without its memory_map step: memories stay memory
-# cells (a block RAM on any FPGA) instead of becoming flip-flops. Memory bits and multipliers
-# (with their widths: the fp32 significand products are 24x24 -> 48 bits) are counted on the
-# elaborated design, before alumacc folds the multipliers into $macc cells.
+# The generic flow is yosys' `synth -lut 4` for an FPGA with LUT4s, block RAM and multiplier
+# blocks: memories stay memory cells (no memory_map: they would become flip-flops) and
+# multipliers stay $mul cells (no alumacc, and techmap skips them), so the LUT count is the
+# logic around them. Memory bits and the 48-bit significand products are counted on the
+# elaborated design.
 GENERIC = ("proc\nflatten\nopt_clean\nwreduce\nopt_clean\ntee -o /dev/stdout stat -width\n"
-           "synth -flatten -top {top} -lut 4 -run coarse:fine\n"
-           "opt -fast -full\ntechmap\nopt -fast\nabc -fast -lut 4\nopt -fast\ntee -o /dev/stdout stat\n")
+           "synth -flatten -top {top} -lut 4 -noalumacc -run coarse:fine\n"
+           "opt -fast -full\ntechmap t:$mul %n\nopt -fast\nabc -fast -lut 4\nopt -fast\n"
+           "tee -o /dev/stdout stat\n")
 
 
 def synth(top: str, files, params) -> dict:
@@ -68,13 +70,13 @@ def synth(top: str, files, params) -> dict:
     elab, gen = out[:out.rfind("Number of wires")], _cells(out)
     ffs = lambda c: sum(v for k, v in c.items() if "DFF" in k.upper())  # noqa: E731
     mem_bits = re.findall(r"Number of memory bits:\s+(\d+)", elab)
-    # $mul cells before techmap, with their widths: the fp32 significand products are 24x24
+    # $mul cells as elaborated, with their widths: the fp32 significand products are 24x24 -> 48
     muls = re.findall(r"^\s+\$mul_(\d+)\s+(\d+)\s*$", elab, re.M)
     return {
         "ice40": {"LUT4": ice.get("SB_LUT4", 0), "flip_flops": ffs(ice), "SB_MAC16": ice.get("SB_MAC16", 0),
                   "SB_RAM40_4K": ice.get("SB_RAM40_4K", 0), "carry": ice.get("SB_CARRY", 0)},
         "generic": {"LUT4": gen.get("$lut", 0), "flip_flops": ffs(gen),
-                    "multipliers": sum(int(n) for _w, n in muls),
+                    "multipliers": gen.get("$mul", 0),
                     "multipliers_48bit": sum(int(n) for w, n in muls if int(w) == 48),
                     "memories": gen.get("$mem_v2", 0), "memory_bits": int(mem_bits[-1]) if mem_bits else 0},
     }
@@ -103,7 +105,7 @@ def markdown(rep: dict) -> str:
         lines.append(f"| {name} | iCE40 (synth_ice40 -dsp) | {i['LUT4']} | {i['flip_flops']} | "
                      f"{i['SB_MAC16']} SB_MAC16 | {i['SB_RAM40_4K']} SB_RAM40_4K |")
         lines.append(f"| {name} | generic (synth -lut 4) | {g['LUT4']} | {g['flip_flops']} | "
-                     f"{g['multipliers']} $mul ({g['multipliers_48bit']} of them 24x24->48) | "
+                     f"{g['multipliers']} $mul ({g['multipliers_48bit']} significand products 24x24->48) | "
                      f"{g['memories']} memories, {g['memory_bits']} bits |")
     return "\n".join(lines)
 

@@ -1,25 +1,24 @@
 """Synthesis runs in CI: yosys synth_ice40 and a generic LUT4 flow on device_link and a 2x2
 pe_core (hardware/synth.py). Checks that the datapath survives synthesis (one 24x24 significand
 multiplier per PE lane, every memory kept as block RAM) and that docs/HARDWARE.md shows this
-run's numbers when the installed yosys is the version the page names."""
+run's numbers when the installed yosys is the version the page names. The run itself is
+`python -m edgetune.hardware.synth`, which conftest.py starts as soon as this test is collected."""
 from __future__ import annotations
 
 import re
-import shutil
 import warnings
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "HARDWARE.md"
 
 
-@pytest.mark.skipif(shutil.which("yosys") is None, reason="yosys is not installed (apt-get install yosys)")
-def test_synthesis_report_and_doc_numbers():
+def test_synthesis_report_and_doc_numbers(synth_report):
+    """The yosys run (started at collection by conftest.py, beside the simulations)."""
     from edgetune.hardware import synth
 
-    rep = synth.report(2, 2)
+    rep = synth_report
     table = synth.markdown(rep)
     print("\n" + table)
     link, pe = rep["device_link"], rep["pe_core 2x2"]
