@@ -143,10 +143,64 @@ def _operands(model_name, layer_name, n, lanes=64):
     bias = model.params[node.params["B"]] if "B" in node.params else 0
     row = next(r for r in layer_table(model, vals, dvals, model.trainable_names()) if r["name"] == layer_name)
     accel = _accel(node, w.shape, Operands.from_values(model, node, vals, dvals), lanes)
+    native = _native_checks(model, node, vals, x, y, _l, grads)
     return {"layer": layer, "engine": {"fp": zz - bias, "bp": g_prev, "wg": wg},
-            "engine_names": {"fp": "dense z - bias", "bp": "dense dL/da", "wg": "native loss_and_grads"},
+            "engine_names": {"fp": "dense z - bias", "bp": "dense dL/da", "wg": "native loss_and_grads dW"},
+            "native_checks": native,
             "required": row["macs_required"], "native": {ph: native_macs[ph]["required"] for ph in PHASES},
             "accel": accel}
+
+
+def _native_checks(model, node, vals, x, y, loss, grads):
+    """Each phase's result carried to something the native engine's loss_and_grads returns
+    (these models are chains: weight layer, ReLU, ..., classifier gemm):
+    FP: z + bias -> ReLU -> the classifier -> cross-entropy, against its loss;
+    BP: the BP output is dL/dz of the previous weight layer (gated by its ReLU's G), so with
+    that layer's input it gives that layer's weight and bias gradients."""
+    producers = {nd.output: nd for nd in model.nodes}
+    consumers = {i: nd for nd in model.nodes for i in nd.inputs}
+
+    def skip(nd, step):
+        while nd.op in ("flatten", "reshape", "relu"):
+            nd = step(nd)
+        return nd
+
+    prev = skip(producers[node.inputs[0]], lambda nd: producers[nd.inputs[0]])
+    head = skip(consumers[node.output], lambda nd: consumers[nd.output])
+    assert head.op == "gemm" and consumers.get(head.output) is None, "the layer after must be the classifier"
+    bias = model.params[node.params["B"]].astype(np.float64)
+    wc, bc = (model.params[head.params[k]].astype(np.float64) for k in ("W", "B"))
+    n = len(x)
+
+    def fp(full):
+        a = np.maximum(full + bias, 0.0)
+        a = a.reshape(n, -1) if node.op == "gemm" else a.transpose(0, 3, 1, 2).reshape(n, -1)  # NCHW flatten
+        logits = a @ wc.T + bc
+        m = logits.max(1, keepdims=True)
+        lse = (m + np.log(np.exp(logits - m).sum(1, keepdims=True)))[:, 0]
+        return [(np.array([(lse - logits[np.arange(n), y]).mean()]), np.array([loss]), "FP -> native loss")]
+
+    def bp(full):
+        xin = vals[prev.inputs[0]].astype(np.float64)
+        if prev.op == "gemm":
+            dw = full.reshape(n, -1).T @ xin.reshape(n, -1)                       # (K, C) like the weight
+            ref = grads[prev.params["W"]]
+        else:
+            xin = xin.transpose(0, 2, 3, 1)
+            c = xin.shape[3]
+            oh, ow = full.shape[1:3]                      # the previous layer's output = this layer's input
+            ks, st = model.params[prev.params["W"]].shape[2], prev.attrs["stride"][0]   # (conv2 has stride 2)
+            pad = prev.attrs["pads"][0]
+            xp = np.pad(xin, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+            dw = np.stack([np.stack([xp[:, r:r + st * oh:st, s:s + st * ow:st].reshape(-1, c).T
+                                     @ full.reshape(-1, full.shape[-1]) for s in range(ks)])
+                           for r in range(ks)])                                  # (ks, ks, C, K)
+            ref = grads[prev.params["W"]].transpose(2, 3, 1, 0)
+        db = full.reshape(-1, full.shape[-1]).sum(0)
+        return [(dw, ref, f"BP -> native d{prev.params['W']}"), (db, grads[prev.params["B"]],
+                                                                 f"BP -> native d{prev.params['B']}")]
+
+    return {"fp": fp, "bp": bp}
 
 
 def _accel(node, wshape, ops, lanes):
@@ -200,7 +254,7 @@ def _synthetic(shape_in, k, ks, relu6, seed, lanes=64):
     ops = Operands(a_in=flat(a != 0), g_in=flat(ast == 1), g_out=flat(zst == 1), d_nz=flat(d != 0),
                    out_nnz=int(np.count_nonzero(zst)), in_rule=rule, out_rule=rule)
     accel = _accel(node, wshape, ops, lanes)
-    return {"layer": layer, "engine": None, "required": req, "native": None, "accel": accel}
+    return {"layer": layer, "engine": None, "required": req, "native": None, "accel": accel, "native_checks": {}}
 
 
 def _reference64(layer):
@@ -282,7 +336,7 @@ def test_pe_core_fp_bp_wg_exact_counts_and_cycles(sim, tmp_path):
           env={"EDGETUNE_PE_CASES": str(inp), "EDGETUNE_PE_RESULTS": str(res),
                "EDGETUNE_PE_LOAD": CASES[sim]["load"]})
     results = pickle.loads(res.read_bytes())
-    report = []
+    report, checked_native = [], set()
     for name, c in cases.items():
         r, layer = results[name], c["layer"]
         assert layer.lanes == params["ROWS"] * params["COLS"]
@@ -297,9 +351,15 @@ def test_pe_core_fp_bp_wg_exact_counts_and_cycles(sim, tmp_path):
         _close(full, c["ref64"], f"{name} vs float64")
         if c["engine"] is not None:
             _close(full, c["engine"], f"{name} vs {c['engine_names'][c['phase']]}")
+        check = c["native_checks"].get(c["phase"])
+        for got_n, ref_n, what in (check(full.astype(np.float64)) if check else []):
+            _close(got_n, ref_n, f"{name}: {what}")
+            checked_native.add(c["phase"])
         report.append({"case": name, "entries": r["terms"], "macs": r["macs"], "rtl_cycles": r["cycles"],
                        "rtl_array": f"{params['ROWS']}x{params['COLS']}",
                        "accel_model_same_array": c["accel"]["same"], "accel_model_spec_16x16": c["accel"]["spec"]})
+    if sim == "verilator":     # the model layers: FP and BP reached the native engine's results too
+        assert checked_native == {"fp", "bp"}, checked_native
     print("\n" + cycle_table(report))
     (S.build_root() / f"pe_cycles-{sim}.json").write_text(json.dumps(report, indent=1))
 
