@@ -22,8 +22,9 @@ from .sim import RTL, LINK_RTL, PE_RTL
 
 LINK_SYNTH = {"CLKS_PER_BIT": 217, "IDLE_CLKS": 12_500_000, "MAX_PAYLOAD": 1024, "BUF_AW": 11,
               "STAGE_AW": 12, "RES_AW": 12}
-# The PE core's memories at a size an iCE40 UP5K could hold for a 2x2 array (256 list-pointer,
-# 1024 list, 256 vector/state and 256 output words); the simulations use larger ones.
+# The PE core's memories kept small (256 pointer, 1024 list, 256 vector/state and 256 output
+# words: 31 iCE40 block RAMs at 2x2) so that the estimate is about the datapath; the
+# simulations use larger ones.
 PE_SYNTH = {"PAW": 8, "LAW": 10, "VAW": 8, "OAW": 8}
 
 
@@ -32,7 +33,10 @@ def _yosys(script: str, timeout: float = 900.0) -> str:
         raise RuntimeError("yosys is not installed: apt-get install yosys")
     with tempfile.NamedTemporaryFile("w", suffix=".ys", delete=False) as f:
         f.write(script)
-    r = subprocess.run(["yosys", "-q", "-s", f.name], capture_output=True, text=True, timeout=timeout)
+    try:
+        r = subprocess.run(["yosys", "-q", "-s", f.name], capture_output=True, text=True, timeout=timeout)
+    finally:
+        Path(f.name).unlink()
     if r.returncode != 0:
         raise RuntimeError(f"yosys failed: {(r.stderr or r.stdout)[-2000:]}")
     return r.stdout
