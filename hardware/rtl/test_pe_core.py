@@ -98,8 +98,9 @@ if cocotb is not None:
 # ---------------------------------------------------------------------------------------------
 def _operands(model_name, layer_name, n, lanes=64):
     """One layer of a real model on a real batch: NHWC operands (dense engine values), the engine
-    results each PE phase must reproduce, layer_stats' required MACs, the native engine's own
-    per-layer MAC counts and accel_model's cycles (8x8 and the spec's 16x16) for that layer."""
+    results each PE phase must reproduce (and the checks that carry FP and BP to the native
+    engine's loss_and_grads), layer_stats' required MACs, the native engine's own per-layer MAC
+    counts and accel_model's cycles (the RTL's array size and the spec's 16x16) for that layer."""
     from edgetune.firmware_bridge.device_core import make_hosted_engine
     from edgetune.hardware.pe_model import Layer, states_relu
     from edgetune.runtime import load_model
