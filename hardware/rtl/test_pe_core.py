@@ -278,7 +278,7 @@ def _reference64(layer):
 
 # Verilator: the 8x8 core on real layers of digits_mlp and digits_cnn and a ReLU6 conv, memories
 # loaded by writing the arrays directly (tens of thousands of 2048-bit words).
-# Icarus runs 64 behavioural fp32 lanes too slowly for CI (about 120 cycles/s: 8 minutes for
+# Icarus runs 64 behavioural fp32 lanes too slowly for CI (about 120 cycles/s: 7 minutes for
 # these nine phases; docs/HARDWARE.md), so it runs the same RTL as a 2x2 array (4 lanes, several lane tiles)
 # on small random layers that still cover gemm, 3x3 conv, ReLU and ReLU6 states and tiling,
 # loading and reading back through the core's own load and result ports.
