@@ -39,6 +39,15 @@ def hosted_engine_name(requested: Optional[str] = None) -> str:
     return "dense"
 
 
+def make_hosted_engine(name: str):
+    """The engine a device hosts, configured as the device configures it. The accelerator skips
+    by its constraints everywhere, so the native engine's CPU dense planning is off; tests that
+    compare a device's results with a local reference build the reference here too."""
+    from ..runtime.engines import make_engine
+
+    return make_engine(name, **({"auto_dense": False} if name == "native" else {}))
+
+
 class DeviceFault(Exception):
     """Turns into an ERROR frame."""
 
@@ -192,8 +201,6 @@ class EmulatedDevice:
         return P.COMMIT_RSP.pack(blob, self.step)
 
     def _load_model(self, data):
-        from ..runtime.engines import make_engine
-
         try:
             model, trainable, opt, loss = _from_descriptor(decode_model_descriptor(data))
         except Exception as exc:  # noqa: BLE001
@@ -201,8 +208,7 @@ class EmulatedDevice:
         bad = sorted({n.op for n in model.nodes} - set(SUPPORTED_OPS))
         if bad:
             raise DeviceFault(P.E_BAD_DESCRIPTOR, f"unsupported ops {', '.join(bad)}")
-        # the accelerator skips by its constraints everywhere: no CPU dense planning in its counters
-        eng = make_engine(self.engine_name, **({"auto_dense": False} if self.engine_name == "native" else {}))
+        eng = make_hosted_engine(self.engine_name)
         eng.load(model, trainable, opt, loss)
         self.engine, self.model, self.params_ready, self.step = eng, model, False, 0
         self.accel = AccelModel(model, trainable, elem_bytes=2 if self.fmt == "bf16" else 4)

@@ -24,7 +24,8 @@ module pe_core #(
     parameter PAW  = 10,     // pointer memory: one {end, start} per pixel (FP/BP) or channel (WG)
     parameter LAW  = 13,     // list memory: {index, fp32 value}
     parameter VAW  = 10,     // vector memory: one L-lane fp32 word per (tap, c|k, tile) or (pixel, tile)
-    parameter OAW  = 10      // output memory
+    parameter OAW  = 10,     // output memory
+    parameter LDW  = (32 * ROWS * COLS > 48) ? 32 * ROWS * COLS : 48   // load port width
 ) (
     input  wire        clk,
     input  wire        rst,
@@ -43,7 +44,17 @@ module pe_core #(
     output reg  [31:0] cycles,
     output reg  [31:0] macs,        // multiplies executed (= enabled lanes of issued entries)
     output reg  [31:0] terms,       // list entries issued
-    output reg  [31:0] tiles        // output words written
+    output reg  [31:0] tiles,       // output words written
+    // load port (use while idle): one full word of the memory ld_sel names per cycle,
+    // 0 pointers (32 bits), 1 list entries (48), 2 vector words (32*L), 3 lane states (2*L),
+    // in the low bits of ld_data (a board puts a DMA and width converter in front of it)
+    input  wire             ld_we,
+    input  wire [1:0]       ld_sel,
+    input  wire [15:0]      ld_addr,
+    input  wire [LDW-1:0]   ld_data,
+    // result port: output word out_ra appears on out_rd one cycle later
+    input  wire [OAW-1:0]   out_ra,
+    output wire [32*ROWS*COLS-1:0] out_rd
 );
     localparam L = ROWS * COLS;
     localparam M_FP = 2'd0, M_BP = 2'd1, M_WG = 2'd2;
@@ -54,29 +65,28 @@ module pe_core #(
     reg  [3:0]  state;
     assign busy = (state != S_IDLE);
 
-    // -- memories (loaded by the host side; out is read back) -------------------------------
+    // -- memories (written through the load port; out is read through the result port) ------
     reg  [PAW-1:0]   ptr_ra;
     wire [31:0]      ptr_rd;
-    ram_sdp #(.AW(PAW), .DW(32)) u_ptr (.clk(clk), .we(1'b0), .waddr({PAW{1'b0}}), .wdata(32'd0),
-        .raddr(ptr_ra), .rdata(ptr_rd));
+    ram_sdp #(.AW(PAW), .DW(32)) u_ptr (.clk(clk), .we(ld_we && ld_sel == 2'd0), .waddr(ld_addr[PAW-1:0]),
+        .wdata(ld_data[31:0]), .raddr(ptr_ra), .rdata(ptr_rd));
     reg  [LAW-1:0]   lst_ra;
     wire [47:0]      lst_rd;
-    ram_sdp #(.AW(LAW), .DW(48)) u_lst (.clk(clk), .we(1'b0), .waddr({LAW{1'b0}}), .wdata(48'd0),
-        .raddr(lst_ra), .rdata(lst_rd));
+    ram_sdp #(.AW(LAW), .DW(48)) u_lst (.clk(clk), .we(ld_we && ld_sel == 2'd1), .waddr(ld_addr[LAW-1:0]),
+        .wdata(ld_data[47:0]), .raddr(lst_ra), .rdata(lst_rd));
     reg  [VAW-1:0]   vec_ra;
     wire [32*L-1:0]  vec_rd;
-    ram_sdp #(.AW(VAW), .DW(32 * L)) u_vec (.clk(clk), .we(1'b0), .waddr({VAW{1'b0}}), .wdata({32*L{1'b0}}),
-        .raddr(vec_ra), .rdata(vec_rd));
+    ram_sdp #(.AW(VAW), .DW(32 * L)) u_vec (.clk(clk), .we(ld_we && ld_sel == 2'd2), .waddr(ld_addr[VAW-1:0]),
+        .wdata(ld_data[32*L-1:0]), .raddr(vec_ra), .rdata(vec_rd));
     reg  [VAW-1:0]   gate_ra;
     wire [2*L-1:0]   gate_rd;
-    ram_sdp #(.AW(VAW), .DW(2 * L)) u_gate (.clk(clk), .we(1'b0), .waddr({VAW{1'b0}}), .wdata({2*L{1'b0}}),
-        .raddr(gate_ra), .rdata(gate_rd));
+    ram_sdp #(.AW(VAW), .DW(2 * L)) u_gate (.clk(clk), .we(ld_we && ld_sel == 2'd3), .waddr(ld_addr[VAW-1:0]),
+        .wdata(ld_data[2*L-1:0]), .raddr(gate_ra), .rdata(gate_rd));
     reg              out_we;
     reg  [OAW-1:0]   out_wa;
     reg  [32*L-1:0]  out_wd;
-    wire [32*L-1:0]  out_rd_unused;
     ram_sdp #(.AW(OAW), .DW(32 * L)) u_out (.clk(clk), .we(out_we), .waddr(out_wa), .wdata(out_wd),
-        .raddr({OAW{1'b0}}), .rdata(out_rd_unused));
+        .raddr(out_ra), .rdata(out_rd));
 
     // -- loop state ----------------------------------------------------------------------------
     reg  [4:0]  n;            // tile pixel (FP: output pixel, BP: input pixel)

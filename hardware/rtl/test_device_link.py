@@ -26,7 +26,7 @@ if cocotb is not None:
     from edgetune.hardware.link_bridge import CLK_NS, LinkBench, RtlCompute, RtlHostedDevice, read_mem
     from edgetune.hardware.sim import params_from_env
     from edgetune.runtime import load_model
-    from edgetune.runtime.engines import make_engine
+    from edgetune.firmware_bridge.device_core import make_hosted_engine
     from edgetune.runtime.optim import OptimizerConfig
 
     class Host:
@@ -140,7 +140,7 @@ if cocotb is not None:
         assert await h.err(P.TRAIN_STEP, req) == P.E_STEP        # a new request for a done step
         assert core.calls.count(P.TRAIN_STEP) == calls + 1
 
-        ref = make_engine("native")
+        ref = make_hosted_engine(dev.engine_name)      # the engine device_core hosts, as it configures it
         ref.load(model, optimizer=cfg)
         r = ref.train_step(x, y)
         step, loss, correct, n, *_ = P.TRAIN_STEP_RSP.unpack_from(FrameDecoder().feed(first)[0].payload)

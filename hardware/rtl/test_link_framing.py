@@ -129,6 +129,10 @@ if cocotb is not None:
             rtl = [int(dec.cnt_bad_cobs.value), int(dec.cnt_bad_crc.value), int(dec.cnt_overruns.value),
                    int(dec.cnt_idle.value), int(dec.cnt_frames.value)]
             assert rtl == [st.bad_cobs, st.bad_crc, st.overruns, st.idle_resets, st.frames], f"case {i}"
+        # the cases reached every drop path: overruns (bounded: the receiver stops writing at the
+        # host decoder's segment bound and counts the segment), idle drops of partial frames,
+        # bad COBS and bad CRC
+        assert min(st.overruns, st.idle_resets, st.bad_cobs, st.bad_crc) > 0, st
         # after everything, a clean frame still gets through (no lock-up)
         got.clear()
         bench.send(encode_frame(0x30, 77, b"after"))
