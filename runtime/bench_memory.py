@@ -20,7 +20,18 @@ ENGINES = ("sparse", "dense_native", "torch")
 
 
 def _rss_bytes() -> int:
-    # Linux reports KiB, macOS bytes
+    """This process's high-water mark of resident memory."""
+    # Linux: VmHWM belongs to this process's own address space. ru_maxrss would not do: exec
+    # keeps the larger mark of the process that forked it (the bench's parent, torch loaded,
+    # ~400 MiB), so every child would report that and a step growth of 0.
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    # elsewhere: Linux-like systems report KiB, macOS bytes
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
