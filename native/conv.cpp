@@ -1136,6 +1136,8 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
     cwg = Counts();
     const double t1 = now_ms();
     if (need_bp) bp_phase(GV, dvbuf.data(), gc, g_in, prevG);
+    decoded.clear();  // WG reads D and the input's lists, not G: its peak need not hold these
+    dvbuf.clear();
     const double t2 = now_ms();
     if (need_wg) wg_phase(Dbuf.data(), gc, dW);
     phase_times(t0, t1, t2, now_ms(), need_bp);
