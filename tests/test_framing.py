@@ -144,15 +144,12 @@ def test_fuzz_garbage_then_frame_resynchronises(garbage, splits, frame):
     assert got == [(frame[0], frame[1], bytes(frame[2]))]
 
 
-@FUZZ
-@given(st.lists(frame_st, min_size=1, max_size=4), st.data())
-def test_fuzz_mutations_never_accept_a_wrong_frame(frames, data):
-    wire = bytearray(b"".join(encode_frame(*f) for f in frames))
-    kind = data.draw(st.sampled_from(["flip", "drop", "dup", "truncate", "insert"]))
-    n = data.draw(st.integers(1, 4))
-    for _ in range(n):
-        if not wire:
-            break
+def mutate(wire: bytearray, kind: str, data, most: int) -> None:
+    """Apply 1..most line faults of one kind to wire, in place, positions drawn from data (also
+    used by the RTL decoder's differential fuzz, hardware/rtl/test_link_framing.py)."""
+    for _ in range(data.draw(st.integers(1, most))):
+        if kind == "none" or not wire:
+            return
         i = data.draw(st.integers(0, len(wire) - 1))
         if kind == "flip":
             wire[i] ^= 1 << data.draw(st.integers(0, 7))
@@ -161,9 +158,20 @@ def test_fuzz_mutations_never_accept_a_wrong_frame(frames, data):
         elif kind == "dup":
             wire.insert(i, wire[i])
         elif kind == "truncate":
-            del wire[i:]
-        else:
+            del wire[i:]                 # an open frame: a decoder's idle gap must drop it
+        elif kind == "insert":
             wire.insert(i, data.draw(st.integers(0, 255)))
+        elif kind == "garbage":
+            wire[i:i] = data.draw(st.binary(min_size=1, max_size=40))
+        else:
+            raise ValueError(kind)
+
+
+@FUZZ
+@given(st.lists(frame_st, min_size=1, max_size=4), st.data())
+def test_fuzz_mutations_never_accept_a_wrong_frame(frames, data):
+    wire = bytearray(b"".join(encode_frame(*f) for f in frames))
+    mutate(wire, data.draw(st.sampled_from(["flip", "drop", "dup", "truncate", "insert"])), data, 4)
     splits = data.draw(st.lists(st.integers(0, len(wire)), max_size=6))
     got = [as_tuple(f) for f in _decode_all(bytes(wire), splits)]
     originals = [(t, s, bytes(p)) for t, s, p in frames]

@@ -175,7 +175,7 @@ def _fuzz_cases(n_examples: int, max_payload: int):
     from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
     sys.path.insert(0, str(HERE.parents[1] / "tests"))
-    from test_framing import frame_st
+    from test_framing import frame_st, mutate
 
     small = st.tuples(st.integers(0, 255), st.integers(0, 0xFFFF), st.binary(max_size=max_payload))
     mutation = st.sampled_from(["none", "flip", "drop", "dup", "truncate", "insert", "garbage"])
@@ -187,22 +187,7 @@ def _fuzz_cases(n_examples: int, max_payload: int):
            mutation, st.data())
     def collect(frames, kind, data):
         wire = bytearray(b"".join(encode_frame(*f) for f in frames))
-        for _ in range(data.draw(st.integers(1, 3))):
-            if kind == "none" or not wire:
-                break
-            i = data.draw(st.integers(0, len(wire) - 1))
-            if kind == "flip":
-                wire[i] ^= 1 << data.draw(st.integers(0, 7))
-            elif kind == "drop":
-                del wire[i]
-            elif kind == "dup":
-                wire.insert(i, wire[i])
-            elif kind == "truncate":
-                del wire[i:]                 # an open frame: the idle gap must drop it
-            elif kind == "insert":
-                wire.insert(i, data.draw(st.integers(0, 255)))
-            else:
-                wire[i:i] = data.draw(st.binary(min_size=1, max_size=40))
+        mutate(wire, kind, data, 3)
         cases.append(bytes(wire).hex())
 
     collect()
