@@ -85,10 +85,14 @@ def models():
 @click.argument("model")
 @quiet_option
 def info(model):
-    """Show MODEL's layers, shapes, parameters and activation constraint rules."""
+    """Show MODEL's layers, shapes, parameters and activation constraint rules, and the kernel
+    level this process runs (EDGETUNE_ISA, a portable build's choice)."""
+    from .bench import simd
     from .info import describe
 
     click.echo(describe(model))
+    sd = simd()
+    click.echo(f"kernels: {sd['isa']} ({sd['floats']} floats per vector), module level {sd['level']}")
 
 
 @cli.command()

@@ -26,6 +26,9 @@ def test_info_shows_constraint_rules():
     result = run_cli("info", "digits_cnn")
     assert result.exit_code == 0, result.output
     assert "ReLU: G = A" in result.output and "Conv" in result.output
+    import edgetune._native as nat
+
+    assert f"kernels: {nat.SIMD_ISA} ({nat.VECTOR_FLOATS} floats per vector), module level {nat.LEVEL}" in result.output
 
 
 def test_bench_json_has_every_documented_field(tmp_path):
