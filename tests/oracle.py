@@ -147,11 +147,11 @@ class TieAwareReference(DenseEngine):
 
 
 def reference_gradients(model, x, y, decisions, loss: str = "cross_entropy"):
-    """(loss, grads, snapped, (values, dvalues)) of the dense engine, on the native side of near-ties."""
+    """(loss, grads, snapped) of the dense engine, on the native side of near-ties."""
     ref = TieAwareReference(decisions)
     ref.load(model, loss=loss)
-    lo, grads, vals, dvals = ref.forward_backward_values(np.asarray(x, np.float64), np.asarray(y))
-    return float(lo), grads, ref.snapped, (vals, dvals)
+    lo, grads = ref.forward_backward_values(np.asarray(x, np.float64), np.asarray(y))[:2]
+    return float(lo), grads, ref.snapped
 
 
 class _MagnitudeEngine(DenseEngine):
@@ -183,21 +183,43 @@ def forward_magnitudes(model, x) -> Dict[str, np.ndarray]:
     return eng.forward_values(np.abs(np.asarray(x, np.float64)))
 
 
-def reduction_magnitudes(model, x, y, loss: str = "cross_entropy", values=None):
+def backward_magnitudes(model, x, y, loss: str = "cross_entropy") -> Dict[str, np.ndarray]:
+    """value -> per element, a bound on the sum of |terms| that formed dL/dvalue: the backward
+    pass on the real forward (its activation masks and pool choices) with |parameters|, from the
+    loss gradient's |terms|. Where d is a small difference of large terms (two nearly equal
+    classifier rows, say), its rounding scales with this, not with d."""
+    eng = DenseEngine(np.float64)
+    eng.load(model, loss=loss)
+    vals, caches = eng._forward(np.asarray(x, np.float64))
+    z, y = vals[model.output_name], np.asarray(y)
+    if loss == "cross_entropy":
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        p[np.arange(len(y)), y] += 1.0      # |p - onehot| <= p + onehot
+        dz = p / len(y)
+    else:
+        dz = 2.0 * (np.abs(z) + 1.0) / z.size   # mse against targets in [0, 1]
+    eng.params = {k: np.abs(v) for k, v in eng.params.items()}
+    seen: Dict[str, np.ndarray] = {}
+    eng._backward(vals, caches, dz, seen)
+    return {k: np.abs(v) for k, v in seen.items()}
+
+
+def reduction_magnitudes(model, x, y, loss: str = "cross_entropy"):
     """{initializer name: per element, the sum of |terms| of the final reduction that forms
     that gradient element} (sum over pixels and batch of |d| * |x| for a weight, of |d| for a
-    bias). Float32 rounding of a gradient element scales with this, not with its value, where
-    the element is a small difference of large terms."""
+    bias, with |d| and |x| themselves bounded by the magnitudes of the terms that formed them).
+    Float32 rounding of a gradient element scales with this, not with its value, where the
+    element is a small difference of large terms."""
     real = DenseEngine()
     real.load(model, loss=loss)
-    vals, dvals = values or real.forward_backward_values(np.asarray(x, F32), np.asarray(y))[2:]
     want, out = set(real.trainable), {}
     fmag = forward_magnitudes(model, x)
+    dmag = backward_magnitudes(model, x, y, loss)
     for node in model.nodes:
-        d = dvals.get(node.output)
+        d = dmag.get(node.output)
         if d is None or not (set(node.params.values()) & want):
             continue
-        d = np.abs(d)
         x0 = fmag[node.inputs[0]]
         at = node.attrs
         get = lambda role: real.params[node.params[role]]  # noqa: E731
@@ -254,7 +276,7 @@ def check_native(model, x, y, **engine_kw):
     eng = NativeEngine(**engine_kw)
     eng.load(model)
     loss, grads, decisions = native_trace(eng, x, y)
-    ref_loss, ref, _, values = reference_gradients(model, x, y, decisions)
-    mags = reduction_magnitudes(model, x, y, values=values)
+    ref_loss, ref, _ = reference_gradients(model, x, y, decisions)
+    mags = reduction_magnitudes(model, x, y)
     assert_equal_up_to_rounding(f"native {engine_kw}", loss, grads, ref_loss, ref, mags)
     return eng
