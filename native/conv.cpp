@@ -130,6 +130,33 @@ i64 ConvLayer::dense_macs() const {
 template <int NV>
 static constexpr int acc_sets() { return NV >= 8 ? 1 : NV >= 4 ? 2 : NV >= 2 ? 4 : 8; }
 
+// acc[u][0..NV) += sum_j xs[j] * row(j)[0..NV), the entries spread over the U sets; the last
+// n % U entries of a list whose length is random are one masked step of U entries (value 0,
+// row of the last entry) instead of a loop whose exit mispredicts.
+template <int NV, int U, class Row>
+static inline void walk_rows(vf (&acc)[U][NV], const float* ET_RESTRICT xs, int n, Row row) {
+    int j = 0;
+    for (; j + U <= n; j += U) {
+        ET_UNROLL
+        for (int u = 0; u < U; u++) {
+            const float x = xs[j + u];
+            const vf* w = row(j + u);
+            ET_UNROLL
+            for (int v = 0; v < NV; v++) acc[u][v] += x * w[v];
+        }
+    }
+    if (j < n) {
+        ET_UNROLL
+        for (int u = 0; u < U - 1; u++) {
+            const int jr = j + u < n ? j + u : n - 1;
+            const float x = j + u < n ? xs[jr] : 0.f;
+            const vf* w = row(jr);
+            ET_UNROLL
+            for (int v = 0; v < NV; v++) acc[u][v] += x * w[v];
+        }
+    }
+}
+
 // acc[u][0..NV) += sum_j x[j] * w[(ix[j]-base)*ld .. +NV vectors), the entries spread over the
 // U sets. A full list (cnt == width: the chunk is dense) walks the weight rows directly,
 // without the index loads.
@@ -160,27 +187,7 @@ static inline void list_acc(vf (&acc)[U][NV], const float* ET_RESTRICT wrs, int 
     const float* w0 = wrs - (ptrdiff_t)base * ld;
     const size_t lds = (size_t)ld;
     const u32* ux = reinterpret_cast<const u32*>(ix);
-    for (; jj + U <= cnt; jj += U) {
-        ET_UNROLL
-        for (int u = 0; u < U; u++) {
-            const float x = xv[jj + u];
-            const vf* w = vptr(w0 + ux[jj + u] * lds);
-            ET_UNROLL
-            for (int v = 0; v < NV; v++) acc[u][v] += x * w[v];
-        }
-    }
-    // the last cnt % U entries of a list whose length is random: one masked step of U entries
-    // (value 0, index clamped into the list) instead of a loop whose exit mispredicts
-    if (jj < cnt) {
-        ET_UNROLL
-        for (int u = 0; u < U - 1; u++) {
-            const int jr = jj + u < cnt ? jj + u : cnt - 1;
-            const float x = jj + u < cnt ? xv[jr] : 0.f;
-            const vf* w = vptr(w0 + ux[jr] * lds);
-            ET_UNROLL
-            for (int v = 0; v < NV; v++) acc[u][v] += x * w[v];
-        }
-    }
+    walk_rows(acc, xv, cnt, [=](int j) { return vptr(w0 + ux[j] * lds); });
 }
 
 template <int NV, int U>
@@ -263,31 +270,11 @@ static inline void join_row(u32* ET_RESTRICT off, float* ET_RESTRICT xs, const i
 #endif
 }
 
-// acc += sum over the joined list of xs[j] * row(off[j]); the last n % U entries are one
-// masked step (value 0, offset of the last entry) instead of a loop whose exit mispredicts.
+// acc += sum over the joined list of xs[j] * the row at byte offset off[j] of wb.
 template <int NV, int U>
 static inline void walk_joined(vf (&acc)[U][NV], const char* ET_RESTRICT wb, const u32* ET_RESTRICT off,
                                const float* ET_RESTRICT xs, int n) {
-    int j = 0;
-    for (; j + U <= n; j += U) {
-        ET_UNROLL
-        for (int u = 0; u < U; u++) {
-            const float x = xs[j + u];
-            const vf* w = reinterpret_cast<const vf*>(wb + off[j + u]);
-            ET_UNROLL
-            for (int v = 0; v < NV; v++) acc[u][v] += x * w[v];
-        }
-    }
-    if (j < n) {
-        ET_UNROLL
-        for (int u = 0; u < U - 1; u++) {
-            const int jr = j + u < n ? j + u : n - 1;
-            const float x = j + u < n ? xs[jr] : 0.f;
-            const vf* w = reinterpret_cast<const vf*>(wb + off[jr]);
-            ET_UNROLL
-            for (int v = 0; v < NV; v++) acc[u][v] += x * w[v];
-        }
-    }
+    walk_rows(acc, xs, n, [=](int j) { return reinterpret_cast<const vf*>(wb + off[j]); });
 }
 
 // Taps per joined walk: as many as keep the group's weight block (taps * rows * NV vectors)
