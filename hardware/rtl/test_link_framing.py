@@ -197,6 +197,11 @@ def _fuzz_cases(n_examples: int, max_payload: int):
     cases.append((b"\x00" + bytes(rng.randrange(1, 256) for _ in range(4200)) + encode_frame(1, 2, b"ok")).hex())
     wire = encode_frame(0x10, 9, bytes(range(40)))
     cases += [wire[:20].hex(), wire[20:].hex(), wire.hex(), (b"\x00" * 30).hex()]
+    # a data byte changed to another non-zero byte: valid COBS, wrong CRC (the random streams
+    # reach that path only by chance)
+    bad = bytearray(encode_frame(0x11, 5, b"abcdefgh"))
+    bad[bad.index(ord("d"))] ^= 1
+    cases.append(bytes(bad).hex())
     return cases
 
 
