@@ -14,7 +14,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import assert_close
-from edgetune.runtime import compute_gradients, load_model
+from requires import need, need_exporter
+from edgetune.runtime import load_model, ties
 from edgetune.runtime.engines.dense import DenseEngine
 from edgetune.runtime.engines.native import NativeEngine
 from edgetune.runtime.onnx_export import export_onnx, ort_logits
@@ -184,3 +185,32 @@ def test_info_names_the_tie_and_finetune_keeps_the_choice_on_resume(tmp_path):
     assert "b__untied2" in {i.name for i in onnx.load(str(tmp_path / "o.onnx")).graph.initializer}
     r = CliRunner().invoke(cli, args + ["--resume", "--epochs", "2"])
     assert r.exit_code == 2 and "untie_params" in r.stderr
+
+
+@pytest.mark.parametrize("exporter", ["script", "dynamo"])
+@pytest.mark.parametrize("name", ["resnet_style", "mnasnet_style"])
+def test_bn_folded_exports_against_autograd(tmp_path, name, exporter):
+    """resnet18- and mnasnet-style modules exported in eval mode with a batch-1 dummy input (the
+    BN-folded, deduplicated form): every engine against autograd on the fused module, the
+    gradients of the torch parameters the exporter merged summed."""
+    need("torch")
+    need_exporter(exporter)
+    import torch_bn_folded
+    import torch_zoo
+
+    module = torch_bn_folded.build(name)
+    chw = torch_bn_folded.MODELS[name][1]
+    model = load_model(torch_zoo.export(module, chw, tmp_path / f"{name}.onnx", exporter, batch="fixed"))
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((7,) + chw).astype(np.float32)
+    y = rng.integers(0, 5, 7)
+    ref_loss, ref, owners = torch_bn_folded.tied_oracle(module, model.params, x, y)
+    tied = {k: v for k, v in owners.items() if len(v) > 1}
+    assert tied, "the export was meant to tie equal folded biases"
+    assert set(tied) == set(ties.trained_ties(model))
+    for engine, make in ENGINES.items():
+        loss, grads = _grads(model, x, y, make)
+        assert abs(loss - ref_loss) <= 1e-4 * abs(ref_loss), engine
+        assert set(grads) == set(ref)
+        for k, g in ref.items():
+            assert_close(grads[k], g, what=f"{name}/{exporter} {engine} d{k} (read by {len(owners[k])})")
