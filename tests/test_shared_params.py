@@ -159,6 +159,30 @@ def test_a_bias_shared_with_a_frozen_statistic_is_split(tmp_path):
     assert np.array_equal(params["z__frozen"], arrays["z"].astype(np.float32))
 
 
+def test_device_engine_trains_a_tie_as_the_dense_engine_does(tmp_path):
+    """The emulated device (hosting the native kernels) against the dense reference, over three
+    SGD-with-momentum steps: each tied tensor moves by the summed gradient."""
+    import os
+
+    from edgetune.runtime.engines import make_engine
+    from edgetune.runtime.optim import OptimizerConfig
+
+    model = load_model(_save(tmp_path / "tied.onnx", *_tied_graph(identity=True)))
+    cfg = OptimizerConfig(name="sgd", lr=0.05, momentum=0.9)
+    load = max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+    dev, ref = make_engine("device", device="emulator", timeout=30.0, timeout_scale=load), DenseEngine()
+    try:
+        for eng in (dev, ref):
+            eng.load(model, None, cfg)
+            for step in range(3):
+                eng.train_step(*_batch(8 + step))
+        got, want = dev.get_params(), ref.get_params()
+    finally:
+        dev.close()
+    for k in want:
+        assert_close(got[k] - model.params[k], want[k] - model.params[k], what=f"device update of {k}")
+
+
 def test_accelerator_counts_the_gradient_merge(tmp_path):
     from edgetune.firmware_bridge.accel_model import AccelModel
 
