@@ -121,7 +121,7 @@ def info(model, untie_params):
 @click.option("--dense-kernels", is_flag=True, help="native engine: iterate densely (no zero skipping).")
 @threads_option("native engine: kernel threads (default: all cores).")
 @click.option("--device", default=None, help="device engine: a pyserial URL, or 'emulator'.")
-@click.option("--out", default=None, help="Fine-tuned ONNX path (default MODEL-finetuned.onnx).")
+@click.option("--out", default=None, help="Fine-tuned ONNX path (default MODEL-DATA-finetuned.onnx).")
 @click.option("--checkpoint", default=None, help="Folder for atomic checkpoints (one run at a time).")
 @click.option("--checkpoint-every", type=int, default=0, help="Also checkpoint every N steps.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --checkpoint.")
@@ -188,9 +188,9 @@ def eval_cmd(ctx, model, data, split, threads, normalize):
 @click.option("--plot", default=None, metavar="OUT.png", help="Also draw the curves and per-layer bars (needs .[plots]).")
 @quiet_option
 def report_cmd(report_file, plot):
-    """Show a finetune --report: epochs, the per-layer table (sparsity, MACs, bytes) and the summary."""
-    from .report import read_report
-    from .summary import report_text
+    """Show a finetune --report (epochs, the per-layer table of sparsity, MACs and bytes, the summary)
+    or a fleet simulate --report (rounds, nodes)."""
+    from .report import is_fleet_report, read_report
 
     rep = read_report(report_file)
     if plot:
@@ -199,6 +199,10 @@ def report_cmd(report_file, plot):
 
         check_output_path(plot, "--plot")
         plot_report(rep, plot)
+    if is_fleet_report(rep):
+        from edgetune.fleet.report import report_text
+    else:
+        from .summary import report_text
     click.echo(report_text(rep))
     if plot:
         click.echo(f"plot written to {plot}")
@@ -216,8 +220,11 @@ def report_cmd(report_file, plot):
 def bench(models, batch_size, steps, threads, data, json_out, no_memory):
     """Time sparse vs dense-native vs numpy vs torch training steps on MODELS (default: bench models)."""
     from .bench import BENCH_MODELS, default_threads, run_bench
+    from .options import check_output_path
     from .report import write_report
 
+    if json_out:
+        check_output_path(json_out, "--json")      # before the minutes of timing, not after
     res = run_bench(list(models) or list(BENCH_MODELS), batch_size, steps, threads or default_threads(), data,
                     echo=click.echo, memory=not no_memory)
     if json_out:
@@ -234,8 +241,11 @@ def bench(models, batch_size, steps, threads, data, json_out, no_memory):
 def simulate(models, batch_size, data, config, json_out):
     """Model dense, runtime-detect and constraint accelerators on MODELs' real training masks
     (default: the four bench models) and compare cycles and energy (docs/SIMULATION.md)."""
+    from .options import check_output_path
     from .simulate import simulate_main
 
+    if json_out:
+        check_output_path(json_out, "--json")
     simulate_main(list(models), batch_size, data, config, json_out, echo=click.echo)
 
 

@@ -489,7 +489,8 @@ class NativeEngine(Engine):
         return self.step_counters()
 
     def step_counters(self) -> dict:
-        """Counters of the most recent forward+backward (see measure_step)."""
+        """Counters of the most recent forward+backward (see measure_step); each layer also has the
+        `act_bytes` its output activation kept for backward (as `activation_bytes`)."""
         totals = {k: {"fp": 0, "bp": 0, "wg": 0} for k in ("dense", "required", "executed")}
         for counts in self.last_step.values():
             for ph, kinds in counts.items():
@@ -498,9 +499,12 @@ class NativeEngine(Engine):
         for kind in totals:
             totals[kind]["total"] = sum(totals[kind].values())
         infos = [lay.k.output_info for lay in self.layers.values() if lay.k.output_info is not None]
+        layers = []
+        for name, counts in self.last_step.items():
+            info = self.layers[name].k.output_info
+            layers.append({"name": name, **counts, **({"act_bytes": _activation_bytes([info])} if info else {})})
         return {"macs_dense": totals["dense"], "macs_required": totals["required"],
-                "macs_executed": totals["executed"],
-                "layers": [{"name": n, **c} for n, c in self.last_step.items()],
+                "macs_executed": totals["executed"], "layers": layers,
                 "activation_bytes": _activation_bytes(infos)}
 
     def step_operands(self) -> dict:
