@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # (the variables are used by the scripts that source this)
 # Shared by tools/arm64/*: where the Debian arm64 tree and its virtualenv live, and how a
 # program of that tree runs on this (x86-64) machine. Sourced, not run.
 #
