@@ -1,0 +1,56 @@
+"""Mul of two activations with broadcasting: a squeeze-and-excitation gate x * s[N, C, 1, 1]
+(MobileNetV3, EfficientNet) and SiLU/Swish as the exporters write it, x * Sigmoid(x).
+
+Constraint: a zero of either factor is a zero of the product, so the product keeps x's zeros
+under a gate that is positive (Sigmoid) and gains the channels where a gate that can be 0
+(HardSigmoid) is 0, which are known only once the gate is computed: the product is analysed
+(its zeros found) like any tensor no activation made, and its G is everything. Exact either
+way."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import Op, register
+
+
+def unbroadcast(g: np.ndarray, shape) -> np.ndarray:
+    """Sum `g` over the axes along which a value of `shape` was broadcast to g's shape."""
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(shape) if s == 1 and g.shape[i + lead] != 1)
+    out = g.sum(axis=axes, keepdims=True) if axes else g
+    return np.ascontiguousarray(out.reshape(shape), dtype=g.dtype)
+
+
+class Mul(Op):
+    name = "mul"
+    onnx_ops = ("Mul",)
+    rule = ("zeros of either factor pass (a Sigmoid gate keeps x's, a HardSigmoid gate adds its own, known "
+            "only after the gate's FP); the product is analysed, G = all")
+
+    def import_onnx(self, imp, node, i, a):
+        consts = [x for x in node.input if x in imp.consts]
+        if consts:
+            imp.fail(f"Mul node {node.name!r}: multiplying by a constant ({consts[0]!r}) is not supported; "
+                     "only a product of two activations (a gate, SiLU)")
+        imp.add(node, i, "mul", list(node.input[:2]))
+
+    def forward(self, node, xs, get):
+        x, y = xs
+        return x * y, (x, y)
+
+    def backward(self, node, d, cache, get, need):
+        x, y = cache
+        return [unbroadcast(d * y, x.shape) if need[0] else None,
+                unbroadcast(d * x, y.shape) if need[1] else None], {}
+
+    def native_forward(self, eng, node, xs):
+        x, y = xs
+        if x.ndim != y.ndim:
+            eng.unsupported(node, f"factors of rank {x.ndim} and {y.ndim}")
+        return x * y, (x, y), None
+
+    def torch(self, F, t, node, a, p):
+        return a[0] * a[1]
+
+
+register(Mul())
