@@ -37,19 +37,16 @@ def models():
 
 
 def _mobilenet_v3_small(classes):
-    tm = models()
     from torchvision.models.mobilenetv3 import InvertedResidualConfig, MobileNetV3
 
     conf = partial(InvertedResidualConfig, width_mult=0.25)
     # the small network's first blocks: SE + ReLU, no SE + ReLU, SE + hard-swish (stride 1 and 2)
     setting = [conf(16, 3, 16, 16, True, "RE", 2, 1), conf(16, 3, 72, 24, False, "RE", 2, 1),
                conf(24, 5, 96, 40, True, "HS", 2, 1), conf(40, 5, 120, 40, True, "HS", 1, 1)]
-    del tm
     return MobileNetV3(setting, last_channel=32, num_classes=classes)
 
 
 def _efficientnet_b0(classes):
-    models()
     from torchvision.models.efficientnet import EfficientNet, MBConvConfig
 
     conf = partial(MBConvConfig, width_mult=0.25, depth_mult=1.0)
@@ -63,25 +60,21 @@ def _squeezenet1_1(classes):
 
 
 def _shufflenet_v2(classes):
-    models()
     from torchvision.models.shufflenetv2 import ShuffleNetV2
 
     return ShuffleNetV2([1, 2, 1], [8, 16, 32, 48, 64], num_classes=classes)
 
 
 def _densenet(classes):
-    models()
     from torchvision.models.densenet import DenseNet
 
     return DenseNet(growth_rate=8, block_config=(2, 2), num_init_features=16, bn_size=2, num_classes=classes)
 
 
 def _resnet18(classes):
-    models()
     from torchvision.models.resnet import BasicBlock, ResNet
 
-    net = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=classes)
-    return net
+    return ResNet(BasicBlock, [1, 1, 1, 1], num_classes=classes)
 
 
 def _mobilenet_v2(classes):
@@ -94,6 +87,8 @@ def _mnasnet(classes):
     tm = models()
     return tm.mnasnet0_5(num_classes=classes)
 
+
+models()   # importing this module fails (and requires.need skips or fails) without torchvision
 
 # name -> (builder, input (C, H, W)); the family it stands for is in the name
 FAMILIES = {
