@@ -293,6 +293,7 @@ def _rewrite_reshapes(g, shapes, probe, fixed, path, notes) -> None:
         name = n.name or n.output[0]
         src, dst = shapes.get(n.input[0]), shapes.get(n.output[0])
         if src is None or dst is None:
+            _fail_on_unsupported(g, path)      # the likelier cause, and the one to name
             raise ModelError(f"{path}: Reshape node {name!r}: cannot work out its shapes; "
                              f"{REEXPORT_HINT}")
         if not dst or dst[0] != probe or src[0] != probe or int(np.prod(src[1:])) != int(np.prod(dst[1:])):
@@ -313,6 +314,18 @@ def _rewrite_reshapes(g, shapes, probe, fixed, path, notes) -> None:
         n.input[1] = new_name
         before = _fmt(tuple(old_value.tolist())) if old_value is not None else "computed from Shape"
         notes.append(f"Reshape {name!r}: target {before} -> {_fmt(tuple(target.tolist()))}")
+
+
+def _fail_on_unsupported(g, path) -> None:
+    """A ModelError naming the first node whose op the importer does not take, if there is one."""
+    from .ops import supported_onnx
+
+    known = set(supported_onnx())
+    for n in g.node:
+        if n.op_type not in known or n.domain not in ("", "ai.onnx"):
+            op = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}"
+            raise ModelError(f"{path}: unsupported op {op} in node {n.name!r}; supported ops: "
+                             f"{', '.join(sorted(known))}")
 
 
 def _rewrite_auto_pad(g, shapes, path, notes) -> None:
