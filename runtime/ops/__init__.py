@@ -37,6 +37,10 @@ class Op:
     rule = "G = all; its output's zeros are found by analysing it (kernels' analyze_input)"
     cost = "not modelled (no MACs on the PE array)"
 
+    def node_rule(self, model, node) -> str:
+        """The rule of one node of this op in `model` (ops whose rule depends on their inputs override it)."""
+        return self.rule
+
     # -- import ---------------------------------------------------------------------------
     def import_onnx(self, imp, node, i, a) -> None:
         """Append IR nodes for ONNX `node` through the importer `imp` (runtime/onnx_import.py)."""

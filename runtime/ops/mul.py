@@ -1,11 +1,11 @@
 """Mul of two activations with broadcasting: a squeeze-and-excitation gate x * s[N, C, 1, 1]
 (MobileNetV3, EfficientNet) and SiLU/Swish as the exporters write it, x * Sigmoid(x).
 
-Constraint: a zero of either factor is a zero of the product, so the product keeps x's zeros
-under a gate that is positive (Sigmoid) and gains the channels where a gate that can be 0
-(HardSigmoid) is 0, which are known only once the gate is computed: the product is analysed
-(its zeros found) like any tensor no activation made, and its G is everything. Exact either
-way."""
+Constraint (runtime/constraints.py, gate_rule): a zero of either factor is a zero of the
+product, so the product keeps x's zeros under a gate that is positive (Sigmoid) and gains the
+channels where a gate that can be 0 (HardSigmoid) is 0, which are known only once the gate is
+computed: the product is analysed (its zeros found) like any tensor no activation made, and its
+G is everything. Exact either way."""
 from __future__ import annotations
 
 import numpy as np
@@ -24,8 +24,16 @@ def unbroadcast(g: np.ndarray, shape) -> np.ndarray:
 class Mul(Op):
     name = "mul"
     onnx_ops = ("Mul",)
-    rule = ("zeros of either factor pass (a Sigmoid gate keeps x's, a HardSigmoid gate adds its own, known "
-            "only after the gate's FP); the product is analysed, G = all")
+    rule = "zeros of either factor pass; the product is analysed, G = all (see node_rule)"
+
+    def node_rule(self, model, node) -> str:
+        """The rule of this Mul: by the activation that made its gate (the factor of fewer elements,
+        or the Sigmoid of SiLU's Mul(z, Sigmoid(z)))."""
+        from ..constraints import RULES, gate_rule
+
+        made = [model.producer(i) for i in node.inputs]
+        gates = [p for p in made if p is not None and p.op in RULES and p.op in ("sigmoid", "hardsigmoid")]
+        return gate_rule(gates[0] if gates else None)
 
     def import_onnx(self, imp, node, i, a):
         consts = [x for x in node.input if x in imp.consts]
