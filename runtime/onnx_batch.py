@@ -269,6 +269,7 @@ def _infer(proto, input_name: str, batch: int, path: str) -> Dict[str, tuple]:
     try:
         done = shape_inference.infer_shapes(probe, data_prop=True)
     except Exception as exc:  # noqa: BLE001 - onnx raises several types
+        _fail_on_unsupported(proto.graph, path)   # the likelier cause, and the one to name
         raise ModelError(f"{path}: ONNX shape inference failed ({str(exc).splitlines()[0][:200]})") from None
     shapes: Dict[str, tuple] = {}
     for v in list(done.graph.input) + list(done.graph.value_info) + list(done.graph.output):
@@ -320,12 +321,12 @@ def _fail_on_unsupported(g, path) -> None:
     """A ModelError naming the first node whose op the importer does not take, if there is one."""
     from .ops import supported_onnx
 
-    known = set(supported_onnx())
+    known = set(supported_onnx()) | set(_FOLD)   # shape arithmetic is folded or reported by the rewrites
     for n in g.node:
         if n.op_type not in known or n.domain not in ("", "ai.onnx"):
             op = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}"
             raise ModelError(f"{path}: unsupported op {op} in node {n.name!r}; supported ops: "
-                             f"{', '.join(sorted(known))}")
+                             f"{', '.join(supported_onnx())}")
 
 
 def _rewrite_auto_pad(g, shapes, path, notes) -> None:
