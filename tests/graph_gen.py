@@ -33,6 +33,7 @@ class _Builder:
     inits: list = field(default_factory=list)
     n: int = 0
     text: List[str] = field(default_factory=list)
+    inference_off: bool = False   # a pool whose size ONNX shape inference gets wrong came before
 
     def name(self, kind):
         self.n += 1
@@ -179,6 +180,9 @@ def cases(draw, max_batch: int = 17, sizes: Tuple[int, int] = (5, 32), max_block
                            count_include_pad=int(draw(st.booleans())))
                 kind = "avg"
             b.text.append(f"{kind}pool k{k} s{s} p{p} ceil{ceil}")
+            # ONNX shape inference drops torch's "last window starts inside" rule of a ceil-mode pool,
+            # so a Reshape target after such a pool cannot be checked by it (shuffles skip then)
+            b.inference_off |= any(_pool_dim(n, k, s, p, ceil) != -(-(n + 2 * p - k) // s) + 1 for n in (h, w)) and ceil
             h, w = (_pool_dim(h, k, s, p, ceil), _pool_dim(w, k, s, p, ceil))
         elif block == "residual":
             act = draw(st.sampled_from(ACTS))
@@ -265,6 +269,8 @@ def _silu(draw, b, x, c, h, w):
 
 def _shuffle(draw, b, x, c, h, w):
     """ShuffleNet's channel shuffle (a conv first when c has no divisor to group by)."""
+    if b.inference_off:
+        return x, c
     if c < 2 or c % 2:
         x = b.conv(x, c, 2 * c, 1, 1, (0, 0, 0, 0), 1, 1, True, False, draw(st.sampled_from(ACTS)))
         c *= 2

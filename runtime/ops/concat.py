@@ -35,13 +35,17 @@ class Concat(Op):
 
     def native_forward(self, eng, node, xs):
         # channels-last: the channel axis is the last one of an (N, H, W, C) or (N, F) array
+        from edgetune import _native as nat
+
         if any(x.ndim != xs[0].ndim for x in xs):
             eng.unsupported(node, "its inputs have different ranks")
-        return np.concatenate(xs, axis=-1), [x.shape[-1] for x in xs], None
+        widths = [int(x.shape[-1]) for x in xs]
+        return nat.concat_channels([np.ascontiguousarray(x) for x in xs]), widths, None
 
     def native_backward(self, eng, node, g, ctx, need):
-        edges = np.cumsum(ctx)[:-1]
-        return [np.ascontiguousarray(p) for p in np.split(g, edges, axis=-1)], {}
+        from edgetune import _native as nat
+
+        return list(nat.split_channels(g, ctx)), {}
 
     def torch(self, F, t, node, a, p):
         return t.cat(a, dim=1)

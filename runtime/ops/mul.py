@@ -21,6 +21,16 @@ def unbroadcast(g: np.ndarray, shape) -> np.ndarray:
     return np.ascontiguousarray(out.reshape(shape), dtype=g.dtype)
 
 
+def _gate_index(x, y):
+    """Which factor of a channels-last product is a squeeze-and-excitation gate (N, 1, 1, C) of the
+    other (N, H, W, C): 1, 0, or None for any other product."""
+    for gate, (full, s) in ((1, (x, y)), (0, (y, x))):
+        if (full.ndim == 4 and s.ndim == 4 and s.shape[1:3] == (1, 1) and s.shape[0] == full.shape[0]
+                and s.shape[3] == full.shape[3] and full.shape[1:3] != (1, 1)):
+            return gate
+    return None
+
+
 class Mul(Op):
     name = "mul"
     onnx_ops = ("Mul",)
@@ -55,7 +65,25 @@ class Mul(Op):
         x, y = xs
         if x.ndim != y.ndim:
             eng.unsupported(node, f"factors of rank {x.ndim} and {y.ndim}")
-        return x * y, (x, y), None
+        gate = _gate_index(x, y)
+        if gate is None:
+            return x * y, (x, y, None), None
+        from edgetune import _native as nat
+
+        full, s = (x, y) if gate == 1 else (y, x)
+        return nat.gate_mul_forward(np.ascontiguousarray(full), np.ascontiguousarray(s)), (x, y, gate), None
+
+    def native_backward(self, eng, node, g, ctx, need):
+        x, y, gate = ctx
+        if gate is None:
+            return self.backward(node, g, (x, y), None, need)
+        from edgetune import _native as nat
+
+        full, s = (x, y) if gate == 1 else (y, x)
+        need_full, need_gate = (need[0], need[1]) if gate == 1 else (need[1], need[0])
+        d_full, d_gate = nat.gate_mul_backward(g, np.ascontiguousarray(full), np.ascontiguousarray(s),
+                                               need_full, need_gate)
+        return [d_full, d_gate] if gate == 1 else [d_gate, d_full], {}
 
     def torch(self, F, t, node, a, p):
         return a[0] * a[1]
