@@ -87,7 +87,7 @@ BENCH_PRETRAIN = {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4,
 # be rebuilt from the bundled files: more epochs over fewer images
 MNV3_NAME = "bench_mobilenetv3_se"
 MNV3_PRETRAIN = {"optimizer": "adamw", "lr": 3e-3, "weight_decay": 1e-4,
-                 "batch_size": 32, "epochs": 30, "schedule": "cosine"}
+                 "batch_size": 32, "epochs": 16, "schedule": "cosine"}
 
 # --- what `edgetune finetune MODEL` uses when --lr is not given -----------------
 # Chosen with `edgetune finetune MODEL --epochs 4 --lr LR` for LR in 0.02, 0.005,

@@ -75,3 +75,14 @@ def test_family_fine_tunes_from_the_cli(tv_export, tmp_path, name):
                      "--keep", "last")
     assert result.exit_code == 0, result.output
     assert "epoch 1" in result.output and out.exists()
+
+
+@pytest.mark.parametrize("name", ["squeezenet1_1", "shufflenet_v2", "mobilenet_v3_small"])
+def test_emulator_counts_a_family_as_simulate_does(tv_export, name):
+    """Concat, channel shuffle and split, SE gates on the emulated accelerator (hosting the native
+    kernels): its MACs, cycles and bytes per layer and phase equal `edgetune simulate`'s."""
+    from test_accel_agree import check_agree
+
+    _, chw, path = tv_export(name, "script")
+    rng = np.random.default_rng(2)
+    check_agree(load_model(path), rng.random((2,) + chw).astype(np.float32), rng.integers(0, 10, 2), "native")
