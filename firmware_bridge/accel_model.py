@@ -18,7 +18,8 @@ partition over the PE rows, estimator beside FP, DRAM bound). The two agree on t
   traffic: compressed activations in the constraint table's stored forms, errors at |G|,
   weights): from runtime/accel/cost.py at the device's element width;
 * the estimator's cycles, hidden when they do not exceed the layer's FP; the update takes
-  ``ceil(trainable elements / pe_cols)`` cycles.
+  ``ceil((trainable elements + merged elements) / pe_cols)`` cycles, where a tensor that k layers
+  share (runtime/ties.py) merges its k weight gradients with k - 1 adds per element.
 """
 from __future__ import annotations
 
@@ -50,6 +51,9 @@ class AccelModel:
         self.model, self.elem, self.spec = model, elem_bytes, spec or SPEC
         self.trainable = list(trainable)
         self.update_elems = int(sum(model.params[k].size for k in self.trainable))
+        readers = model.param_readers()
+        self.merge_elems = int(sum((len(readers[k]) - 1) * model.params[k].size
+                                   for k in self.trainable if len(readers.get(k, ())) > 1))
         self.layers: Dict[str, dict] = {}
         self.totals = {"steps": 0, "cycles": 0, "update_cycles": 0, "estimator_exposed_cycles": 0}
         self.activation_store = {"dense": 0, "stored": 0}   # what the hosted engine kept for backward
@@ -128,7 +132,7 @@ class AccelModel:
         for node in self.model.weight_layers():
             s = step["layers"][node.name]
             step_cycles += self._account_layer(node, s["macs"], s["operands"], last["phases"])
-        upd = math.ceil(self.update_elems / self.spec["pe_cols"])
+        upd = math.ceil((self.update_elems + self.merge_elems) / self.spec["pe_cols"])
         self.totals["update_cycles"] += upd
         step_cycles += upd
         self.totals["steps"] += 1

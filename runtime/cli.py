@@ -81,16 +81,21 @@ def models():
     click.echo(f"default: edgetune finetune {bundled.DEFAULT_MODEL} --data {bundled.model_info(bundled.DEFAULT_MODEL).get('default_data')}")
 
 
+UNTIE_HELP = ("Give each reader of a shared initializer its own copy, instead of training it as one "
+              "tensor (README: Your model).")
+
+
 @cli.command()
 @click.argument("model")
+@click.option("--untie-params", is_flag=True, help=UNTIE_HELP)
 @quiet_option
-def info(model):
+def info(model, untie_params):
     """Show MODEL's layers, shapes, parameters and activation constraint rules, and the kernel
     level this process runs (EDGETUNE_ISA, a portable build's choice)."""
     from .bench import simd
     from .info import describe
 
-    click.echo(describe(model))
+    click.echo(describe(model, untie=untie_params))
     sd = simd()
     click.echo(f"kernels: {sd['isa']} ({sd['floats']} floats per vector), module level {sd['level']}")
 
@@ -110,6 +115,7 @@ def info(model):
 @click.option("--patience", type=int, default=None, help="Stop after N epochs without a better val_acc.")
 @click.option("--train-layers", default="all", show_default=True, help="'all' or 'last:K' Conv/Gemm layers.")
 @click.option("--num-classes", type=int, default=None, help="Replace the last Gemm/MatMul with a fresh K-output layer.")
+@click.option("--untie-params", is_flag=True, help=UNTIE_HELP)
 @normalize_option("Per channel (x - MEAN) / STD after scaling to [0,1]; MEAN,STD or C means then C stds.")
 @click.option("--engine", type=click.Choice(["native", "dense", "device"]), default="native", show_default=True)
 @click.option("--dense-kernels", is_flag=True, help="native engine: iterate densely (no zero skipping).")
@@ -125,7 +131,7 @@ def info(model):
 @quiet_option
 @click.pass_context
 def finetune(ctx, model, data, epochs, batch_size, lr, optimizer, weight_decay, schedule, keep, patience,
-             train_layers, num_classes, normalize, engine, dense_kernels, threads, device, out, checkpoint,
+             train_layers, num_classes, untie_params, normalize, engine, dense_kernels, threads, device, out, checkpoint,
              checkpoint_every, resume, report, seed, loss):
     """Fine-tune MODEL (default: the bundled default) on the device."""
     from .data import parse_normalize
@@ -138,7 +144,7 @@ def finetune(ctx, model, data, epochs, batch_size, lr, optimizer, weight_decay, 
                          checkpoint_every=checkpoint_every, resume=resume, report=report, seed=seed,
                          loss=loss, keep=keep, patience=patience, schedule=schedule, num_classes=num_classes,
                          normalize=parse_normalize(normalize) if normalize is not None else None,
-                         threads=threads, dense_kernels=dense_kernels)
+                         threads=threads, dense_kernels=dense_kernels, untie_params=untie_params)
     quiet = (ctx.obj or {}).get("quiet")
 
     def progress(steps, epoch, epochs):

@@ -7,7 +7,7 @@ from .constraints import ACTIVATION_OPS, rule_of_node
 from .ops import get as get_op
 
 
-def describe(model_ref: str) -> str:
+def describe(model_ref: str, untie: bool = False) -> str:
     """Layers, output shapes, parameters and the constraint rule each activation gives (for the
     other ops: how zeros and G pass through them, from their op file in runtime/ops)."""
     from .engines.dense import DenseEngine
@@ -16,7 +16,7 @@ def describe(model_ref: str) -> str:
     from .onnx_export import read_metadata
     from .preflight import check_export, engine_support
 
-    model = load_model(model_ref)
+    model = load_model(model_ref, untie=untie)
     shape = tuple(1 if d is None else d for d in model.input_shape)
     probe = DenseEngine()
     probe.load(model, [])

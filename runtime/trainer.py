@@ -47,11 +47,12 @@ class FinetuneConfig:
     normalize: Optional[List[float]] = None
     threads: Optional[int] = None
     dense_kernels: bool = False
+    untie_params: bool = False
 
     def fingerprint(self) -> dict:
         """The settings a resumed run must share with the run that wrote the checkpoint."""
         keys = ("model", "data", "batch_size", "lr", "optimizer", "weight_decay", "train_layers", "seed", "loss",
-                "schedule", "num_classes", "normalize", "keep")
+                "schedule", "num_classes", "normalize", "keep", "untie_params")
         out = {k: getattr(self, k) for k in keys}
         if self.schedule != "constant":
             out["epochs"] = self.epochs      # the schedule spans the planned epochs
@@ -103,7 +104,7 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print, progress=N
     result = result or log
     cfg = resolve_defaults(cfg)
     check_options(cfg)
-    model = load_model(cfg.model)
+    model = load_model(cfg.model, untie=cfg.untie_params)
     for note in model.notes:
         log(f"import: {note}")
     meta = _model_metadata(model)

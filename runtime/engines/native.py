@@ -45,6 +45,12 @@ class _Layer:
         self.inv_perm = None
 
 
+def _accumulate(grads, name, g):
+    """Add a reader's gradient: an initializer that several nodes read (a tie the exporter made,
+    or tied weights) gets the sum over its readers."""
+    grads[name] = grads[name] + g if name in grads else np.ascontiguousarray(g, F32)
+
+
 def _activation_bytes(infos) -> dict:
     """What FP keeps for BP and WG: `values` (packed values and state bits) plus `plan` (lists,
     counts, partitions); `stored` is both. `dense` is what keeping every activation in fp32 costs."""
@@ -371,7 +377,7 @@ class NativeEngine(Engine):
         for role, g in (("W", dW), ("B", dB)):
             name = node.params.get(role)
             if name in want:
-                grads[name] = np.ascontiguousarray(g, F32).reshape(self.params[name].shape)
+                _accumulate(grads, name, np.asarray(g, F32).reshape(self.params[name].shape))
 
     def _bwd_op(self, node, g, ctx, want, grads):
         """[(input value, its gradient)] of one non-layer node; its trained parameters' gradients go
@@ -383,8 +389,7 @@ class NativeEngine(Engine):
         for role, gr in pg.items():
             name = node.params.get(role)
             if name in want:
-                gr = np.asarray(gr, F32).reshape(self.params[name].shape)
-                grads[name] = grads[name] + gr if name in grads else gr
+                _accumulate(grads, name, np.asarray(gr, F32).reshape(self.params[name].shape))
         return [(i, dx) for i, dx, nd in zip(node.inputs, dxs, need) if nd and dx is not None]
 
     # -- what op files use ----------------------------------------------------------------------
