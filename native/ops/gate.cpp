@@ -17,16 +17,7 @@ void gate_mul_forward(const float* x, const float* s, float* y, int N, i64 Q, in
 }
 
 void gate_mul_backward(const float* g, const float* x, const float* s, float* dx, float* ds, int N, i64 Q, int C) {
-    if (dx) {
-        const i64 rows = (i64)N * Q;
-#pragma omp parallel for schedule(static)
-        for (i64 r = 0; r < rows; r++) {
-            const float* ET_RESTRICT gr = g + r * C;
-            const float* ET_RESTRICT sr = s + (r / Q) * C;
-            float* ET_RESTRICT dr = dx + r * C;
-            for (int c = 0; c < C; c++) dr[c] = gr[c] * sr[c];
-        }
-    }
+    if (dx) gate_mul_forward(g, s, dx, N, Q, C);   // dx = g * s: the forward's product
     if (!ds) return;
     // one image's sums per task: the order of its additions does not depend on the thread count
 #pragma omp parallel
