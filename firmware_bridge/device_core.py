@@ -20,12 +20,14 @@ from .accel_model import AccelModel, capabilities as accel_caps
 from .codecs import (decode_batch, decode_model_descriptor, encode_tensor_set, round_bf16,
                      state_to_tensor_set, tensor_set_to_state)
 from .framing import FrameDecoder, crc32, encode_frame
-from ..runtime.constraints import ACTIVATION_OPS, capabilities as constraint_caps
+from ..runtime import ops as _ops
+from ..runtime.constraints import capabilities as constraint_caps
 
 DEVICE_ID = 0xED6E7001
 MAX_PAYLOAD = 4096
-SUPPORTED_OPS = ("conv", "gemm") + ACTIVATION_OPS + ("maxpool", "avgpool", "globalavgpool", "flatten", "reshape",
-                                                      "add", "add_param", "batchnorm")
+# every IR op that trains (runtime/ops): the hosted engine runs them all; Softmax/LogSoftmax are
+# dropped at import and the import-only ops (Constant, Dropout/Identity) leave no IR node
+SUPPORTED_OPS = tuple(op for op in _ops.OPS if op not in ("softmax", "logsoftmax", "constant", "dropout"))
 
 
 def hosted_engine_name(requested: Optional[str] = None) -> str:

@@ -20,6 +20,11 @@ What it writes into the folder that holds this script:
 * ``bench_vgg_relu.onnx``, ``bench_resnet_relu.onnx``,
   ``bench_mobilenet_relu6.onnx``, ``bench_cnn_hardswish.onnx`` -- trained on
   digits32_color, for speed measurements with realistic activation sparsity
+* ``bench_mobilenetv3_se.onnx`` -- MobileNetV3-small-style (hard-swish, ReLU,
+  squeeze-and-excitation with hard-sigmoid gates), trained on the bundled
+  digits32_color split; ``python models/build_models.py --only
+  bench_mobilenetv3_se`` rebuilds it (and its catalog entry) from the bundled
+  files alone
 * ``catalog.json`` -- every model and dataset with its measured accuracies
 
 Every ``.npz`` holds ``x`` (float32, NCHW), ``y`` (int64, 0..9), ``x_val``, ``y_val``.
@@ -43,11 +48,11 @@ import numpy as np
 OUT_DIR = Path(__file__).resolve().parent
 SEED = 0
 
-# Ops the bundled models may contain (the runtime's core set).
+# Ops the bundled models may contain (the runtime's core set, and the gates of a SE block).
 ALLOWED_OPS = {
     "Conv", "Gemm", "MatMul", "Add", "Relu", "Clip", "HardSwish", "MaxPool",
     "AveragePool", "GlobalAveragePool", "ReduceMean", "Flatten", "Reshape",
-    "BatchNormalization", "Identity", "Constant",
+    "BatchNormalization", "Identity", "Constant", "HardSigmoid", "Mul",
 }
 
 # --- digits split ---------------------------------------------------------------
@@ -78,6 +83,11 @@ C32_POOL_VAL_DIGITS = 300  # last 300 digits of the permutation make the val ima
 C32_TRAIN_COPIES = 2      # coloured variants per training digit used in pretraining
 BENCH_PRETRAIN = {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4,
                   "batch_size": 64, "epochs": 6, "schedule": "cosine"}
+# bench_mobilenetv3_se trains on the stored digits32_color split only (600 images), so that it can
+# be rebuilt from the bundled files: more epochs over fewer images
+MNV3_NAME = "bench_mobilenetv3_se"
+MNV3_PRETRAIN = {"optimizer": "adamw", "lr": 3e-3, "weight_decay": 1e-4,
+                 "batch_size": 32, "epochs": 16, "schedule": "cosine"}
 
 # --- what `edgetune finetune MODEL` uses when --lr is not given -----------------
 # Chosen with `edgetune finetune MODEL --epochs 4 --lr LR` for LR in 0.02, 0.005,
@@ -85,7 +95,8 @@ BENCH_PRETRAIN = {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4,
 # the largest rate with which every epoch validated at least as well as the starting
 # model (models/README.md has the measured table).
 FINETUNE_DEFAULTS = {"digits_mlp": 0.02, "digits_cnn": 0.02, "bench_vgg_relu": 0.0005,
-                     "bench_resnet_relu": 0.002, "bench_mobilenet_relu6": 0.005, "bench_cnn_hardswish": 0.0005}
+                     "bench_resnet_relu": 0.002, "bench_mobilenet_relu6": 0.005, "bench_cnn_hardswish": 0.0005,
+                     MNV3_NAME: 0.002}
 FINETUNE_DEFAULTS_HOW = ("edgetune finetune MODEL --epochs 4 --lr LR, LR in 0.02/0.005/0.002/0.0005, SGD "
                          "momentum 0.9, batch 32, seed 0, default data: the largest LR with which every epoch "
                          "validated at least as well as the starting model")
@@ -289,9 +300,60 @@ def build_torch_models():
         def forward(self, x):
             return self.fc(torch.flatten(self.pool(self.features(x)), 1))
 
-    return dict(digits_mlp=DigitsMLP, digits_cnn=DigitsCNN, bench_vgg_relu=VGG,
-                bench_resnet_relu=ResNet, bench_mobilenet_relu6=MobileNet,
-                bench_cnn_hardswish=HardswishCNN)
+    class SqueezeExcite(nn.Module):
+        """MobileNetV3's SE block: mean over H, W, 1x1 conv + ReLU, 1x1 conv, hard-sigmoid, x * gate."""
+
+        def __init__(self, c, r):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Conv2d(c, r, 1), nn.Conv2d(r, c, 1)
+            self.relu, self.gate = nn.ReLU(), nn.Hardsigmoid()
+
+        def forward(self, x):
+            s = self.gate(self.fc2(self.relu(self.fc1(x.mean((2, 3), keepdim=True)))))
+            return x * s
+
+    class InvertedResidual(nn.Module):
+        """MobileNetV3's block: expand 1x1, depthwise kxk, optional SE, project 1x1, skip when it fits."""
+
+        def __init__(self, cin, k, exp, cout, se, act, stride):
+            super().__init__()
+            layers = [] if exp == cin else cbr(cin, exp, act, k=1)
+            layers += cbr(exp, exp, act, stride=stride, groups=exp, k=k)
+            if se:
+                layers.append(SqueezeExcite(exp, max(8, exp // 4)))
+            layers += [nn.Conv2d(exp, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+            self.block = nn.Sequential(*layers)
+            self.skip = stride == 1 and cin == cout
+
+        def forward(self, x):
+            y = self.block(x)
+            return x + y if self.skip else y
+
+    class MobileNetV3Small(nn.Module):
+        """MobileNetV3-small's structure at 32x32: hard-swish stem, ReLU blocks, then hard-swish
+        blocks with SE, a 1x1 head conv, and torchvision's classifier (Linear, hard-swish, Linear)."""
+
+        def __init__(self):
+            super().__init__()
+            RE, HS = nn.ReLU, nn.Hardswish
+            self.features = nn.Sequential(
+                *cbr(3, 16, HS, stride=2),                          # 16x16
+                InvertedResidual(16, 3, 16, 16, True, RE, 1),
+                InvertedResidual(16, 3, 64, 24, False, RE, 2),     # 8x8
+                InvertedResidual(24, 3, 72, 24, False, RE, 1),
+                InvertedResidual(24, 5, 96, 40, True, HS, 2),      # 4x4
+                InvertedResidual(40, 5, 160, 40, True, HS, 1),
+                InvertedResidual(40, 5, 160, 48, True, HS, 1),
+                *cbr(48, 144, HS, k=1))
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.classifier = nn.Sequential(nn.Linear(144, 128), nn.Hardswish(), nn.Linear(128, 10))
+
+        def forward(self, x):
+            return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+
+    return {"digits_mlp": DigitsMLP, "digits_cnn": DigitsCNN, "bench_vgg_relu": VGG,
+            "bench_resnet_relu": ResNet, "bench_mobilenet_relu6": MobileNet,
+            "bench_cnn_hardswish": HardswishCNN, MNV3_NAME: MobileNetV3Small}
 
 
 def train(model, x, y, recipe, seed, log_prefix="", x_val=None, y_val=None):
@@ -420,8 +482,54 @@ def main():
     c32 = build_color32(x8, y8, perm, catalog)
     log("[4/4] bench models (trained on digits32_color)")
     build_bench_models(ctors, c32, catalog)
+    build_mobilenetv3(ctors, c32, catalog)
     write_catalog(catalog, t0)
     return 0
+
+
+def main_only(name: str) -> int:
+    """Rebuild one model that needs only the bundled files (bench_mobilenetv3_se) and its entry
+    in catalog.json; every other file stays as it is."""
+    import torch
+
+    if name != MNV3_NAME:
+        log(f"--only: only {MNV3_NAME} is built from the bundled files; the others need the full build")
+        return 2
+    t0 = time.time()
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    catalog = json.loads((OUT_DIR / "catalog.json").read_text())
+    with np.load(OUT_DIR / "digits32_color.npz") as f:
+        c32 = {k: f[k] for k in ("x", "y", "x_val", "y_val")}
+    catalog["models"] = [m for m in catalog["models"] if m["name"] != name]
+    build_mobilenetv3(build_torch_models(), c32, catalog)
+    write_catalog(catalog, t0)
+    return 0
+
+
+def build_mobilenetv3(ctors, c32, catalog):
+    """Train bench_mobilenetv3_se on the stored digits32_color split and record it like the other bench models."""
+    import torch
+
+    tb = time.time()
+    seed = SEED + 20
+    torch.manual_seed(seed)
+    model = ctors[MNV3_NAME]()
+    train(model, c32["x"], c32["y"], MNV3_PRETRAIN, seed=seed, log_prefix=f"  {MNV3_NAME}",
+          x_val=c32["x_val"], y_val=c32["y_val"])
+    path, ops, diff = export_and_check(model, MNV3_NAME, [None, 3, 32, 32], c32["x_val"][:32])
+    acc = ort_acc(path, c32["x_val"], c32["y_val"])
+    sp = activation_sparsity(model, c32["x_val"][:32])
+    mean_sp = float(np.mean([s for _, s in sp]))
+    log(f"  {MNV3_NAME}: digits32_color val acc {acc:.4f}; activation zeros per layer "
+        f"{[round(s, 3) for _, s in sp]}, mean {mean_sp:.3f}; {time.time() - tb:.0f}s")
+    assert acc > 0.85, f"{MNV3_NAME}: val acc {acc} <= 0.85"
+    catalog["models"].append(catalog_entry(
+        MNV3_NAME, path, BENCH_DESC[MNV3_NAME], model, ops, diff, [None, 3, 32, 32], "digits32_color",
+        dict(MNV3_PRETRAIN, seed=seed, loss="cross_entropy",
+             data=f"digits32_color, the {len(c32['x'])} stored training images"),
+        accuracy={"digits32_color_val": round(acc, 4)},
+        activation_sparsity={"measured_on": "first 32 digits32_color val images, eval mode (torch)",
+                             "per_layer": {k: round(v, 4) for k, v in sp}, "mean": round(mean_sp, 4)}))
 
 
 def build_digits_data(x8, y8, perm, catalog):
@@ -555,6 +663,11 @@ BENCH_DESC = {
     "bench_cnn_hardswish": "Plain CNN, HardSwish: conv3x3 3-32, maxpool, 32-64, maxpool, 64-64, "
                            "maxpool, 64-128, global average pool, Linear(128->10). "
                            "BatchNorm folded into Conv at export.",
+    MNV3_NAME: "MobileNetV3-small-style at 32x32: hard-swish stem conv3x3 s2 (3->16), inverted residual "
+               "blocks (expand 1x1, depthwise kxk, SE with a hard-sigmoid gate, project 1x1) 16-16 (k3, SE, "
+               "ReLU), 16-24 (k3, s2, ReLU), 24-24 (k3, ReLU), 24-40 (k5, s2, SE, hard-swish), 40-40 and "
+               "40-48 (k5, SE, hard-swish), 1x1 conv 48-144 hard-swish, global average pool, "
+               "Linear(144->128) hard-swish, Linear(128->10). BatchNorm folded into Conv at export.",
 }
 
 
@@ -563,7 +676,7 @@ def build_bench_models(ctors, c32, catalog):
     import torch
 
     x32_tr, y32_tr, x32_val, y32_val = c32["x_all"], c32["y_all"], c32["x_val_all"], c32["y_val_all"]
-    for i, name in enumerate(BENCH_DESC):
+    for i, name in enumerate(n for n in BENCH_DESC if n != MNV3_NAME):
         tb = time.time()
         torch.manual_seed(SEED + 10 + i)
         model = ctors[name]()
@@ -602,4 +715,6 @@ def write_catalog(catalog, t0):
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--only":
+        sys.exit(main_only(sys.argv[2]))
     sys.exit(main())

@@ -192,3 +192,14 @@ def add(a: F32, b: F32) -> F32:
     """Elementwise a + b (same shapes)."""
 def softmax_cross_entropy(logits: F32, labels: npt.NDArray[np.int64]) -> Tuple[float, F32]:
     """Mean softmax cross-entropy over the batch -> (loss, dL/dlogits)."""
+
+# native/ops/: channel gates and channel concatenation (channels-last)
+def gate_mul_forward(x: F32, gate: F32) -> F32:
+    """x (N,H,W,C) times a per-image, per-channel gate (N,1,1,C) or (N,C)."""
+def gate_mul_backward(grad_y: F32, x: F32, gate: F32, need_x: bool = True,
+                      need_gate: bool = True) -> Tuple[Optional[F32], Optional[F32]]:
+    """Backward of gate_mul_forward -> (grad_x or None, grad_gate in the gate's shape or None)."""
+def concat_channels(parts: Sequence[F32]) -> F32:
+    """Concatenate channels-last arrays along the last axis."""
+def split_channels(grad: F32, widths: Sequence[int]) -> list[F32]:
+    """Split an array along the last axis into parts of the given widths (the backward of concat_channels)."""

@@ -13,6 +13,7 @@ using namespace et;
 
 int edgetune_num_threads();
 void register_ops(py::module_& m);
+void register_op_kernels(py::module_& m);  // native/ops/bind.cpp
 
 namespace et {
 // One kernel at a time: per-thread scratch pools are shared.
@@ -447,4 +448,5 @@ PYBIND11_MODULE(ET_MODULE, m) {
     layer_methods(gemm);
 
     register_ops(m);
+    register_op_kernels(m);
 }

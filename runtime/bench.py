@@ -11,7 +11,8 @@ from typing import Callable, Dict, List
 
 import numpy as np
 
-BENCH_MODELS = ("bench_vgg_relu", "bench_resnet_relu", "bench_mobilenet_relu6", "bench_cnn_hardswish")
+BENCH_MODELS = ("bench_vgg_relu", "bench_resnet_relu", "bench_mobilenet_relu6", "bench_cnn_hardswish",
+                "bench_mobilenetv3_se")
 
 
 def round_robin_ms(fns: Dict[str, Callable[[], object]], steps: int, block: int = 5) -> Dict[str, float]:

@@ -124,6 +124,30 @@ def input_rule(producer) -> Rule:
     return INPUT
 
 
+# A gate multiplies an activation x elementwise (Mul, broadcast over H and W in a
+# squeeze-and-excitation block, or x * Sigmoid(x) for SiLU). Which zeros the product has, by the
+# activation that made the gate:
+#  * positive (Sigmoid): x * s is zero exactly where x is (up to underflow of s, which only adds
+#    zeros), so x's zeros pass through the gate;
+#  * can be 0 (HardSigmoid, and any other): the product also has zeros where s = 0, and those are
+#    known only once the gate's FP has run; the product is analysed like any tensor no activation
+#    made (its zeros found by the kernels' analyze_input), and its G is everything.
+# Either way the result is exact; only how much is skipped differs.
+GATE_POSITIVE = ("sigmoid",)
+
+
+def gate_rule(gate) -> str:
+    """How zeros pass through a Mul whose factor `gate` (a node, None when no activation made it)
+    gates the other factor; for `edgetune info` and the report."""
+    op = None if gate is None else gate.op
+    if op in GATE_POSITIVE:
+        return f"{RULES[op].name} gate (> 0): keeps the other factor's zeros; G = all"
+    if op == "hardsigmoid":
+        return ("hard-sigmoid gate (can be 0): zeros of the other factor plus where the gate is 0, known only "
+                "after the gate's FP: analysed, dense G")
+    return "product of two values: the zeros of either; analysed, dense G"
+
+
 def capabilities() -> dict:
     """What the device keeps per activation op, for HELLO (PROTOCOL.md section 5)."""
     out = {}

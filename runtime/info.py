@@ -4,10 +4,12 @@ from __future__ import annotations
 import numpy as np
 
 from .constraints import ACTIVATION_OPS, rule_of_node
+from .ops import get as get_op
 
 
 def describe(model_ref: str, untie: bool = False) -> str:
-    """Layers, output shapes, parameters and the constraint rule each activation gives."""
+    """Layers, output shapes, parameters and the constraint rule each activation gives (for the
+    other ops: how zeros and G pass through them, from their op file in runtime/ops)."""
     from .engines.dense import DenseEngine
     from .onnx_import import load_model
 
@@ -37,7 +39,7 @@ def describe(model_ref: str, untie: bool = False) -> str:
             continue
         n_params = sum(model.params[v].size for v in node.params.values())
         out = tuple(vals[node.output].shape[1:])
-        rule = ""
+        rule = get_op(node.op).node_rule(model, node)
         if node.op in ("conv", "gemm"):
             act = model.activation_after(node)
             rule = rule_of_node(act).text

@@ -14,9 +14,6 @@ import numpy as np
 from .constraints import ACTIVATION_OPS  # noqa: F401  (re-exported: the activation ops of the IR)
 from .errors import UsageError
 
-# Normalised op -> parameter roles that are trained (others are frozen buffers).
-TRAINABLE_ROLES = {"conv": ("W", "B"), "gemm": ("W", "B"), "batchnorm": ("scale", "B"),
-                   "add_param": ("B",)}
 WEIGHT_OPS = ("conv", "gemm")
 # ops that only re-label a tensor's shape: the values, and so masks and constraints, pass unchanged
 RESHAPE_OPS = ("flatten", "reshape")
@@ -70,9 +67,12 @@ class Model:
                 raise UsageError(f"--train-layers {spec}: the model has only {len(layers)} Conv/Gemm layers")
             first = self.nodes.index(layers[-k])
             nodes = [n for n in nodes if self.nodes.index(n) >= first]
+        from .ops import trainable_roles   # each op file says which of its parameters train
+
+        roles = trainable_roles()
         names: List[str] = []
         for n in nodes:
-            for role in TRAINABLE_ROLES.get(n.op, ()):
+            for role in roles.get(n.op, ()):
                 if role in n.params and n.params[role] not in names:
                     names.append(n.params[role])
         return names

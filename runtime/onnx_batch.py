@@ -13,6 +13,8 @@ the exported file share (README, "Your model"):
 * `auto_pad` SAME_UPPER / SAME_LOWER / VALID becomes explicit `pads`;
 * Constant nodes become initializers and Identity of an initializer is bypassed, so
   every trained tensor is an initializer the export can replace;
+* integer arithmetic on shapes (Shape -> Gather -> Div -> Slice bounds, as TorchScript writes
+  `chunk`) whose value does not depend on the batch is folded into initializers;
 * nodes and initializers nothing reads any more are dropped.
 
 The caller gets the rewritten copy and a list of human-readable notes.
@@ -62,6 +64,8 @@ def normalise(proto, path: str) -> Normalised:
     fixed = dims[0].dim_value if dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
     out.export_batch = fixed
     static = all(d.HasField("dim_value") and d.dim_value > 0 for d in dims[1:])
+    if static and any(n.op_type == "Shape" for n in g.node):
+        _fold_shape_arithmetic(work, inp.name, fixed, path, out.notes)
     needs_shapes = fixed is not None or any(n.op_type == "Reshape" for n in g.node) or any(
         _auto_pad(n) not in ("NOTSET", "") for n in g.node if n.op_type in _PAD_OPS)
     if needs_shapes:
@@ -157,6 +161,96 @@ def _constant_value(node) -> Optional[np.ndarray]:
     return None
 
 
+# ops of the shape arithmetic the exporters write, evaluated on constants by _fold_shape_arithmetic
+_FOLD = ("Shape", "Gather", "Unsqueeze", "Squeeze", "Cast", "Div", "Mul", "Add", "Sub", "Concat", "Slice",
+         "Identity")
+
+
+def _fold_shape_arithmetic(proto, input_name: str, fixed, path: str, notes) -> None:
+    """Fold every integer value computed from shapes and constants alone whose value is the same
+    for two batch sizes (a value that follows the batch is a Reshape target: _rewrite_reshapes)."""
+    from onnx import numpy_helper
+
+    g = proto.graph
+    probes = (fixed or 3, 5 if fixed != 5 else 7)
+    shapes = [_infer(proto, input_name, b, path) for b in probes]
+    known = [{i.name: numpy_helper.to_array(i) for i in g.initializer} for _ in probes]
+    inits = {i.name for i in g.initializer}
+    keep, folded = [], 0
+    for n in g.node:
+        values = None
+        if n.op_type in _FOLD and n.domain in ("", "ai.onnx") and len(n.output) == 1:
+            try:
+                values = [_eval_shape_op(n, k, sh) for k, sh in zip(known, shapes)]
+            except (KeyError, ValueError, IndexError, TypeError):
+                values = None
+        if values is None or values[0] is None:
+            keep.append(n)
+            continue
+        for k, v in zip(known, values):
+            k[n.output[0]] = v
+        if np.issubdtype(values[0].dtype, np.integer) and all(
+                v.shape == values[0].shape and np.array_equal(v, values[0]) for v in values[1:]):
+            if n.output[0] not in inits:
+                g.initializer.append(numpy_helper.from_array(values[0], n.output[0]))
+                inits.add(n.output[0])
+            folded += 1
+            continue
+        keep.append(n)       # follows the batch (or is not integer): left to the rewrites below
+    if folded:
+        del g.node[:]
+        g.node.extend(keep)
+        notes.append(f"{folded} nodes of constant shape arithmetic (Shape, Gather, Div, ...) folded into constants")
+
+
+def _eval_shape_op(n, known, shapes):
+    """The value of node `n` from constant inputs (None when an input is not known)."""
+    from onnx import helper
+
+    op = n.op_type
+    if op == "Shape":
+        if n.input[0] not in shapes:
+            return None
+        dims = shapes[n.input[0]]
+        start, end = _attr(n, "start", 0), _attr(n, "end", len(dims))
+        return np.array(dims[start:end], np.int64)
+    ins = [known[i] if i else None for i in n.input]
+    if any(v is None for v, name in zip(ins, n.input) if name):
+        return None
+    x = ins[0]
+    if op == "Identity":
+        return x
+    if op == "Gather":
+        return np.take(x, ins[1], axis=_attr(n, "axis", 0))
+    if op in ("Unsqueeze", "Squeeze"):
+        axes = ins[1].tolist() if len(ins) > 1 and ins[1] is not None else _attr(n, "axes", None)
+        if op == "Squeeze":
+            return np.squeeze(x, axis=None if axes is None else tuple(int(a) for a in axes))
+        rank = x.ndim + len(axes)
+        for a in sorted(int(a) % rank for a in axes):
+            x = np.expand_dims(x, a)
+        return x
+    if op == "Cast":
+        return x.astype(helper.tensor_dtype_to_np_dtype(_attr(n, "to")))
+    if op == "Concat":
+        return np.concatenate([np.atleast_1d(v) for v in ins], axis=_attr(n, "axis", 0))
+    if op == "Slice":
+        starts, ends = ins[1], ins[2]
+        axes = ins[3] if len(ins) > 3 and ins[3] is not None else np.arange(len(starts))
+        steps = ins[4] if len(ins) > 4 and ins[4] is not None else np.ones(len(starts), np.int64)
+        sl = [slice(None)] * x.ndim
+        for s, e, a, st in zip(starts.tolist(), ends.tolist(), axes.tolist(), steps.tolist()):
+            sl[int(a)] = slice(int(s), int(e), int(st))
+        return x[tuple(sl)]
+    a, b = ins[0], ins[1]
+    if op == "Div":
+        if np.issubdtype(a.dtype, np.integer):   # ONNX integer division truncates toward zero
+            q = np.abs(a) // np.abs(b)
+            return (np.sign(a) * np.sign(b) * q).astype(a.dtype)
+        return a / b
+    return {"Mul": np.multiply, "Add": np.add, "Sub": np.subtract}[op](a, b)
+
+
 def _infer(proto, input_name: str, batch: int, path: str) -> Dict[str, tuple]:
     """Static shapes of every value with the input batch set to `batch` (ONNX shape inference)."""
     import onnx
@@ -175,6 +269,7 @@ def _infer(proto, input_name: str, batch: int, path: str) -> Dict[str, tuple]:
     try:
         done = shape_inference.infer_shapes(probe, data_prop=True)
     except Exception as exc:  # noqa: BLE001 - onnx raises several types
+        _fail_on_unsupported(proto.graph, path)   # the likelier cause, and the one to name
         raise ModelError(f"{path}: ONNX shape inference failed ({str(exc).splitlines()[0][:200]})") from None
     shapes: Dict[str, tuple] = {}
     for v in list(done.graph.input) + list(done.graph.value_info) + list(done.graph.output):
@@ -199,6 +294,7 @@ def _rewrite_reshapes(g, shapes, probe, fixed, path, notes) -> None:
         name = n.name or n.output[0]
         src, dst = shapes.get(n.input[0]), shapes.get(n.output[0])
         if src is None or dst is None:
+            _fail_on_unsupported(g, path)      # the likelier cause, and the one to name
             raise ModelError(f"{path}: Reshape node {name!r}: cannot work out its shapes; "
                              f"{REEXPORT_HINT}")
         if not dst or dst[0] != probe or src[0] != probe or int(np.prod(src[1:])) != int(np.prod(dst[1:])):
@@ -219,6 +315,18 @@ def _rewrite_reshapes(g, shapes, probe, fixed, path, notes) -> None:
         n.input[1] = new_name
         before = _fmt(tuple(old_value.tolist())) if old_value is not None else "computed from Shape"
         notes.append(f"Reshape {name!r}: target {before} -> {_fmt(tuple(target.tolist()))}")
+
+
+def _fail_on_unsupported(g, path) -> None:
+    """A ModelError naming the first node whose op the importer does not take, if there is one."""
+    from .ops import supported_onnx
+
+    known = set(supported_onnx()) | set(_FOLD)   # shape arithmetic is folded or reported by the rewrites
+    for n in g.node:
+        if n.op_type not in known or n.domain not in ("", "ai.onnx"):
+            op = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}"
+            raise ModelError(f"{path}: unsupported op {op} in node {n.name!r}; supported ops: "
+                             f"{', '.join(supported_onnx())}")
 
 
 def _rewrite_auto_pad(g, shapes, path, notes) -> None:

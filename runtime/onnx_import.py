@@ -1,5 +1,8 @@
 """ONNX -> IR. Covers what torch.onnx.export (TorchScript and torch.export based) emits
-for CNNs and MLPs; everything else is a clear error naming the op and node."""
+for CNNs and MLPs; everything else is a clear error naming the op and node.
+
+Each ONNX op is imported by its op file in runtime/ops/ (the registry); this module reads the
+file, keeps the importer's state (constants, aliases, the IR nodes so far) and reports errors."""
 from __future__ import annotations
 
 import os
@@ -10,12 +13,8 @@ import numpy as np
 from . import ties
 from .errors import ModelError
 from .ir import Model, Node
+from . import ops as _ops
 
-SUPPORTED_OPS = (
-    "Conv", "Gemm", "MatMul", "Add", "Relu", "Clip", "HardSwish", "HardSigmoid", "LeakyRelu",
-    "Sigmoid", "MaxPool", "AveragePool", "GlobalAveragePool", "ReduceMean", "Flatten", "Reshape",
-    "BatchNormalization", "Dropout", "Identity", "Constant", "Softmax", "LogSoftmax",
-)
 _FLOAT = 1  # onnx.TensorProto.FLOAT
 
 
@@ -84,6 +83,7 @@ class _Importer:
         self.alias: Dict[str, str] = {}
         self.nodes: List[Node] = []
         self.params: Dict[str, np.ndarray] = {}
+        self.shuffled: Dict[str, tuple] = {}   # a channel shuffle's transposed value -> (C, H, W)
 
     def fail(self, msg: str):
         raise ModelError(f"{self.path}: {msg}")
@@ -101,6 +101,8 @@ class _Importer:
                       for d in inp.type.tensor_type.shape.dim)
         for i, n in enumerate(graph.node):
             self.convert(n, i)
+        for value in self.shuffled:
+            self.fail(f"the channel shuffle's transposed value {value!r} is not reshaped back to (N, C, H, W)")
         if len(graph.output) != 1:
             self.fail(f"expected exactly one output, found {len(graph.output)}")
         out = self.value(graph.output[0].name)
@@ -135,175 +137,29 @@ class _Importer:
         self.params[name] = np.array(arr, copy=True)
         return name
 
-    def add(self, node, i, op, inputs, params=None, attrs=None):
-        self.nodes.append(Node(node.name or f"{node.op_type}_{i}", op,
-                               [self.value(x) for x in inputs], node.output[0],
+    def add(self, node, i, op, inputs, params=None, attrs=None, output=None, suffix=""):
+        """Append an IR node for ONNX `node` (`output`: another of its outputs; `suffix` tells the
+        IR nodes of one multi-output ONNX node apart)."""
+        self.nodes.append(Node((node.name or f"{node.op_type}_{i}") + suffix, op,
+                               [self.value(x) for x in inputs], output or node.output[0],
                                params or {}, attrs or {}, node.op_type))
 
-    # -- per op -----------------------------------------------------------------
+    def readers(self, name: str) -> List[object]:
+        """The ONNX nodes that read value `name`."""
+        return [n for n in self.proto.graph.node if name in n.input]
+
     def convert(self, node, i):
         op, a = node.op_type, _attrs(node)
+        supported = ", ".join(_ops.supported_onnx())
         if node.domain not in ("", "ai.onnx"):
-            self.fail(f"unsupported op {node.domain}.{op} in node {node.name!r}; supported ops: {', '.join(SUPPORTED_OPS)}")
-        handler = getattr(self, "op_" + op, None)
+            self.fail(f"unsupported op {node.domain}.{op} in node {node.name!r}; supported ops: {supported}")
+        handler = _ops.onnx_op(op)
         if handler is None:
-            self.fail(f"unsupported op {op} in node {node.name!r}; supported ops: {', '.join(SUPPORTED_OPS)}")
-        handler(node, i, a)
-
-    def op_Constant(self, node, i, a):
-        from onnx import numpy_helper
-
-        if "value" in a:
-            self.consts[node.output[0]] = numpy_helper.to_array(a["value"])
-        elif "value_float" in a:
-            self.consts[node.output[0]] = np.array(a["value_float"], np.float32)
-        elif "value_floats" in a:
-            self.consts[node.output[0]] = np.array(a["value_floats"], np.float32)
-        elif "value_int" in a:
-            self.consts[node.output[0]] = np.array(a["value_int"], np.int64)
-        elif "value_ints" in a:
-            self.consts[node.output[0]] = np.array(a["value_ints"], np.int64)
-        else:
-            self.fail(f"Constant node {node.name!r}: unsupported value attribute")
-
-    def op_Identity(self, node, i, a):
-        if node.input[0] in self.consts:
-            self.consts[node.output[0]] = self.consts[node.input[0]]
-        else:
-            self.alias[node.output[0]] = self.value(node.input[0])
-
-    def op_Dropout(self, node, i, a):
-        # Exported graphs are in inference mode; fine-tuning keeps Dropout off (documented).
-        self.alias[node.output[0]] = self.value(node.input[0])
-
-    def op_Conv(self, node, i, a):
-        w = self.consts.get(node.input[1])
-        if w is None or w.ndim != 4:
-            self.fail(f"Conv node {node.name!r}: only 2-D convolution with constant weights is supported")
-        if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
-            self.fail(f"Conv node {node.name!r}: auto_pad={a['auto_pad']!r} is not supported; use explicit pads")
-        params = {"W": self.param(node.input[1], node)}
-        if len(node.input) > 2 and node.input[2]:
-            params["B"] = self.param(node.input[2], node)
-        attrs = {"stride": tuple(a.get("strides", (1, 1))), "pads": tuple(a.get("pads", (0, 0, 0, 0))),
-                 "dilation": tuple(a.get("dilations", (1, 1))), "group": int(a.get("group", 1)),
-                 "kernel": tuple(w.shape[2:])}
-        self.add(node, i, "conv", [node.input[0]], params, attrs)
-
-    def op_Gemm(self, node, i, a):
-        if a.get("transA", 0):
-            self.fail(f"Gemm node {node.name!r}: transA=1 is not supported")
-        w = self.consts.get(node.input[1])
-        if w is None or w.ndim != 2:
-            self.fail(f"Gemm node {node.name!r}: the weight (input B) must be a 2-D constant initializer")
-        params = {"W": self.param(node.input[1], node)}
-        if len(node.input) > 2 and node.input[2]:
-            params["B"] = self.param(node.input[2], node)
-        attrs = {"transB": int(a.get("transB", 0)), "alpha": float(a.get("alpha", 1.0)),
-                 "beta": float(a.get("beta", 1.0))}
-        self.add(node, i, "gemm", [node.input[0]], params, attrs)
-
-    def op_MatMul(self, node, i, a):
-        w = self.consts.get(node.input[1])
-        if w is None or w.ndim != 2:
-            self.fail(f"MatMul node {node.name!r}: only activation x constant 2-D weight is supported")
-        attrs = {"transB": 0, "alpha": 1.0, "beta": 1.0}
-        self.add(node, i, "gemm", [node.input[0]], {"W": self.param(node.input[1], node)}, attrs)
-
-    def op_Add(self, node, i, a):
-        x, y = node.input[0], node.input[1]
-        if x in self.consts and y not in self.consts:
-            x, y = y, x
-        if y in self.consts:
-            prev = self.nodes[-1] if self.nodes else None
-            bias = self.consts[y]
-            # MatMul + Add(bias) is how torch writes Linear without Gemm: fold the bias in.
-            if (prev is not None and prev.op == "gemm" and "B" not in prev.params
-                    and prev.output == self.value(x) and bias.ndim <= 1):
-                prev.params["B"] = self.param(y, node)
-                self.alias[node.output[0]] = prev.output
-                return
-            self.add(node, i, "add_param", [x], {"B": self.param(y, node)})
-            return
-        self.add(node, i, "add", [x, y])
-
-    def op_Relu(self, node, i, a):
-        self.add(node, i, "relu", [node.input[0]])
-
-    def op_Clip(self, node, i, a):
-        lo, hi = a.get("min", -np.inf), a.get("max", np.inf)
-        if len(node.input) > 1 and node.input[1]:
-            lo = float(self.const(node.input[1], "min", node))
-        if len(node.input) > 2 and node.input[2]:
-            hi = float(self.const(node.input[2], "max", node))
-        self.add(node, i, "clip", [node.input[0]], attrs={"min": float(lo), "max": float(hi)})
-
-    def op_HardSwish(self, node, i, a):
-        self.add(node, i, "hardswish", [node.input[0]])
-
-    def op_HardSigmoid(self, node, i, a):
-        self.add(node, i, "hardsigmoid", [node.input[0]],
-                 attrs={"alpha": float(a.get("alpha", 0.2)), "beta": float(a.get("beta", 0.5))})
-
-    def op_LeakyRelu(self, node, i, a):
-        self.add(node, i, "leakyrelu", [node.input[0]], attrs={"alpha": float(a.get("alpha", 0.01))})
-
-    def op_Sigmoid(self, node, i, a):
-        self.add(node, i, "sigmoid", [node.input[0]])
-
-    def _pool_attrs(self, node, a):
-        k = tuple(a["kernel_shape"])
-        if len(k) != 2:
-            self.fail(f"{node.op_type} node {node.name!r}: only 2-D pooling is supported")
-        if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
-            self.fail(f"{node.op_type} node {node.name!r}: auto_pad is not supported; use explicit pads")
-        if tuple(a.get("dilations", (1, 1))) != (1, 1):
-            self.fail(f"{node.op_type} node {node.name!r}: dilated pooling is not supported")
-        return {"kernel": k, "stride": tuple(a.get("strides", (1, 1))),
-                "pads": tuple(a.get("pads", (0, 0, 0, 0))), "ceil_mode": int(a.get("ceil_mode", 0))}
-
-    def op_MaxPool(self, node, i, a):
-        if len(node.output) > 1 and node.output[1]:
-            self.fail(f"MaxPool node {node.name!r}: the Indices output is not supported")
-        self.add(node, i, "maxpool", [node.input[0]], attrs=self._pool_attrs(node, a))
-
-    def op_AveragePool(self, node, i, a):
-        attrs = self._pool_attrs(node, a)
-        attrs["count_include_pad"] = int(a.get("count_include_pad", 0))
-        self.add(node, i, "avgpool", [node.input[0]], attrs=attrs)
-
-    def op_GlobalAveragePool(self, node, i, a):
-        self.add(node, i, "globalavgpool", [node.input[0]], attrs={"keepdims": 1})
-
-    def op_ReduceMean(self, node, i, a):
-        axes = a.get("axes")
-        if len(node.input) > 1 and node.input[1]:
-            axes = self.const(node.input[1], "axes", node).tolist()
-        if axes is None or sorted(int(x) % 4 for x in axes) != [2, 3]:
-            self.fail(f"ReduceMean node {node.name!r}: only the spatial mean over axes (2, 3) of an NCHW tensor is supported, got axes={axes}")
-        self.add(node, i, "globalavgpool", [node.input[0]], attrs={"keepdims": int(a.get("keepdims", 1))})
-
-    def op_Flatten(self, node, i, a):
-        if int(a.get("axis", 1)) != 1:
-            self.fail(f"Flatten node {node.name!r}: only axis=1 is supported")
-        self.add(node, i, "flatten", [node.input[0]])
-
-    def op_Reshape(self, node, i, a):
-        shape = [int(s) for s in self.const(node.input[1], "shape", node).tolist()]
-        self.add(node, i, "reshape", [node.input[0]], attrs={"shape": tuple(shape)})
-
-    def op_BatchNormalization(self, node, i, a):
-        roles = ("scale", "B", "mean", "var")
-        params = {r: self.param(n, node) for r, n in zip(roles, node.input[1:5])}
-        if a.get("training_mode", 0):
-            self.fail(f"BatchNormalization node {node.name!r}: training_mode=1 graphs are not supported")
-        self.add(node, i, "batchnorm", [node.input[0]], params, {"epsilon": float(a.get("epsilon", 1e-5))})
-
-    def op_Softmax(self, node, i, a):
-        self.add(node, i, "softmax", [node.input[0]], attrs={"axis": int(a.get("axis", -1))})
-
-    def op_LogSoftmax(self, node, i, a):
-        self.add(node, i, "logsoftmax", [node.input[0]], attrs={"axis": int(a.get("axis", -1))})
+            self.fail(f"unsupported op {op} in node {node.name!r}; supported ops: {supported}")
+        handler.import_onnx(self, node, i, a)
+        for out in node.output[1:]:
+            if out and not any(n.output == out for n in self.nodes) and self.readers(out):
+                self.fail(f"{op} node {node.name!r}: its output {out!r} is not supported")
 
 
 def _type_name(elem: int) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
 
-from .ir import TRAINABLE_ROLES, Model
+from .ir import Model
 
 UNTIED = "__untied"
 FROZEN = "__frozen"
@@ -39,7 +39,9 @@ def trained_ties(model: Model) -> Dict[str, List[str]]:
 
 
 def _trains(node, role) -> bool:
-    return role in TRAINABLE_ROLES.get(node.op, ())
+    from .ops import get as get_op   # each op file says which of its parameters train
+
+    return role in get_op(node.op).trainable
 
 
 def _frozen_clashes(model: Model) -> List[str]:

@@ -124,7 +124,7 @@ class TieAwareReference(DenseEngine):
         tap = (r * kw + s).astype(np.int32)
         diff = tap != arg
         if not diff.any():
-            return best, (arg, xp_shape, pad)
+            return best, (arg, xp_shape, pad, x.shape)
         xp = np.pad(x, pad, constant_values=-np.inf)
         nn, cc, hh, ww = np.nonzero(diff)
         rr, ss = tap[diff] // kw, tap[diff] % kw
@@ -143,7 +143,7 @@ class TieAwareReference(DenseEngine):
         best = best.copy()
         best[diff] = theirs
         self.snapped += int(diff.sum())
-        return best, (arg, xp_shape, pad)
+        return best, (arg, xp_shape, pad, x.shape)
 
 
 def reference_gradients(model, x, y, decisions, loss: str = "cross_entropy"):

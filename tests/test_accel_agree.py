@@ -47,6 +47,12 @@ def _simulated(model, params, x, y, cfg):
 def test_emulator_and_simulate_agree_on_the_same_step(engine, name, batch, fmt):
     model = load_model(os.path.join(ROOT, f"{name}.onnx"))
     x, y = _data(batch)
+    check_agree(model, x, y, engine, fmt)
+
+
+def check_agree(model, x, y, engine, fmt="fp32"):
+    """One training step on the emulated device: its accounting equals simulate's constraint design."""
+    batch = len(x)
     dev = EmulatedDevice(engine=engine, fmt=fmt)
     session = start(dev, model, CFG)
     before = session.read_state().params

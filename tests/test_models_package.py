@@ -17,11 +17,11 @@ from edgetune import models  # noqa: E402
 ALLOWED_OPS = {
     "Conv", "Gemm", "MatMul", "Add", "Relu", "Clip", "HardSwish", "MaxPool",
     "AveragePool", "GlobalAveragePool", "ReduceMean", "Flatten", "Reshape",
-    "BatchNormalization", "Identity", "Constant",
+    "BatchNormalization", "Identity", "Constant", "HardSigmoid", "Mul",
 }
 EXPECTED_MODELS = {
     "digits_mlp", "digits_cnn", "bench_vgg_relu", "bench_resnet_relu",
-    "bench_mobilenet_relu6", "bench_cnn_hardswish",
+    "bench_mobilenet_relu6", "bench_cnn_hardswish", "bench_mobilenetv3_se",
 }
 EXPECTED_DATASETS = {"digits_source", "digits_shifted", "digits32_color"}
 

@@ -11,7 +11,7 @@ from edgetune.runtime.data import load_data
 from edgetune.runtime.engines import make_engine
 
 BUNDLED = ["digits_mlp", "digits_cnn", "bench_vgg_relu", "bench_resnet_relu", "bench_mobilenet_relu6",
-           "bench_cnn_hardswish"]
+           "bench_cnn_hardswish", "bench_mobilenetv3_se"]
 
 
 def _batch(name, n=6):

@@ -6,9 +6,8 @@ from typing import Dict
 
 import numpy as np
 
-from . import dense_ops as ops
 from .base import Engine
-from ..ir import ACTIVATION_OPS
+from ..ops import get as get_op
 
 F32 = np.float32
 
@@ -44,34 +43,8 @@ class DenseEngine(Engine):
         return vals, caches
 
     def _fwd(self, node, xs, p):
-        op, at, x = node.op, node.attrs, xs[0]
-        get = lambda role: p[node.params[role]] if role in node.params else None  # noqa: E731
-        if op == "conv":
-            y, xp = ops.conv_forward(x, get("W"), get("B"), at)
-            return y, (xp, x.shape)
-        if op == "gemm":
-            return ops.gemm_forward(x, get("W"), get("B"), at), x
-        if op in ACTIVATION_OPS:
-            a = ops.act_forward(op, x, at)
-            return a, (x, a)
-        if op == "add":
-            return xs[0] + xs[1], None
-        if op == "add_param":
-            return x + get("B"), x.shape
-        if op == "maxpool":
-            return ops.maxpool_forward(x, at)
-        if op == "avgpool":
-            return ops.avgpool_forward(x, at)
-        if op == "globalavgpool":
-            y = x.mean(axis=(2, 3), keepdims=True)
-            return (y if at["keepdims"] else y[:, :, 0, 0]), x.shape
-        if op == "flatten":
-            return x.reshape(x.shape[0], -1), x.shape
-        if op == "reshape":
-            return x.reshape(ops.reshape_target(at["shape"], x.shape)), x.shape
-        if op == "batchnorm":
-            return ops.batchnorm_forward(x, get("scale"), get("B"), get("mean"), get("var"), at["epsilon"])
-        raise NotImplementedError(op)
+        """(output, cache) of one node: its op file's dense forward (runtime/ops)."""
+        return get_op(node.op).forward(node, xs, _getter(node, p))
 
     def _forward_backward(self, x, y):
         t0 = time.perf_counter()
@@ -104,7 +77,7 @@ class DenseEngine(Engine):
             if seen is not None:
                 seen[node.output] = d
             need_dx = [needed.get(i, False) for i in node.inputs]
-            dxs, pg = self._bwd(node, d, caches[node.name], vals, p, need_dx[0])
+            dxs, pg = get_op(node.op).backward(node, d, caches[node.name], _getter(node, p), need_dx)
             for role, g in pg.items():
                 name = node.params.get(role)
                 if name in want:
@@ -114,38 +87,7 @@ class DenseEngine(Engine):
                     dvals[inp] = dvals[inp] + dx if inp in dvals else dx
         return grads
 
-    def _bwd(self, node, d, cache, vals, p, need_dx):
-        op, at = node.op, node.attrs
-        get = lambda role: p[node.params[role]] if role in node.params else None  # noqa: E731
-        if op == "conv":
-            xp, xshape = cache
-            dx, dW, dB = ops.conv_backward(d, xp, xshape, get("W"), at, need_dx)
-            return [dx], {"W": dW, "B": dB}
-        if op == "gemm":
-            dx, dW, dB = ops.gemm_backward(d, cache, get("W"), at, need_dx)
-            return [dx], {"W": dW, "B": dB}
-        if op in ACTIVATION_OPS:
-            z, a = cache
-            return [d * ops.act_derivative(op, z, a, at)], {}
-        if op == "add":
-            return [d, d], {}
-        if op == "add_param":
-            b = get("B")
-            axes = tuple(range(d.ndim - b.ndim)) + tuple(i for i in range(d.ndim - b.ndim, d.ndim)
-                                                          if b.shape[i - d.ndim + b.ndim] == 1)
-            return [d], {"B": d.sum(axis=axes).reshape(b.shape)}
-        if op == "maxpool":
-            x = vals[node.inputs[0]]
-            return [ops.maxpool_backward(d, cache, x.shape, at)], {}
-        if op == "avgpool":
-            x = vals[node.inputs[0]]
-            return [ops.avgpool_backward(d, cache, x.shape, at)], {}
-        if op == "globalavgpool":
-            n, c, h, w = cache
-            return [np.broadcast_to(d.reshape(n, c, 1, 1) / d.dtype.type(h * w), cache).astype(d.dtype)], {}
-        if op in ("flatten", "reshape"):
-            return [d.reshape(cache)], {}
-        if op == "batchnorm":
-            dx, dscale, dbias = ops.batchnorm_backward(d, cache, get("scale"))
-            return [dx], {"scale": dscale, "B": dbias}
-        raise NotImplementedError(op)
+
+def _getter(node, p):
+    """role -> the node's parameter (None when it has none in that role)."""
+    return lambda role: p[node.params[role]] if role in node.params else None

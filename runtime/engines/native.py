@@ -17,28 +17,14 @@ from edgetune import _native as nat
 from . import dense_ops
 from .base import Engine
 from ..errors import ModelError
-from ..ir import ACTIVATION_OPS
+from ..ir import RESHAPE_OPS
+from ..ops import get as get_op
+from ..ops.activation import NATIVE_ACT as FUSABLE, native_act_args as _act_args
 
 F32 = np.float32
 # An activation with fewer zeros than this (in A and in G) is planned densely on the next step:
 # listing 5% zeros costs more than skipping them saves (bench_cnn_hardswish is 99.5% non-zero).
 MIN_SPARSITY = 0.2
-# IR activation -> (native code, needs alpha/lo/hi). HardSigmoid has no fused kernel.
-FUSABLE = {"relu": "relu", "clip": "clip", "hardswish": "hardswish", "leakyrelu": "leaky_relu",
-           "sigmoid": "sigmoid"}
-
-
-def _act_args(act):
-    if act is None:
-        return {"act": "none"}
-    kw = {"act": FUSABLE[act.op]}
-    if act.op == "clip":
-        kw.update(lo=max(act.attrs["min"], -3.4e38), hi=min(act.attrs["max"], 3.4e38))
-    if act.op == "leakyrelu":
-        kw["alpha"] = act.attrs["alpha"]
-    return kw
-
-
 class _Layer:
     """A Conv/Gemm node with its fused activation and its native kernel object."""
 
@@ -260,7 +246,7 @@ class NativeEngine(Engine):
                 if not self._has_info.get(src, False) or lay.depthwise:
                     read(src)
                 continue
-            if op in ("flatten", "reshape"):
+            if op in RESHAPE_OPS:
                 flat_out = self._flatten(node, shapes[src], flat, src)
                 shapes[node.output] = flat_out
                 if src in infos:
@@ -270,41 +256,11 @@ class NativeEngine(Engine):
                     read(src)
                 ctx[node.name] = shapes[src]
                 continue
-            x0 = vals[src]
-            if op in ACTIVATION_OPS:
-                if op in FUSABLE:
-                    a, info = nat.activate(np.ascontiguousarray(x0),
-                                           dense=self.dense or self._dense_plan.get(node.output, False),
-                                           **_act_args(node))
-                    self._note_density(node.output, info)
-                    infos[node.output] = info
-                    ctx[node.name] = info
-                else:
-                    a = dense_ops.act_forward(op, x0, at)
-                    ctx[node.name] = (x0, a)
-                vals[node.output] = a
-            elif op == "add":
-                vals[node.output] = nat.add(np.ascontiguousarray(x0), np.ascontiguousarray(vals[node.inputs[1]]))
-            elif op == "add_param":
-                vals[node.output] = x0 + self._bias_nhwc(node, x0.ndim)
-            elif op == "maxpool":
-                y, arg = nat.maxpool_forward(x0, list(at["kernel"]), list(at["stride"]), list(at["pads"]),
-                                             bool(at["ceil_mode"]))
-                vals[node.output], ctx[node.name] = y, (arg, x0.shape)
-            elif op == "avgpool":
-                vals[node.output] = nat.avgpool_forward(x0, list(at["kernel"]), list(at["stride"]), list(at["pads"]),
-                                                        bool(at["ceil_mode"]), bool(at["count_include_pad"]))
-                ctx[node.name] = x0.shape
-            elif op == "globalavgpool":
-                y = nat.global_avgpool_forward(x0)
-                vals[node.output] = y.reshape(y.shape[0], 1, 1, y.shape[1]) if at["keepdims"] else y
-                ctx[node.name] = x0.shape
-            elif op == "batchnorm":
-                g = lambda r: self.params[node.params[r]]  # noqa: E731
-                vals[node.output] = nat.batchnorm_forward(x0, g("scale"), g("B"), g("mean"), g("var"), at["epsilon"])
-                ctx[node.name] = x0
-            else:
-                raise ModelError(f"native engine: op {node.onnx_op} ({node.name}) is not supported; use --engine dense")
+            y, ctx[node.name], info = get_op(op).native_forward(self, node, [vals[i] for i in node.inputs])
+            vals[node.output] = y
+            if info is not None:
+                self._note_density(node.output, info)
+                infos[node.output] = info
             shapes[node.output] = vals[node.output].shape
             for i in node.inputs:
                 read(i)
@@ -343,12 +299,6 @@ class NativeEngine(Engine):
                              "use --engine dense")
         flat[node.output] = (h, w, c)
         return (n, h * w * c)   # HWC order; the consuming Gemm permutes its weights
-
-    def _bias_nhwc(self, node, ndim):
-        b = self.params[node.params["B"]]
-        if ndim == 4 and b.ndim >= 3:
-            return np.moveaxis(b.reshape(b.shape[-3:]), 0, -1)
-        return b
 
     # -- backward ---------------------------------------------------------------------------
     def _forward_backward(self, x, y):
@@ -430,44 +380,31 @@ class NativeEngine(Engine):
                 _accumulate(grads, name, np.asarray(g, F32).reshape(self.params[name].shape))
 
     def _bwd_op(self, node, g, ctx, want, grads):
-        op, at, src = node.op, node.attrs, node.inputs[0]
-        g = np.ascontiguousarray(g, F32)
-        if op in ACTIVATION_OPS:
-            c = ctx[node.name]
-            if isinstance(c, tuple):
-                z, a = c
-                return [(src, g * dense_ops.act_derivative(op, z, a, at))]
-            return [(src, c.grad_z(g))]
-        if op == "add":
-            return [(src, g), (node.inputs[1], g)]
-        if op == "add_param":
-            name = node.params["B"]
+        """[(input value, its gradient)] of one non-layer node; its trained parameters' gradients go
+        into `grads` (summed over the nodes that read a shared one)."""
+        if node.op in RESHAPE_OPS:
+            return [(node.inputs[0], g.reshape(ctx[node.name]))]
+        need = [self.needs.get(i, False) for i in node.inputs]
+        dxs, pg = get_op(node.op).native_backward(self, node, np.ascontiguousarray(g, F32), ctx[node.name], need)
+        for role, gr in pg.items():
+            name = node.params.get(role)
             if name in want:
-                b = self.params[name]
-                s = g.sum(axis=tuple(range(g.ndim - 1))) if g.ndim == 4 else g.sum(axis=0)
-                _accumulate(grads, name, s.reshape(b.shape))
-            return [(src, g)]
-        if op == "maxpool":
-            arg, shape = ctx[node.name]
-            return [(src, nat.maxpool_backward(g, arg, list(shape)))]
-        if op == "avgpool":
-            return [(src, nat.avgpool_backward(g, list(ctx[node.name]), list(at["kernel"]), list(at["stride"]),
-                                               list(at["pads"]), bool(at["ceil_mode"]),
-                                               bool(at["count_include_pad"])))]
-        if op == "globalavgpool":
-            shape = ctx[node.name]
-            return [(src, nat.global_avgpool_backward(g.reshape(shape[0], shape[3]), list(shape)))]
-        if op in ("flatten", "reshape"):
-            return [(src, g.reshape(ctx[node.name]))]
-        if op == "batchnorm":
-            p = lambda r: self.params[node.params[r]]  # noqa: E731
-            dx, dscale, dbias = nat.batchnorm_backward(g, ctx[node.name], p("scale"), p("mean"), p("var"),
-                                                       at["epsilon"])
-            for role, gr in (("scale", dscale), ("B", dbias)):
-                if node.params[role] in want:
-                    _accumulate(grads, node.params[role], np.asarray(gr, F32))
-            return [(src, dx)]
-        raise ModelError(f"native engine: no backward for {node.onnx_op} ({node.name})")
+                _accumulate(grads, name, np.asarray(gr, F32).reshape(self.params[name].shape))
+        return [(i, dx) for i, dx, nd in zip(node.inputs, dxs, need) if nd and dx is not None]
+
+    # -- what op files use ----------------------------------------------------------------------
+    def param_getter(self, node):
+        """role -> the node's parameter (None when it has none in that role)."""
+        return lambda role: self.params[node.params[role]] if role in node.params else None
+
+    def dense_plan(self, value: str) -> bool:
+        """Whether an activation producing `value` builds a dense plan this step (dense kernels, or
+        too few zeros on the last step)."""
+        return self.dense or self._dense_plan.get(value, False)
+
+    def unsupported(self, node, why: str):
+        """Stop: the native engine cannot run `node` (the dense engine may)."""
+        raise ModelError(f"native engine: {node.onnx_op} {node.name}: {why}; use --engine dense")
 
     # -- measurement ---------------------------------------------------------------------------
     def _harvest_counters(self):
