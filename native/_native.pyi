@@ -35,6 +35,11 @@ def num_threads() -> int:
     """Threads the kernels use (set_num_threads, else os_threads())."""
 def set_num_threads(n: int) -> None:
     """Set the number of threads the kernels use (their own pool; OpenMP for the ops that use it)."""
+def set_kernel_policy(policy: str) -> None:
+    """Which kernels the conv/gemm phases run: 'auto' (per layer and phase, by the operand's density),
+    'tiled' (register-tiled micro-kernels) or 'walk' (element list walks where the operand is listed)."""
+def kernel_policy() -> str:
+    """The kernel policy in force."""
 def os_threads() -> int:
     """CPUs the OS lets this process run on (its affinity mask): the default thread count."""
 def cache_sizes() -> dict:
@@ -140,6 +145,8 @@ class _Layer:
         prev_info (default: the input info)."""
     def phase_ms(self) -> dict:
         """{'fp', 'bp', 'wg'}: wall ms of the last forward and backward (the d prologue is booked to bp when it runs)."""
+    def kernels(self) -> dict:
+        """{'fp', 'bp', 'wg'}: the kernel family each phase of the last call ran (tiled, walk, im2col, depthwise; '' if it did not run)."""
     def phase_cpu_ms(self) -> dict:
         """{'fp', 'bp', 'wg'}: CPU ms of the same phases, summed over the kernels' threads."""
     def counters(self, total: bool = False) -> dict:

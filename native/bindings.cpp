@@ -6,6 +6,7 @@
 #include <mutex>
 
 #include "conv.hpp"
+#include "conv/internal.hpp"
 #include "cpu.hpp"
 #include "pooled_array.hpp"
 
@@ -338,6 +339,13 @@ void layer_methods(py::class_<T>& c) {
         .def("release", [](T& p) { p.L->release(); p.x_keep = py::none(); }, "Drop what the last step kept (its input and output infos).")
         .def("counters", &PyConv::counters, py::arg("total") = false)
         .def("phase_ms", &PyConv::phase_ms, "Wall ms of the last forward ('fp') and backward ('bp', 'wg'; the d prologue is booked to bp when it runs).")
+        .def("kernels", [](T& p) {
+            py::dict d;
+            d["fp"] = p.L->kern_fp;
+            d["bp"] = p.L->kern_bp;
+            d["wg"] = p.L->kern_wg;
+            return d;
+        }, "The kernel family each phase of the last call ran: tiled, walk, im2col or depthwise ('' when it did not run).")
         .def("phase_cpu_ms", &PyConv::phase_cpu_ms, "CPU ms of the same phases, summed over the kernels' threads (time the OS gave to other processes does not count).")
         .def("reset_counters", [](T& p) { p.L->cfp = p.L->cbp = p.L->cwg = p.L->tfp = p.L->tbp = p.L->twg = Counts(); })
         .def_property("trainable", [](T& p) { return p.L->trainable; }, [](T& p, bool v) { p.L->trainable = v; })
@@ -352,6 +360,17 @@ PYBIND11_MODULE(ET_MODULE, m) {
         if (n < 1) throw std::invalid_argument("set_num_threads: n must be >= 1");
         set_pool_threads(n);
     }, py::arg("n"), "Set the number of threads the kernels use (their own pool; OpenMP for the ops that use it).");
+    m.def("set_kernel_policy", [](const std::string& p) {
+        if (p == "auto") kernel_policy() = KP_AUTO;
+        else if (p == "tiled") kernel_policy() = KP_TILED;
+        else if (p == "walk") kernel_policy() = KP_WALK;
+        else throw std::invalid_argument("set_kernel_policy: 'auto', 'tiled' or 'walk', not '" + p + "'");
+    }, py::arg("policy"), "Which kernels the conv/gemm phases run: auto (per layer and phase, by the operand's density), "
+       "tiled (register-tiled micro-kernels) or walk (element list walks where the operand is listed).");
+    m.def("kernel_policy", []() {
+        const KernelPolicy p = kernel_policy();
+        return std::string(p == KP_TILED ? "tiled" : p == KP_WALK ? "walk" : "auto");
+    }, "The kernel policy in force (set_kernel_policy).");
     m.def("os_threads", &os_threads, "CPUs the OS lets this process run on (its affinity mask): the default thread count.");
     m.def("cache_sizes", []() {
         const CacheSizes& c = cache_sizes();

@@ -21,6 +21,10 @@ struct ConvLayer {
     ABuf<float> Wf;    // [g][R][S][Cg][Kp]   FP
     ABuf<float> Wb;    // [g][R][S][Kg][Cp]   BP
     ABuf<float> bias;  // [g][Kp]
+    // panels of the register-tiled kernels (native/ukernels/): per group and block of nr output
+    // vectors, rows [tap][reduction channel] of nr*VW floats
+    ABuf<float> Wt;   // FP: blocks over Kp, rows (tap, c)
+    ABuf<float> Wbt;  // BP: blocks over Cp, rows (tap, k)
     // state of the last forward
     InfoPtr in, out;
     bool dense = false;
@@ -32,6 +36,10 @@ struct ConvLayer {
     Counts tfp, tbp, twg;  // cumulative
     double ms_fp = 0, ms_bp = 0, ms_wg = 0;     // wall time of the last forward / backward phases
     double cpu_fp = 0, cpu_bp = 0, cpu_wg = 0;  // their CPU time, summed over the threads
+    // the kernel family each phase of the last call ran: "tiled", "walk", "im2col", "depthwise"
+    const char* kern_fp = "";
+    const char* kern_bp = "";
+    const char* kern_wg = "";
 
     ConvLayer(int C, int K, int R, int S, int sh, int sw, int pt, int pl, int pb, int pr, int dh, int dw,
               int groups, int act, float alpha, float lo, float hi);
@@ -62,6 +70,10 @@ struct ConvLayer {
     }
 
     // the phase files' entry points (native/conv/*.cpp)
+    void pack_tiles(const float* w);
+    void fp_tiled(const InfoPtr& x, Epi& E);
+    void bp_tiled(const float* D, float* g_in, const ActInfo* prevG);
+    i64 wg_tiled(const float* D, const i32* gc, float* dWp);
     void fp_walk(const InfoPtr& x, Epi& E);
     void fp_depthwise(const InfoPtr& x, Epi& E);
     void bwd_general(const float* grad_a, float* g_in, const ActInfo* prevG, float* dW, float* db);

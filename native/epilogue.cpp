@@ -48,7 +48,10 @@ const Tables kT;
 #define ET_VEC_EPI 1  // vf8 lanes and __builtin_shuffle compaction
 struct Perm {
     vi8 perm[256];  // lanes of the set bits of m first, in order
+    vi8 live[8];    // lanes < n set
     Perm() {
+        for (int n = 0; n < 8; n++)
+            for (int i = 0; i < 8; i++) live[n][i] = i < n ? -1 : 0;
         for (int m = 0; m < 256; m++) {
             vi8 v = {0, 0, 0, 0, 0, 0, 0, 0};
             for (int i = 0; i < 8; i++) v[i] = kT.idx[m][i];
@@ -119,6 +122,9 @@ inline void group_scalar(const float* z, int n, const ActParams& prm, int kind, 
 // Per-thread row scratch and per-chunk list segments (see info.hpp, Epi).
 struct EpiThread {
     std::vector<i64> chan;   // |A| per channel of the rows this thread ran
+#ifdef ET_VEC_EPI
+    std::vector<vi8> chan8;  // the same, eight channels per vector (the vector path; minus the masks)
+#endif
     i64 zero_px_a = 0, zero_px_g = 0, zero_blk_a = 0, zero_blk_g = 0;
 };
 
@@ -180,6 +186,7 @@ void epi_row(Epi& E, EpiThread& S, EpiChunk& C, i64 p, const float* ET_RESTRICT 
             G.s1 = mask8(s1) & live;
             G.s2 = mask8(s2) & live;
             G.g = mask8(T::template g<vf8>(s1, s2, kind)) & live;
+            S.chan8[j >> 3] -= (a != vzero8()) & (n == 8 ? ~vi8{} : kP.live[n]);
             storeu8(G.a, a);
             storeu8(G.v, sv);
             if (LA) {
@@ -217,7 +224,10 @@ void epi_row(Epi& E, EpiThread& S, EpiChunk& C, i64 p, const float* ET_RESTRICT 
             if (aligned) std::memcpy(bytes + ((p * K + j) >> 2), &st, 2);
             else or_bits(I.bits.data(), 2 * (p * K + j), st, 2 * n, C.wfirst, C.wlast);
         }
-        for (unsigned m = G.nz; m; m &= m - 1) ch[j + kT.idx[m & -m][0]]++;
+#ifdef ET_VEC_EPI
+        if constexpr (!T::lanes8)
+#endif
+            for (unsigned m = G.nz; m; m &= m - 1) ch[j + kT.idx[m & -m][0]]++;
         const int ca = popc(G.nz), cg = popc(G.g);
         acount += ca;
         gcount += cg;
@@ -299,6 +309,9 @@ void Epi::begin_chunks(i64 chunk) {
     for (int t = 0; t < T; t++) {
         threads.emplace_back(new EpiThread());
         threads.back()->chan.assign(K, 0);
+#ifdef ET_VEC_EPI
+        threads.back()->chan8.assign((size_t)(K + 7) / 8, vi8{});
+#endif
     }
 }
 
@@ -339,6 +352,9 @@ void Epi::finish() {
     zs.measured = K <= kMaxRowChannels;
     for (auto& s : threads) {
         for (int k = 0; k < K; k++) In.chan_nnz[k] += s->chan[k];
+#ifdef ET_VEC_EPI
+        for (int k = 0; k < K; k++) In.chan_nnz[k] += s->chan8[k >> 3][k & 7];
+#endif
         zs.zero_px_a += s->zero_px_a;
         zs.zero_px_g += s->zero_px_g;
         zs.zero_blk_a += s->zero_blk_a;
@@ -434,6 +450,42 @@ unsigned g_bits8(const ActInfo& I, i64 e) {
     return for_act(I.act, [&](auto T) { return unsigned(decltype(T)::template g<unsigned>(s1, s2, I.kind)); }) & 0xffu;
 }
 
+// Zero the elements of row p (C floats) outside the G of I, eight channels per state lookup.
+void mask_by_g(const ActInfo& I, i64 p, float* r) {
+    const int C = I.C;
+    if (I.kind == KD_DENSE || I.kind == KD_INPUT || I.bpe == 0) return;
+    if (C % 8) {
+        for (int c = 0; c < C; c++)
+            if (!I.in_g_state(I.state(p * C + c))) r[c] = 0.f;
+        return;
+    }
+    const u8* bytes = reinterpret_cast<const u8*>(I.bits.data());
+    for_act(I.act, [&](auto T) {
+        for (int c = 0; c < C; c += 8) {
+            const i64 e = p * C + c;
+            unsigned s1, s2 = 0;
+            if (I.bpe == 1) {
+                s1 = bytes[e >> 3];
+            } else {
+                u16 st;
+                std::memcpy(&st, bytes + (e >> 2), 2);
+                s1 = unsigned(kT.even[st & 0xff]) | (unsigned(kT.even[st >> 8]) << 4);
+                s2 = unsigned(kT.even[(st >> 1) & 0xff]) | (unsigned(kT.even[(st >> 9) & 0xff]) << 4);
+            }
+            const unsigned m = unsigned(decltype(T)::template g<unsigned>(s1, s2, I.kind)) & 0xffu;
+            if (m == 0xffu) continue;
+#ifdef ET_VEC_EPI
+            const vi8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
+            const vi8 keep = ((vi8{} + int(m)) >> lane & 1) != 0;
+            storeu8(r + c, keep ? loadu8(r + c) : vzero8());
+#else
+            for (int l = 0; l < 8; l++)
+                if (!(m >> l & 1)) r[c + l] = 0.f;
+#endif
+        }
+    });
+}
+
 // d for output rows [o0, o1) of a ReLU / Clip(0, hi) info (f' is 0 or 1: d = grad_a inside G)
 // with C % 8 == 0, eight channels at a time (see info.hpp).
 bool grad_rows_fast(ActInfo& O, const float* grad_a, i64 o0, i64 o1, float* D, int ldd, float* dvals, double* dbl) {
@@ -456,22 +508,45 @@ bool grad_rows_fast(ActInfo& O, const float* grad_a, i64 o0, i64 o1, float* D, i
                 std::memcpy(&st, bytes + (e >> 2), 2);
                 m = unsigned(kT.even[st & 0xff]) | (unsigned(kT.even[st >> 8]) << 4);
             }
+#ifdef ET_VEC_EPI
+            const vi8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
+            const vi8 in_g = ((vi8{} + int(m)) >> lane & 1) != 0;
+            const vf8 dv8 = in_g ? loadu8(ga + j) : vzero8();
+            float d[8];
+            storeu8(d, dv8);
+            if (D) storeu8(D + o * ldd + j, dv8);
+            if (dv) {
+                if (lists) {
+                    // packed along G (a whole-vector store may spill past this row's entries; later
+                    // rows overwrite it, but nothing may land past the range's end: the next range is
+                    // another chunk's)
+                    const vf8 packed = __builtin_shuffle(dv8, kP.perm[m]);
+                    if (dv + 8 <= dv_end) {
+                        storeu8(dv, packed);
+                    } else {
+                        float tmp[8];
+                        storeu8(tmp, packed);
+                        std::memcpy(dv, tmp, sizeof(float) * popc(m));
+                    }
+                    dv += popc(m);
+                } else {
+                    storeu8(dv + j, dv8);
+                }
+            }
+#else
             float d[8];
             for (int l = 0; l < 8; l++) d[l] = (m >> l & 1) ? ga[j + l] : 0.f;
             if (D) std::memcpy(D + o * ldd + j, d, sizeof d);
             if (dv) {
                 if (lists) {
-                    // packed along G: the entries of this group in order (a short row's last group
-                    // must not write past the range's end: the next range is another chunk's)
                     const int n = popc(m);
-                    float packed[8];
-                    for (int i = 0; i < 8; i++) packed[i] = d[kT.idx[m][i]];
-                    std::memcpy(dv, packed, sizeof(float) * (dv + 8 <= dv_end ? 8 : n));
+                    for (int i = 0; i < n; i++) dv[i] = d[kT.idx[m][i]];
                     dv += n;
                 } else {
                     std::memcpy(dv + j, d, sizeof d);
                 }
             }
+#endif
             for (int l = 0; l < 8; l++) dbl[j + l] += d[l];
         }
     }

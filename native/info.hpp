@@ -236,6 +236,8 @@ void fprime_row(ActInfo& I, i64 p, float* fp);
 // skipped), per-channel sums added to dbl. Returns false (nothing written)
 // when the info does not qualify.
 bool grad_rows_fast(ActInfo& O, const float* grad_a, i64 o0, i64 o1, float* D, int ldd, float* dvals, double* dbl);
+// Zero the elements of row p (C floats) outside the G of I (no-op for an unconstrained I).
+void mask_by_g(const ActInfo& I, i64 p, float* row);
 // G of elements e..e+7 (e % 8 == 0, C % 8 == 0) of a ReLU / Clip(0, hi) / hard-swish info as 8 bits.
 unsigned g_bits8(const ActInfo& I, i64 e);
 // Convert any info to dense mode (or back: sparse mode of a dense info is a

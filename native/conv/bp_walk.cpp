@@ -161,15 +161,7 @@ void ConvLayer::bp_walk(const RowView& GV, const float* dvals, const i32* gc, fl
                 } else {
                     for (int g = 0; g < groups; g++)
                         std::memcpy(gr + g * Cg, b + g * Cp, sizeof(float) * Cg);
-                    if (mmode == 2 && C % 8 == 0) {  // G of eight channels per lookup
-                        for (int c = 0; c < C; c += 8) {
-                            const unsigned m = g_bits8(*pg, p * C + c);
-                            for (int l = 0; l < 8; l++) gr[c + l] = (m >> l & 1) ? gr[c + l] : 0.f;
-                        }
-                    } else if (mmode == 2) {
-                        for (int c = 0; c < C; c++)
-                            if (!pg->in_g_state(pg->state(p * C + c))) gr[c] = 0.f;
-                    }
+                    if (mmode == 2) mask_by_g(*pg, p, gr);
                 }
             }
         }

@@ -113,6 +113,8 @@ static inline int and_count(const u8* a, const u8* b, int n) {
 void ConvLayer::bwd_depthwise(const float* grad_a, float* g_in, const ActInfo* prevG, float* dW, float* db) {
     const double t0 = now_ms();
     const CpuClock c0;
+    kern_bp = g_in ? "depthwise" : "";
+    kern_wg = dW ? "depthwise" : "";
     ActInfo& O = *out;
     const i64 Pout = O.P, Pin = in->P;
     const int RS = R * S;

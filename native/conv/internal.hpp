@@ -16,6 +16,11 @@ static constexpr int IM2COL_MAX = 64;
 #define ET_TILE_BYTES 16384
 #endif
 
+// Which kernel family the phases run (tests and benchmarks force one; auto chooses per layer
+// and phase from the operand's measured density, see layer.cpp).
+enum KernelPolicy { KP_AUTO = 0, KP_TILED = 1, KP_WALK = 2 };
+KernelPolicy& kernel_policy();
+
 inline double now_ms() {
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }

@@ -4,6 +4,30 @@
 
 namespace et {
 
+KernelPolicy& kernel_policy() {
+    static KernelPolicy p = KP_AUTO;
+    return p;
+}
+
+// Density below which a phase walks the element lists rather than running the tiled kernels.
+// The tiled kernels run every product at 45-54 GMAC/s on one Zen 4 core; the walks run only the
+// listed products (one operand skipped), at 20-30 GMAC/s of those: they win when the operand
+// they skip on is sparser than about half. Measured per layer by native/bench_layers.py.
+constexpr double kWalkDensity = 0.45;
+
+static bool use_walk(bool listed, double density) {
+    switch (kernel_policy()) {
+        case KP_TILED: return false;
+        case KP_WALK: return listed;
+        default: return listed && density < kWalkDensity;
+    }
+}
+
+static double density(const ActInfo& I, bool g) {
+    const double n = double(I.P) * double(I.C);
+    return n > 0 ? double(g ? I.cnt_g : I.nnz_a) / n : 1.0;
+}
+
 ConvLayer::ConvLayer(int C_, int K_, int R_, int S_, int sh_, int sw_, int pt_, int pl_, int pb_, int pr_, int dh_,
                      int dw_, int groups_, int act_, float alpha_, float lo_, float hi_)
     : C(C_), K(K_), R(R_), S(S_), sh(sh_), sw(sw_), pt(pt_), pl(pl_), pb(pb_), pr(pr_), dh(dh_), dw(dw_),
@@ -59,8 +83,17 @@ InfoPtr ConvLayer::forward(const InfoPtr& x0, bool dense_, float* a_out, bool ou
     o->has_values = keep_values || act == ACT_HSWISH || act == ACT_SIGMOID;
     Epi E;
     E.init(o.get(), a_out);
-    if (depthwise) fp_depthwise(x, E);
-    else fp_walk(x, E);
+    if (depthwise) {
+        kern_fp = "depthwise";
+        fp_depthwise(x, E);
+    } else if (use_walk(!x->a_all, density(*x, false))) {
+        kern_fp = "walk";
+        fp_walk(x, E);
+    } else {
+        kern_fp = "tiled";
+        fp_tiled(x, E);
+        if (!x->a_all) x->drop_caches();  // the dense copy made for these kernels
+    }
     E.finish();
     cfp.dense = dense_macs();
     tfp += cfp;
@@ -94,24 +127,31 @@ void ConvLayer::bwd_general(const float* grad_a, float* g_in, const ActInfo* pre
     const i64 Pout = O.P;
     const bool need_wg = dW != nullptr;
     const bool need_bp = g_in != nullptr;
+    kern_wg = "";
     RowView GV = O.view_g(groups);
+    // BP walks the G lists (the error d in the broadcast role) where G is sparse enough, else
+    // runs the tiled kernels over dense d rows
+    const bool bp_walks = need_bp && use_walk(!GV.all, density(O, true));
+    kern_bp = need_bp ? (bp_walks ? "walk" : "tiled") : "";
     ABuf<i32> decoded;
-    materialize(GV, decoded);
+    if (bp_walks) materialize(GV, decoded);
     const i64 nd = GV.all ? Pout * K : (O.g_same ? O.nnz_a : O.nnz_g);
     // scratch of this call only (the block recycler hands the same memory to the next layer)
     ABuf<float> Dbuf, dvbuf;
-    if (need_wg) {
-        Dbuf.reset((size_t)(Pout + 1) * KpAll);  // + a zero row: WG's taps outside the image read it
+    const bool need_D = need_wg || (need_bp && !bp_walks);
+    if (need_D) {
+        Dbuf.reset((size_t)(Pout + 1) * KpAll);  // + a zero row: taps outside the image read it
         std::memset(Dbuf.data() + Pout * KpAll, 0, sizeof(float) * KpAll);
     }
-    if (need_bp) dvbuf.reset((size_t)std::max<i64>(nd, 1) + 8);  // + slack: whole 8-lane stores
-    grad_prologue(grad_a, GV, need_wg ? Dbuf.data() : nullptr, need_bp ? dvbuf.data() : nullptr, db);
+    if (bp_walks) dvbuf.reset((size_t)std::max<i64>(nd, 1) + 8);  // + slack: whole 8-lane stores
+    grad_prologue(grad_a, GV, need_D ? Dbuf.data() : nullptr, bp_walks ? dvbuf.data() : nullptr, db);
     const i32* gc = O.group_counts(1, groups);
     cbp = Counts();
     cwg = Counts();
     const double t1 = now_ms(), c1 = c0.ms();
     const CpuClock cb;
-    if (need_bp) bp_walk(GV, dvbuf.data(), gc, g_in, prevG);
+    if (bp_walks) bp_walk(GV, dvbuf.data(), gc, g_in, prevG);
+    else if (need_bp) bp_tiled(Dbuf.data(), g_in, prevG);
     decoded.clear();  // WG reads D and the input's lists, not G: its peak need not hold these
     dvbuf.clear();
     const double t2 = now_ms(), c2 = cb.ms();
@@ -130,8 +170,17 @@ void ConvLayer::wg_phase(const float* D, const i32* gc, float* dW) {
     dWp.reset((size_t)nz);
     float* z = dWp.data();
     parallel_for(nz, 4096, [&](i64 b, i64 e, int) { std::memset(z + b, 0, sizeof(float) * (e - b)); });
-    if (wg_by_im2col()) cwg.executed = wg_im2col(D, dWp.data());
-    else cwg.executed = wg_walk(D, gc, dWp.data());
+    if (wg_by_im2col()) {
+        kern_wg = "im2col";
+        cwg.executed = wg_im2col(D, dWp.data());
+    } else if (use_walk(!in->a_all, density(*in, false))) {
+        kern_wg = "walk";
+        cwg.executed = wg_walk(D, gc, dWp.data());
+    } else {
+        kern_wg = "tiled";
+        cwg.executed = wg_tiled(D, gc, dWp.data());
+        in->drop_caches();  // the dense copy made for these kernels
+    }
     cwg.required = wg_required(gc);
     store_dw(dWp.data(), dW);
 }

@@ -1,5 +1,6 @@
 // Weight packing for the kernels (FP rows over K, BP rows over C, the tiled kernels' panels)
 // and the packed weight gradient back to OIHW.
+#include "../ukernels/tiles.hpp"
 #include "internal.hpp"
 
 namespace et {
@@ -40,6 +41,7 @@ void ConvLayer::set_weights(const float* w, const float* b) {
             }
         }, 1);
     }
+    if (!depthwise) pack_tiles(w);
     has_bias = b != nullptr;
     if (b) {
         for (int k = 0; k < K; k++) {
@@ -49,6 +51,43 @@ void ConvLayer::set_weights(const float* w, const float* b) {
     }
     has_w = true;
 }
+// Panels of the tiled kernels: FP block (g, b) holds rows (t, c) of its nr output vectors, BP
+// block (g, b) rows (t, k) of its nr input-channel vectors; padding lanes are zero.
+void ConvLayer::pack_tiles(const float* w) {
+    const int RS = R * S;
+    if (Wt.size() != (size_t)groups * RS * Cg * Kp) Wt.reset((size_t)groups * RS * Cg * Kp, true);
+    if (Wbt.size() != (size_t)groups * RS * Kg * Cp) Wbt.reset((size_t)groups * RS * Kg * Cp, true);
+    const NrBlocks kb(Kp / VW), cb(Cp / VW);
+    float* wt = Wt.data();
+    float* wbt = Wbt.data();
+    // FP: items (g, block, tap)
+    parallel_each((i64)groups * kb.n * RS, [&](i64 it) {
+        const int t = int(it % RS), b = int(it / RS % kb.n), g = int(it / RS / kb.n);
+        const int nrw = kb.nr[b] * VW, k0 = kb.first[b] * VW;
+        float* panel = wt + (size_t)g * RS * Cg * Kp + (size_t)k0 * RS * Cg;
+        for (int c = 0; c < Cg; c++) {
+            float* row = panel + ((size_t)t * Cg + c) * nrw;
+            for (int j = 0; j < nrw; j++) {
+                const int k = k0 + j;
+                row[j] = k < Kg ? w[(((size_t)(g * Kg + k)) * Cg + c) * RS + t] : 0.f;
+            }
+        }
+    }, 1);
+    // BP: items (g, block, tap)
+    parallel_each((i64)groups * cb.n * RS, [&](i64 it) {
+        const int t = int(it % RS), b = int(it / RS % cb.n), g = int(it / RS / cb.n);
+        const int nrw = cb.nr[b] * VW, c0 = cb.first[b] * VW;
+        float* panel = wbt + (size_t)g * RS * Kg * Cp + (size_t)c0 * RS * Kg;
+        for (int k = 0; k < Kg; k++) {
+            float* row = panel + ((size_t)t * Kg + k) * nrw;
+            for (int j = 0; j < nrw; j++) {
+                const int c = c0 + j;
+                row[j] = c < Cg ? w[(((size_t)(g * Kg + k)) * Cg + c) * RS + t] : 0.f;
+            }
+        }
+    }, 1);
+}
+
 // packed [g][rs][cl][kk] -> OIHW, blocked transpose in parallel
 void ConvLayer::store_dw(const float* src, float* dW) const {
     const int RS = R * S;
