@@ -40,8 +40,8 @@ def summary_lines(rep: dict) -> List[str]:
 
 def layer_table(rep: dict) -> str:
     """The per-layer table: sparsities, MACs dense/required/executed (all phases) and activation bytes."""
-    head = (f"{'layer':<24} {'act':<9} {'act 0s':>6} {'grad 0s':>7} {'MACs dense':>12} {'required':>12} "
-            f"{'executed':>12} {'saved':>6} {'act KiB':>8} {'stored':>7}")
+    head = (f"{'layer':<24} {'act':<9} {'act 0s':>6} {'0 px':>6} {'0 blk':>6} {'grad 0s':>7} {'MACs dense':>12} "
+            f"{'required':>12} {'executed':>12} {'saved':>6} {'act KiB':>8} {'stored':>7}")
     rows = [head, "-" * len(head)]
     tot = {"dense": 0, "required": 0, "executed": 0, "bd": 0, "bs": 0}
     have_exec = True
@@ -57,7 +57,10 @@ def layer_table(rep: dict) -> str:
         tot["executed"] += ex or 0
         tot["bd"] += ab["dense"]
         tot["bs"] += ab["stored"]
+        zp, zb = layer.get("zero_pixels"), layer.get("zero_blocks")   # measured by the native kernels only
         rows.append(f"{layer['name'][:24]:<24} {layer['activation'][:9]:<9} {100 * layer['act_sparsity']:>5.1f}% "
+                    f"{(f'{100 * zp:.1f}%' if zp is not None else '-'):>6} "
+                    f"{(f'{100 * zb:.1f}%' if zb is not None else '-'):>6} "
                     f"{100 * layer['grad_sparsity']:>6.1f}% {dn:>12,} {rq:>12,} "
                     f"{(f'{ex:,}' if ex is not None else '-'):>12} "
                     f"{(_pct(dn - ex, dn) if ex is not None else '-'):>6} {ab['dense'] / 1024:>8.1f} "
@@ -65,7 +68,7 @@ def layer_table(rep: dict) -> str:
     rows.append("-" * len(head))
     ex_total = f"{tot['executed']:,}" if have_exec else "-"
     saved = _pct(tot["dense"] - tot["executed"], tot["dense"]) if have_exec else "-"
-    rows.append(f"{'total':<24} {'':<9} {'':>6} {'':>7} {tot['dense']:>12,} {tot['required']:>12,} {ex_total:>12} "
+    rows.append(f"{'total':<24} {'':<9} {'':>6} {'':>6} {'':>6} {'':>7} {tot['dense']:>12,} {tot['required']:>12,} {ex_total:>12} "
                 f"{saved:>6} {tot['bd'] / 1024:>8.1f} {_pct(tot['bs'], tot['bd']):>7}")
     return "\n".join(rows)
 

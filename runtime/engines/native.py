@@ -68,6 +68,20 @@ def _activation_bytes(infos) -> dict:
             "plan": plan}
 
 
+def zero_shares(info) -> dict:
+    """The zero structure of an activation (measured by the epilogue that made it): the share of
+    its pixels with no non-zero channel, and of its channel blocks (`block_channels` = the
+    vector width) with no non-zero channel, beside its element sparsity; `_g` the same for G
+    (where the error may pass). These are what a register-tiled kernel can skip; element
+    sparsity alone is what a list walk can."""
+    z = info.zero_structure()
+    px, blocks = max(int(z["pixels"]), 1), max(int(z["blocks"]), 1)
+    return {"measured": bool(z["measured"]), "block_channels": int(z["block_channels"]),
+            "sparsity": float(info.sparsity),
+            "zero_pixels": z["zero_pixels_a"] / px, "zero_blocks": z["zero_blocks_a"] / blocks,
+            "zero_pixels_g": z["zero_pixels_g"] / px, "zero_blocks_g": z["zero_blocks_g"] / blocks}
+
+
 @dataclass
 class _StepState:
     """What FP hands to BP besides the dense arrays: plans, per-node caches, shapes."""
@@ -492,9 +506,15 @@ class NativeEngine(Engine):
         for kind in totals:
             totals[kind]["total"] = sum(totals[kind].values())
         infos = [lay.k.output_info for lay in self.layers.values() if lay.k.output_info is not None]
+        layers = []
+        for n, c in self.last_step.items():
+            k = self.layers[n].k
+            row = {"name": n, **c, "kernels": dict(k.kernels()), "cpu_ms": dict(k.phase_cpu_ms())}
+            if k.output_info is not None:
+                row["zero"] = zero_shares(k.output_info)
+            layers.append(row)
         return {"macs_dense": totals["dense"], "macs_required": totals["required"],
-                "macs_executed": totals["executed"],
-                "layers": [{"name": n, **c} for n, c in self.last_step.items()],
+                "macs_executed": totals["executed"], "layers": layers,
                 "activation_bytes": _activation_bytes(infos)}
 
     def step_operands(self) -> dict:
