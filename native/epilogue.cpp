@@ -187,8 +187,13 @@ void epi_row(Epi& E, EpiThread& S, EpiChunk& C, i64 p, const float* ET_RESTRICT 
             G.s2 = mask8(s2) & live;
             G.g = mask8(T::template g<vf8>(s1, s2, kind)) & live;
             S.chan8[j >> 3] -= (a != vzero8()) & (n == 8 ? ~vi8{} : kP.live[n]);
-            storeu8(G.a, a);
-            storeu8(G.v, sv);
+            if (n == 8) {  // whole groups go straight to their rows
+                if (aout) storeu8(aout + j, a);
+                if (vout) storeu8(vout + j, sv);
+            } else {
+                storeu8(G.a, a);
+                storeu8(G.v, sv);
+            }
             if (LA) {
                 const vi8 pm = kP.perm[G.nz];
                 if (E.store_vals) storeu8(av + na, __builtin_shuffle(sv, pm));
@@ -214,8 +219,13 @@ void epi_row(Epi& E, EpiThread& S, EpiChunk& C, i64 p, const float* ET_RESTRICT 
             if (LG)
                 for (int i = 0, m = int(G.g); m; m &= m - 1, i++) gi[ng + i] = j + kT.idx[G.g][i];
         }
-        if (aout) std::memcpy(aout + j, G.a, sizeof(float) * n);
-        if (vout) std::memcpy(vout + j, G.v, sizeof(float) * n);
+#ifdef ET_VEC_EPI
+        if (!T::lanes8 || n < 8)
+#endif
+        {
+            if (aout) std::memcpy(aout + j, G.a, sizeof(float) * n);
+            if (vout) std::memcpy(vout + j, G.v, sizeof(float) * n);
+        }
         if (bpe == 1) {
             if (aligned) bytes[(p * K + j) >> 3] = u8(G.s1);
             else or_bits(I.bits.data(), p * K + j, G.s1, n, C.wfirst, C.wlast);

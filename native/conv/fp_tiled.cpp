@@ -49,6 +49,20 @@ void ConvLayer::fp_tiled(const InfoPtr& x, Epi& E) {
         std::vector<const float*> wseg;
     };
     PerThread<Scratch> scratch;
+    // valid taps per output row and column (their product: per pixel), and the taps reaching each
+    // input row and column: the constraint count sum over (o, valid tap) of |A(p) ∩ g| is
+    // sum over p of |A(p) ∩ g| times the outputs that read p
+    std::vector<int> cover_h(OH, 0), cover_w(OW, 0), reach_h(H, 0), reach_w(W, 0);
+    for (int oh = 0; oh < OH; oh++)
+        for (int r = 0; r < R; r++) {
+            const int ih = oh * sh - pt + r * dh;
+            if ((unsigned)ih < (unsigned)H) { cover_h[oh]++; reach_h[ih]++; }
+        }
+    for (int ow = 0; ow < OW; ow++)
+        for (int s = 0; s < S; s++) {
+            const int iw = ow * sw - pl + s * dw;
+            if ((unsigned)iw < (unsigned)W) { cover_w[ow]++; reach_w[iw]++; }
+        }
     E.begin_chunks(kChunk);
     ThreadCounts cnt;
     parallel_for(E.nchunks, 1, [&](i64 q0, i64 q1, int tid) {
@@ -62,24 +76,33 @@ void ConvLayer::fp_tiled(const InfoPtr& x, Epi& E) {
         for (i64 q = q0; q < q1; q++) {
             const i64 o0 = q * kChunk, n_px = std::min<i64>(kChunk, Pout - o0);
             // indirection: row base of the input pixel each output pixel reads at each tap
-            i64 rq = 0, pairs = 0;
+            i64 pairs = 0;
             // (n, oh, ow) stepped along, not divided out per pixel
             int n = int(o0 / OHW), oh = int(o0 % OHW) / OW, ow = int(o0 % OHW) % OW;
             for (i64 i = 0; i < lda; i++) {
                 if (i > 0 && i < n_px && ++ow == OW) { ow = 0; if (++oh == OH) { oh = 0; n++; } }  // padding repeats the last pixel
-                if (i < n_px)  // the constraint count: |A(p) ∩ group| per valid tap
-                    each_tap(n, oh, ow, [&](int, int, i64 p) {
-                        pairs++;
-                        for (int g = 0; g < groups; g++) rq += reqc[p * groups + g];
-                    });
+                if (i < n_px) pairs += (i64)cover_h[oh] * cover_w[ow];
                 if (im2col) {
+                    if (i >= n_px) {  // tile padding: the last pixel's row again
+                        sc.ptr[i] = sc.ptr[i - 1];
+                        continue;
+                    }
                     float* row = sc.col.data() + i * RS * Cg;
-                    for (int t = 0; t < RS; t++) {
-                        const int r = t / S, s = t - r * S;
-                        const int ih = oh * sh - pt + r * dh, iw = ow * sw - pl + s * dw;
-                        const bool in_img = (unsigned)ih < (unsigned)H && (unsigned)iw < (unsigned)W;
-                        const float* src = in_img ? X + (((i64)n * H + ih) * W + iw) * C : Z0;
-                        std::memcpy(row + t * Cg, src, sizeof(float) * Cg);
+                    const int ih0 = oh * sh - pt, iw0 = ow * sw - pl;
+                    if (dw == 1 && ih0 >= 0 && ih0 + (R - 1) * dh < H && iw0 >= 0 && iw0 + S - 1 < W) {
+                        // every tap inside: each kernel row is S*Cg contiguous floats
+                        for (int r = 0; r < R; r++) {
+                            const float* src = X + (((i64)n * H + ih0 + r * dh) * W + iw0) * C;
+                            for (int j = 0; j < S * Cg; j++) row[r * S * Cg + j] = src[j];
+                        }
+                    } else {
+                        for (int r = 0, t = 0; r < R; r++)
+                            for (int s = 0; s < S; s++, t++) {
+                                const int ih = ih0 + r * dh, iw = iw0 + s * dw;
+                                const bool in_img = (unsigned)ih < (unsigned)H && (unsigned)iw < (unsigned)W;
+                                const float* src = in_img ? X + (((i64)n * H + ih) * W + iw) * C : Z0;
+                                for (int c = 0; c < Cg; c++) row[t * Cg + c] = src[c];
+                            }
                     }
                     sc.ptr[i] = row;
                     continue;
@@ -120,7 +143,6 @@ void ConvLayer::fp_tiled(const InfoPtr& x, Epi& E) {
                             }
                         }
                 }
-            cnt[tid].required += rq * Kg;
             // executed: the dense products of the chunk's pixels and valid taps, vector lanes
             // included (tile padding rows and the zero rows of taps outside the image are the
             // kernel's overhead, like a loop's, and not counted)
@@ -137,6 +159,16 @@ void ConvLayer::fp_tiled(const InfoPtr& x, Epi& E) {
         }
     });
     cfp = cnt.total();
+    i64 rq = 0;
+    for (i64 p = 0; p < (i64)N * H * W; p++) {
+        const int rem = int(p % ((i64)H * W)), ih = rem / W, iw = rem - ih * W;
+        const i64 reach = (i64)reach_h[ih] * reach_w[iw];
+        if (!reach) continue;
+        i64 a = 0;
+        for (int g = 0; g < groups; g++) a += reqc[p * groups + g];
+        rq += a * reach;
+    }
+    cfp.required = rq * Kg;
 }
 
 }  // namespace et
