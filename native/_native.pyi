@@ -38,6 +38,7 @@ def set_num_threads(n: int) -> None:
 def set_kernel_policy(policy: str) -> None:
     """Which kernels the conv/gemm phases run: 'auto' (per layer and phase, by the operand's density),
     'tiled' (register-tiled micro-kernels) or 'walk' (element list walks where the operand is listed)."""
+WALK_DENSITY: float  # a phase walks the lists of an operand less dense than this (auto policy)
 def kernel_policy() -> str:
     """The kernel policy in force."""
 def os_threads() -> int:

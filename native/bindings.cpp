@@ -367,6 +367,7 @@ PYBIND11_MODULE(ET_MODULE, m) {
         else throw std::invalid_argument("set_kernel_policy: 'auto', 'tiled' or 'walk', not '" + p + "'");
     }, py::arg("policy"), "Which kernels the conv/gemm phases run: auto (per layer and phase, by the operand's density), "
        "tiled (register-tiled micro-kernels) or walk (element list walks where the operand is listed).");
+    m.attr("WALK_DENSITY") = kWalkDensity;
     m.def("kernel_policy", []() {
         const KernelPolicy p = kernel_policy();
         return std::string(p == KP_TILED ? "tiled" : p == KP_WALK ? "walk" : "auto");

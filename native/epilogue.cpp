@@ -444,19 +444,25 @@ void grad_z_dense(ActInfo& I, const float* grad_a, float* d) {
     });
 }
 
+// The two state planes of the 8 elements from e (e % 8 == 0: a whole byte or u16 of the bits).
+static inline void planes8(const ActInfo& I, i64 e, unsigned& s1, unsigned& s2) {
+    const u8* bytes = reinterpret_cast<const u8*>(I.bits.data());
+    s2 = 0;
+    if (I.bpe == 1) {
+        s1 = bytes[e >> 3];
+        return;
+    }
+    u16 st;
+    std::memcpy(&st, bytes + (e >> 2), 2);
+    s1 = unsigned(kT.even[st & 0xff]) | (unsigned(kT.even[st >> 8]) << 4);
+    s2 = unsigned(kT.even[(st >> 1) & 0xff]) | (unsigned(kT.even[(st >> 9) & 0xff]) << 4);
+}
+
 // G of the 8 elements from e (e % 8 == 0, C % 8 == 0) as 8 bits, from the state planes.
 unsigned g_bits8(const ActInfo& I, i64 e) {
     if (I.kind == KD_DENSE || I.kind == KD_INPUT || I.bpe == 0) return 0xffu;
-    const u8* bytes = reinterpret_cast<const u8*>(I.bits.data());
-    unsigned s1, s2 = 0;
-    if (I.bpe == 1) {
-        s1 = bytes[e >> 3];
-    } else {
-        u16 st;
-        std::memcpy(&st, bytes + (e >> 2), 2);
-        s1 = unsigned(kT.even[st & 0xff]) | (unsigned(kT.even[st >> 8]) << 4);
-        s2 = unsigned(kT.even[(st >> 1) & 0xff]) | (unsigned(kT.even[(st >> 9) & 0xff]) << 4);
-    }
+    unsigned s1, s2;
+    planes8(I, e, s1, s2);
     return for_act(I.act, [&](auto T) { return unsigned(decltype(T)::template g<unsigned>(s1, s2, I.kind)); }) & 0xffu;
 }
 
@@ -469,19 +475,10 @@ void mask_by_g(const ActInfo& I, i64 p, float* r) {
             if (!I.in_g_state(I.state(p * C + c))) r[c] = 0.f;
         return;
     }
-    const u8* bytes = reinterpret_cast<const u8*>(I.bits.data());
     for_act(I.act, [&](auto T) {
         for (int c = 0; c < C; c += 8) {
-            const i64 e = p * C + c;
-            unsigned s1, s2 = 0;
-            if (I.bpe == 1) {
-                s1 = bytes[e >> 3];
-            } else {
-                u16 st;
-                std::memcpy(&st, bytes + (e >> 2), 2);
-                s1 = unsigned(kT.even[st & 0xff]) | (unsigned(kT.even[st >> 8]) << 4);
-                s2 = unsigned(kT.even[(st >> 1) & 0xff]) | (unsigned(kT.even[(st >> 9) & 0xff]) << 4);
-            }
+            unsigned s1, s2;
+            planes8(I, p * C + c, s1, s2);
             const unsigned m = unsigned(decltype(T)::template g<unsigned>(s1, s2, I.kind)) & 0xffu;
             if (m == 0xffu) continue;
 #ifdef ET_VEC_EPI

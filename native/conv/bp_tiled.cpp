@@ -5,8 +5,7 @@
 // the taps that cannot reach it. Input pixels outside the previous activation's G are left out
 // of the tiles (their gradient is zero): output sparsity at pixel level.
 #include "../cpu.hpp"
-#include "../ukernels/igemm.hpp"
-#include "internal.hpp"
+#include "tiled.hpp"
 
 namespace et {
 
@@ -116,31 +115,24 @@ void ConvLayer::bp_tiled(const float* D, float* g_in, const ActInfo* prevG) {
                 }
             }
             float* gt = sc.gt.data();
-            for (int g = 0; g < groups; g++)
-                for (int b = 0; b < cb.n; b++) {
-                    const int nr = cb.nr[b], mr = tile_mr(nr), nrw = nr * VW, c0 = cb.first[b] * VW;
-                    const IgemmFn kern = igemm_kernel(nr);
-                    const float* panel = Wbt.data() + (size_t)g * RS * Kg * Cp + (size_t)c0 * RS * Kg;
-                    for (int v0 = 0; v0 < ntv; v0 += tstep)
-                        for (int k0 = 0; k0 < Kg; k0 += kstep) {
-                            const int nt = std::min(tstep, ntv - v0), kc = std::min(kstep, Kg - k0);
-                            for (int v = 0; v < nt; v++) sc.wseg[v] = panel + ((size_t)taps[v0 + v] * Kg + k0) * nrw;
-                            IgemmArgs A;
-                            A.nseg = nt;
-                            A.kc = kc;
-                            A.lda = lda;
-                            A.aoff = (i64)g * Kp + k0;
-                            A.w = sc.wseg.data();
-                            A.ldc = CpAll;
-                            static const float zeros[4 * 16] = {};
-                            A.init = (v0 == 0 && k0 == 0) ? zeros : nullptr;
-                            for (i64 i0 = 0; i0 < ch.n; i0 += mr) {
-                                A.a = sc.ptr.data() + (size_t)v0 * lda + i0;
-                                A.c = gt + i0 * CpAll + (size_t)g * Cp + c0;
-                                kern(A);
-                            }
-                        }
-                }
+            ChunkPasses P;
+            P.groups = groups;
+            P.blocks = &cb;
+            P.panels = Wbt.data();
+            P.panel_group = (i64)RS * Kg * Cp;
+            P.panel_rows = (i64)RS * Kg;
+            P.red = Kg;
+            P.nseg = ntv;
+            P.seg_tap = taps.data();
+            P.seg_step = tstep;
+            P.red_step = kstep;
+            P.ptr = sc.ptr.data();
+            P.lda = lda;
+            P.a_group = Kp;
+            P.out = gt;
+            P.ldc = CpAll;
+            P.out_group = Cp;
+            run_chunk_passes(P, ch.n, sc.wseg);
             cnt[tid].required += rq;
             cnt[tid].executed += pairs * Kg * CpAll;  // valid products, lanes included (as in fp_tiled)
             // the input gradient, masked by the previous activation's G

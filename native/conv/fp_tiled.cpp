@@ -4,8 +4,7 @@
 // of taps and channels whose weight panel fits half the L1d (read at run time). Each chunk of
 // output pixels runs every pass and block, then the fused activation epilogue on its rows.
 #include "../cpu.hpp"
-#include "../ukernels/igemm.hpp"
-#include "internal.hpp"
+#include "tiled.hpp"
 
 namespace et {
 
@@ -119,30 +118,24 @@ void ConvLayer::fp_tiled(const InfoPtr& x, Epi& E) {
                 }
             }
             float* z = sc.z.data();
-            for (int g = 0; g < groups; g++)
-                for (int b = 0; b < kb.n; b++) {
-                    const int nr = kb.nr[b], mr = tile_mr(nr), nrw = nr * VW, k0 = kb.first[b] * VW;
-                    const IgemmFn kern = igemm_kernel(nr);
-                    const float* panel = Wt.data() + (size_t)g * RS * Cg * Kp + (size_t)k0 * RS * Cg;
-                    for (int t0 = 0; t0 < nseg_tot; t0 += tstep)
-                        for (int c0 = 0; c0 < (im2col ? 1 : Cg); c0 += cstep) {
-                            const int nt = std::min(tstep, nseg_tot - t0), kc = im2col ? RS * Cg : std::min(cstep, Cg - c0);
-                            for (int t = 0; t < nt; t++) sc.wseg[t] = panel + ((size_t)(t0 + t) * Cg + c0) * nrw;
-                            IgemmArgs A;
-                            A.nseg = nt;
-                            A.kc = kc;
-                            A.lda = lda;
-                            A.aoff = im2col ? 0 : (i64)g * Cg + c0;
-                            A.w = sc.wseg.data();
-                            A.ldc = KpAll;
-                            A.init = (t0 == 0 && c0 == 0) ? bias.data() + (size_t)g * Kp + k0 : nullptr;
-                            for (i64 i0 = 0; i0 < n_px; i0 += mr) {
-                                A.a = sc.ptr.data() + (size_t)t0 * lda + i0;
-                                A.c = z + i0 * KpAll + (size_t)g * Kp + k0;
-                                kern(A);
-                            }
-                        }
-                }
+            ChunkPasses P;
+            P.groups = groups;
+            P.blocks = &kb;
+            P.panels = Wt.data();
+            P.panel_group = (i64)RS * Cg * Kp;
+            P.panel_rows = (i64)RS * Cg;
+            P.red = im2col ? RS * Cg : Cg;
+            P.nseg = nseg_tot;
+            P.seg_step = tstep;
+            P.red_step = cstep;
+            P.ptr = sc.ptr.data();
+            P.lda = lda;
+            P.a_group = im2col ? 0 : Cg;
+            P.out = z;
+            P.ldc = KpAll;
+            P.out_group = Kp;
+            P.init = bias.data();
+            run_chunk_passes(P, n_px, sc.wseg);
             // executed: the dense products of the chunk's pixels and valid taps, vector lanes
             // included (tile padding rows and the zero rows of taps outside the image are the
             // kernel's overhead, like a loop's, and not counted)

@@ -21,6 +21,13 @@ static constexpr int IM2COL_MAX = 64;
 enum KernelPolicy { KP_AUTO = 0, KP_TILED = 1, KP_WALK = 2 };
 KernelPolicy& kernel_policy();
 
+// Density below which a phase walks the element lists rather than running the tiled kernels.
+// The tiled kernels run every product at 35-47 GMAC/s on one Zen 4 core; the walks run only the
+// listed products (one operand skipped), at 20-30 GMAC/s of those: they win when the operand
+// they skip on is sparser than about half. Measured per layer by native/bench_layers.py. The
+// engine plans an activation densely (no lists) when its consumers would not walk it.
+constexpr double kWalkDensity = 0.45;
+
 inline double now_ms() {
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }

@@ -9,12 +9,6 @@ KernelPolicy& kernel_policy() {
     return p;
 }
 
-// Density below which a phase walks the element lists rather than running the tiled kernels.
-// The tiled kernels run every product at 45-54 GMAC/s on one Zen 4 core; the walks run only the
-// listed products (one operand skipped), at 20-30 GMAC/s of those: they win when the operand
-// they skip on is sparser than about half. Measured per layer by native/bench_layers.py.
-constexpr double kWalkDensity = 0.45;
-
 static bool use_walk(bool listed, double density) {
     switch (kernel_policy()) {
         case KP_TILED: return false;

@@ -6,6 +6,7 @@ With dense=True the same kernels iterate densely, so the sparse gain is measured
 against the same code."""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
@@ -21,8 +22,10 @@ from ..ir import ACTIVATION_OPS
 
 F32 = np.float32
 # An activation with fewer zeros than this (in A and in G) is planned densely on the next step:
-# listing 5% zeros costs more than skipping them saves (bench_cnn_hardswish is 99.5% non-zero).
-MIN_SPARSITY = 0.2
+# its consumers would run the register-tiled kernels on it anyway (they walk lists only below
+# the kernels' WALK_DENSITY), so listing it and decompressing it again for them is pure cost.
+# EDGETUNE_PLAN_MIN_SPARSITY overrides it (the plan-switch tests move a layer across 0.2).
+MIN_SPARSITY = float(os.environ.get("EDGETUNE_PLAN_MIN_SPARSITY", 1.0 - float(nat.WALK_DENSITY)))
 # IR activation -> (native code, needs alpha/lo/hi). HardSigmoid has no fused kernel.
 FUSABLE = {"relu": "relu", "clip": "clip", "hardswish": "hardswish", "leakyrelu": "leaky_relu",
            "sigmoid": "sigmoid"}
