@@ -4,8 +4,8 @@
 
 namespace et {
 
-// z[0..C) = bias + sum over the taps of x[tp[i]] * w[i], 32 channels at a time in
-// registers (the taps are the inner loop, so z is written once per pixel).
+// z[0..C) = bias + sum over the taps of x[tp[i]] * w[i], four vectors of channels at a time in
+// registers, then one (the taps are the inner loop, so z is written once per pixel).
 static void dw_block(float* ET_RESTRICT z, const float* bias, const float* X, int C, const i64* tp,
                      const float* const* tw, int taps) {
     int c0 = 0;
@@ -21,6 +21,11 @@ static void dw_block(float* ET_RESTRICT z, const float* bias, const float* X, in
         }
         ET_UNROLL
         for (int v = 0; v < 4; v++) storeu(z + c0 + v * VW, acc[v]);
+    }
+    for (; c0 + VW <= C; c0 += VW) {  // one vector at a time (C < 4 vectors at wide ISAs)
+        vf acc = loadu(bias + c0);
+        for (int i = 0; i < taps; i++) acc += loadu(X + tp[i] * C + c0) * loadu(tw[i] + c0);
+        storeu(z + c0, acc);
     }
     for (int c = c0; c < C; c++) {
         float a = bias[c];
