@@ -62,6 +62,12 @@ class _Layer:
         self.inv_perm = None
 
 
+def _accumulate(grads, name, g):
+    """Add a reader's gradient: an initializer that several nodes read (a tie the exporter made,
+    or tied weights) gets the sum over its readers."""
+    grads[name] = grads[name] + g if name in grads else np.ascontiguousarray(g, F32)
+
+
 def _activation_bytes(infos) -> dict:
     """What FP keeps for BP and WG: `values` (packed values and state bits) plus `plan` (lists,
     counts, partitions); `stored` is both. `dense` is what keeping every activation in fp32 costs."""
@@ -438,7 +444,7 @@ class NativeEngine(Engine):
         for role, g in (("W", dW), ("B", dB)):
             name = node.params.get(role)
             if name in want:
-                grads[name] = np.ascontiguousarray(g, F32).reshape(self.params[name].shape)
+                _accumulate(grads, name, np.asarray(g, F32).reshape(self.params[name].shape))
 
     def _bwd_op(self, node, g, ctx, want, grads):
         op, at, src = node.op, node.attrs, node.inputs[0]
@@ -456,7 +462,7 @@ class NativeEngine(Engine):
             if name in want:
                 b = self.params[name]
                 s = g.sum(axis=tuple(range(g.ndim - 1))) if g.ndim == 4 else g.sum(axis=0)
-                grads[name] = s.reshape(b.shape)
+                _accumulate(grads, name, s.reshape(b.shape))
             return [(src, g)]
         if op == "maxpool":
             arg, shape = ctx[node.name]
@@ -476,7 +482,7 @@ class NativeEngine(Engine):
                                                        at["epsilon"])
             for role, gr in (("scale", dscale), ("B", dbias)):
                 if node.params[role] in want:
-                    grads[node.params[role]] = np.asarray(gr, F32)
+                    _accumulate(grads, node.params[role], np.asarray(gr, F32))
             return [(src, dx)]
         raise ModelError(f"native engine: no backward for {node.onnx_op} ({node.name})")
 
@@ -500,7 +506,8 @@ class NativeEngine(Engine):
         return self.step_counters()
 
     def step_counters(self) -> dict:
-        """Counters of the most recent forward+backward (see measure_step)."""
+        """Counters of the most recent forward+backward (see measure_step); each layer also has the
+        `act_bytes` its output activation kept for backward (as `activation_bytes`)."""
         totals = {k: {"fp": 0, "bp": 0, "wg": 0} for k in ("dense", "required", "executed")}
         for counts in self.last_step.values():
             for ph, kinds in counts.items():
@@ -512,9 +519,11 @@ class NativeEngine(Engine):
         layers = []
         for n, c in self.last_step.items():
             k = self.layers[n].k
+            info = k.output_info
             row = {"name": n, **c, "kernels": dict(k.kernels()), "cpu_ms": dict(k.phase_cpu_ms())}
-            if k.output_info is not None:
-                row["zero"] = zero_shares(k.output_info)
+            if info is not None:
+                row["act_bytes"] = _activation_bytes([info])
+                row["zero"] = zero_shares(info)
             layers.append(row)
         return {"macs_dense": totals["dense"], "macs_required": totals["required"],
                 "macs_executed": totals["executed"], "layers": layers,
