@@ -54,7 +54,23 @@ def _select():
     raise IsaError(f"EDGETUNE_ISA={want}: not a kernel level of this build (it has: {', '.join(levels)})")
 
 
-_mod = _select()
+def _import_passive():
+    """Import the kernels with OpenMP told to wait passively. The conv/gemm kernels run on their
+    own pool, which waits passively; the few ops that still use OpenMP would otherwise leave its
+    threads spinning after each call, on the cores the pool's threads (or another process on
+    the device) need. libgomp reads the policy once, when it is loaded with the module; the
+    variable is put back at once, so torch or any other library loaded later is unaffected."""
+    had = os.environ.get("OMP_WAIT_POLICY")
+    if had is None:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    try:
+        return _select()
+    finally:
+        if had is None:
+            os.environ.pop("OMP_WAIT_POLICY", None)
+
+
+_mod = _import_passive()
 globals().update({k: getattr(_mod, k) for k in dir(_mod) if not k.startswith("__")})
 LEVEL = _mod.LEVEL
 del _mod

@@ -32,16 +32,26 @@ def cpu_supports(level: str) -> bool: ...
 def memory_stats() -> dict[str, int]: ...
 def reset_memory_peak() -> None: ...
 def num_threads() -> int:
-    """Threads the kernels use."""
+    """Threads the kernels use (set_num_threads, else os_threads())."""
 def set_num_threads(n: int) -> None:
-    """Set the number of OpenMP threads (no-op without OpenMP)."""
+    """Set the number of threads the kernels use (their own pool; OpenMP for the ops that use it)."""
+def set_kernel_policy(policy: str) -> None:
+    """Which kernels the conv/gemm phases run: 'auto' (per layer and phase, by the operand's density),
+    'tiled' (register-tiled micro-kernels) or 'walk' (element list walks where the operand is listed)."""
+WALK_DENSITY: float  # a phase walks the lists of an operand less dense than this (auto policy)
+def kernel_policy() -> str:
+    """The kernel policy in force."""
+def os_threads() -> int:
+    """CPUs the OS lets this process run on (its affinity mask): the default thread count."""
+def cache_sizes() -> dict:
+    """{'l1d', 'l2', 'line', 'measured'}: the cache sizes the tiled kernels size their blocks from."""
 def has_openmp() -> bool:
     """Whether the module was built with OpenMP."""
 def release_cached_memory() -> int:
     """Free the idle large buffers kept for reuse between steps (at most 256 MiB); returns the bytes freed."""
 
 class SparseInfo:
-    """What FP keeps for BP/WG: compressed activation (mask/state bits + packed non-zeros) and the plan (lists, counts, partition)."""
+    """What FP keeps for BP/WG: compressed activation (mask/state bits + packed non-zeros) and the plan (lists, counts, zero structure)."""
     @property
     def shape(self) -> Tuple[int, int, int, int]:
         """(N, H, W, C); gemm activations are (N, 1, 1, F)."""
@@ -97,8 +107,10 @@ class SparseInfo:
         """|A| per channel."""
     def pixel_counts(self) -> Tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:
         """(|A(p)|, |G(p)|) per pixel."""
-    def partition(self) -> list[int]:
-        """Pixel boundaries splitting |A| evenly over the threads."""
+    def zero_structure(self) -> dict:
+        """{'measured', 'pixels', 'blocks', 'block_channels', 'zero_pixels_a', 'zero_pixels_g', 'zero_blocks_a',
+        'zero_blocks_g'}: whole pixels and whole channel blocks (of block_channels = the vector width) with no
+        element in A (_a) or outside G (_g), measured by the epilogue that made the activation."""
     def grad_z(self, grad_a: F32) -> F32:
         """d = grad_a * f'(z), dense, exactly zero outside G (torch derivative conventions)."""
     def flatten(self) -> "SparseInfo":
@@ -134,6 +146,10 @@ class _Layer:
         prev_info (default: the input info)."""
     def phase_ms(self) -> dict:
         """{'fp', 'bp', 'wg'}: wall ms of the last forward and backward (the d prologue is booked to bp when it runs)."""
+    def kernels(self) -> dict:
+        """{'fp', 'bp', 'wg'}: the kernel family each phase of the last call ran (tiled, walk, im2col, depthwise; '' if it did not run)."""
+    def phase_cpu_ms(self) -> dict:
+        """{'fp', 'bp', 'wg'}: CPU ms of the same phases, summed over the kernels' threads."""
     def counters(self, total: bool = False) -> dict:
         """{'fp'|'bp'|'wg': {'dense', 'required', 'executed'}} MACs of the last call (or cumulative)."""
     def release(self) -> None: ...  # drop what the last step kept (input/output infos)

@@ -6,6 +6,8 @@
 #include <mutex>
 
 #include "conv.hpp"
+#include "conv/internal.hpp"
+#include "cpu.hpp"
 #include "pooled_array.hpp"
 
 namespace py = pybind11;
@@ -13,7 +15,7 @@ using namespace et;
 
 int edgetune_num_threads();
 void register_ops(py::module_& m);
-void register_op_kernels(py::module_& m);  // native/ops/bind.cpp
+void register_op_kernels(py::module_& m);  // native/ops/bindings.cpp
 
 namespace et {
 // One kernel at a time: per-thread scratch pools are shared.
@@ -43,10 +45,15 @@ InfoPtr analyze(farr x, bool dense, double min_sparsity) {
     Guard g;
     if (!dense && min_sparsity > 0.0) {  // too few zeros to be worth listing: dense mode
         const i64 n = x.size();
-        i64 zeros = 0;
-#pragma omp parallel for schedule(static) reduction(+ : zeros)
-        for (i64 i = 0; i < n; i++) zeros += p[i] == 0.f;
-        dense = double(zeros) < min_sparsity * double(n);
+        std::vector<i64> zeros((size_t)std::max(1, pool_threads()), 0);
+        parallel_for(n, 1 << 16, [&](i64 b, i64 e, int t) {
+            i64 z = 0;
+            for (i64 i = b; i < e; i++) z += p[i] == 0.f;
+            zeros[(size_t)t] += z;
+        });
+        i64 nz = 0;
+        for (i64 z : zeros) nz += z;
+        dense = double(nz) < min_sparsity * double(n);
     }
     return activate_rows(p, nullptr, N, H, W, C, ACT_INPUT, 0.f, 0.f, 0.f, dense);
 }
@@ -254,6 +261,14 @@ struct PyConv {
         return d;
     }
 
+    py::dict phase_cpu_ms() const {
+        py::dict d;
+        d["fp"] = L->cpu_fp;
+        d["bp"] = L->cpu_bp;
+        d["wg"] = L->cpu_wg;
+        return d;
+    }
+
     py::dict counters(bool total) const {
         py::dict d;
         d["fp"] = counts_dict(total ? L->tfp : L->cfp);
@@ -267,16 +282,29 @@ struct PyGemm : PyConv {};
 
 int parse_act(py::object a) {
     if (py::isinstance<py::str>(a)) {
-        std::string s = a.cast<std::string>();
-        if (s == "none" || s == "identity") return ACT_NONE;
-        if (s == "relu") return ACT_RELU;
-        if (s == "relu6" || s == "clip") return ACT_CLIP;
-        if (s == "hardswish" || s == "hswish") return ACT_HSWISH;
-        if (s == "leaky_relu" || s == "leakyrelu") return ACT_LEAKY;
-        if (s == "sigmoid") return ACT_SIGMOID;
-        throw std::invalid_argument("unknown activation '" + s + "' (none, relu, relu6/clip, hardswish, leaky_relu, sigmoid)");
+        const std::string s = a.cast<std::string>();
+        std::string names;
+        for (const ActName& n : kActs) {
+            if (s == n.name) return n.id;
+            names += std::string(names.empty() ? "" : ", ") + n.name;
+        }
+        throw std::invalid_argument("unknown activation '" + s + "' (" + names + ")");
     }
     return a.cast<int>();
+}
+
+py::dict zero_structure(const ActInfo& I) {
+    py::dict d;
+    const ZeroStructure& z = I.zero;
+    d["measured"] = z.measured;
+    d["pixels"] = I.P;
+    d["blocks"] = z.blocks;
+    d["block_channels"] = VW;
+    d["zero_pixels_a"] = z.zero_px_a;
+    d["zero_pixels_g"] = z.zero_px_g;
+    d["zero_blocks_a"] = z.zero_blk_a;
+    d["zero_blocks_g"] = z.zero_blk_g;
+    return d;
 }
 
 }  // namespace
@@ -312,6 +340,14 @@ void layer_methods(py::class_<T>& c) {
         .def("release", [](T& p) { p.L->release(); p.x_keep = py::none(); }, "Drop what the last step kept (its input and output infos).")
         .def("counters", &PyConv::counters, py::arg("total") = false)
         .def("phase_ms", &PyConv::phase_ms, "Wall ms of the last forward ('fp') and backward ('bp', 'wg'; the d prologue is booked to bp when it runs).")
+        .def("kernels", [](T& p) {
+            py::dict d;
+            d["fp"] = p.L->kern_fp;
+            d["bp"] = p.L->kern_bp;
+            d["wg"] = p.L->kern_wg;
+            return d;
+        }, "The kernel family each phase of the last call ran: tiled, walk, im2col or depthwise ('' when it did not run).")
+        .def("phase_cpu_ms", &PyConv::phase_cpu_ms, "CPU ms of the same phases, summed over the kernels' threads (time the OS gave to other processes does not count).")
         .def("reset_counters", [](T& p) { p.L->cfp = p.L->cbp = p.L->cwg = p.L->tfp = p.L->tbp = p.L->twg = Counts(); })
         .def_property("trainable", [](T& p) { return p.L->trainable; }, [](T& p, bool v) { p.L->trainable = v; })
         .def_property_readonly("input_info", [](T& p) { return p.L->in; })
@@ -322,13 +358,31 @@ PYBIND11_MODULE(ET_MODULE, m) {
     m.doc() = "edgetune sparse training kernels (private; use edgetune.runtime)";
     m.def("num_threads", &edgetune_num_threads, "Threads the kernels use.");
     m.def("set_num_threads", [](int n) {
-#ifdef _OPENMP
         if (n < 1) throw std::invalid_argument("set_num_threads: n must be >= 1");
-        omp_set_num_threads(n);
-#else
-        (void)n;
-#endif
-    }, py::arg("n"), "Set the number of OpenMP threads (no-op without OpenMP).");
+        set_pool_threads(n);
+    }, py::arg("n"), "Set the number of threads the kernels use (their own pool; OpenMP for the ops that use it).");
+    m.def("set_kernel_policy", [](const std::string& p) {
+        if (p == "auto") kernel_policy() = KP_AUTO;
+        else if (p == "tiled") kernel_policy() = KP_TILED;
+        else if (p == "walk") kernel_policy() = KP_WALK;
+        else throw std::invalid_argument("set_kernel_policy: 'auto', 'tiled' or 'walk', not '" + p + "'");
+    }, py::arg("policy"), "Which kernels the conv/gemm phases run: auto (per layer and phase, by the operand's density), "
+       "tiled (register-tiled micro-kernels) or walk (element list walks where the operand is listed).");
+    m.attr("WALK_DENSITY") = kWalkDensity;
+    m.def("kernel_policy", []() {
+        const KernelPolicy p = kernel_policy();
+        return std::string(p == KP_TILED ? "tiled" : p == KP_WALK ? "walk" : "auto");
+    }, "The kernel policy in force (set_kernel_policy).");
+    m.def("os_threads", &os_threads, "CPUs the OS lets this process run on (its affinity mask): the default thread count.");
+    m.def("cache_sizes", []() {
+        const CacheSizes& c = cache_sizes();
+        py::dict d;
+        d["l1d"] = c.l1d;
+        d["l2"] = c.l2;
+        d["line"] = c.line;
+        d["measured"] = c.measured;
+        return d;
+    }, "Cache sizes the tiled kernels size their blocks from (read at run time; measured=False: fallbacks).");
     m.def("has_openmp", []() {
 #ifdef _OPENMP
         return true;
@@ -383,10 +437,12 @@ PYBIND11_MODULE(ET_MODULE, m) {
         .def("g_lists", [](ActInfo& I) { return lists(I, true); })
         .def("packed_values", &packed_values)
         .def("channel_counts", [](const ActInfo& I) { return py::array_t<int64_t>(I.chan_nnz.size(), I.chan_nnz.data()); })
+        .def("zero_structure", &zero_structure,
+             "Zero structure measured by the epilogue: whole pixels and whole channel blocks (block_channels = the "
+             "vector width) with no element in A (zero_*_a) and outside G (zero_*_g).")
         .def("pixel_counts", [](const ActInfo& I) {
             return py::make_tuple(py::array_t<int32_t>(I.P, I.acnt.data()), py::array_t<int32_t>(I.P, I.gcnt.data()));
         })
-        .def("partition", [](const ActInfo& I) { return I.part; })
         .def("grad_z", &grad_z, py::arg("grad_a"))
         .def("flatten", [](const InfoPtr& I) { Guard g; return flatten_info(I); })
         .def("with_mode", [](const InfoPtr& I, bool dense) { Guard g; return to_mode(I, dense); }, py::arg("dense"))

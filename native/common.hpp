@@ -1,5 +1,5 @@
 // Shared helpers for the edgetune kernels: portable vector type, aligned
-// buffers, OpenMP shims, MAC counters. Pure C++17; the vector type uses the
+// buffers, thread-pool shims, MAC counters. Pure C++17; the vector type uses the
 // GCC/Clang vector extension (lowered to AVX/AVX-512/NEON by the compiler) and
 // falls back to a plain array elsewhere.
 #pragma once
@@ -11,9 +11,8 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+
+#include "threads.hpp"
 
 namespace et {
 
@@ -149,43 +148,11 @@ struct ABuf {
     const T& operator[](size_t i) const { return p[i]; }
 };
 
-inline int max_threads() {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-inline int thread_id() {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-inline int team_size() {
-#ifdef _OPENMP
-    return omp_get_num_threads();
-#else
-    return 1;
-#endif
-}
+// Threads the kernels use (the pool's, native/threads.hpp).
+inline int max_threads() { return pool_threads(); }
 
 // Even split of [0, n) into t parts: part i is [split(n,t,i), split(n,t,i+1)).
 inline i64 split(i64 n, int t, int i) { return n * i / t; }
-
-// Balanced split by a cost prefix array (size n+1, non-decreasing).
-inline std::vector<i64> balanced_split(const i64* prefix, i64 n, int t) {
-    std::vector<i64> b(t + 1, n);
-    b[0] = 0;
-    i64 total = prefix[n];
-    for (int i = 1; i < t; i++) {
-        i64 target = total * i / t;
-        b[i] = std::lower_bound(prefix, prefix + n + 1, target) - prefix;
-        b[i] = std::max(b[i], b[i - 1]);
-    }
-    return b;
-}
 
 // MAC counters of one phase. dense: what a dense direct kernel multiplies
 // (valid taps only); required: products whose both operands may be non-zero

@@ -1,6 +1,8 @@
 // Sparse conv / gemm layer: FP with input sparsity, BP with sparse error and
 // output sparsity, WG over (a non-zero, d in G) pairs. Gemm is the 1x1 conv on
-// a 1x1 image (rows = pixels).
+// a 1x1 image (rows = pixels). The phases live in native/conv/*.cpp, one file per kernel
+// family (list walks, register-tiled micro-kernels, depthwise), chosen per layer and phase
+// in native/conv/layer.cpp.
 #pragma once
 #include "info.hpp"
 
@@ -19,6 +21,10 @@ struct ConvLayer {
     ABuf<float> Wf;    // [g][R][S][Cg][Kp]   FP
     ABuf<float> Wb;    // [g][R][S][Kg][Cp]   BP
     ABuf<float> bias;  // [g][Kp]
+    // panels of the register-tiled kernels (native/ukernels/): per group and block of nr output
+    // vectors, rows [tap][reduction channel] of nr*VW floats
+    ABuf<float> Wt;   // FP: blocks over Kp, rows (tap, c)
+    ABuf<float> Wbt;  // BP: blocks over Cp, rows (tap, k)
     // state of the last forward
     InfoPtr in, out;
     bool dense = false;
@@ -28,7 +34,12 @@ struct ConvLayer {
     int N = 0, H = 0, W = 0, OH = 0, OW = 0;
     Counts cfp, cbp, cwg;  // last call
     Counts tfp, tbp, twg;  // cumulative
-    double ms_fp = 0, ms_bp = 0, ms_wg = 0;  // wall time of the last forward / backward phases
+    double ms_fp = 0, ms_bp = 0, ms_wg = 0;     // wall time of the last forward / backward phases
+    double cpu_fp = 0, cpu_bp = 0, cpu_wg = 0;  // their CPU time, summed over the threads
+    // the kernel family each phase of the last call ran: "tiled", "walk", "im2col", "depthwise"
+    const char* kern_fp = "";
+    const char* kern_bp = "";
+    const char* kern_wg = "";
 
     ConvLayer(int C, int K, int R, int S, int sh, int sw, int pt, int pl, int pb, int pr, int dh, int dw,
               int groups, int act, float alpha, float lo, float hi);
@@ -58,13 +69,18 @@ struct ConvLayer {
         }
     }
 
-   private:
-    void fp_general(const InfoPtr& x, Epi& E);
+    // the phase files' entry points (native/conv/*.cpp)
+    void pack_tiles(const float* w);
+    void fp_tiled(const InfoPtr& x, Epi& E);
+    void bp_tiled(const float* D, float* g_in, const ActInfo* prevG);
+    i64 wg_tiled(const float* D, const i32* gc, float* dWp);
+    void fp_walk(const InfoPtr& x, Epi& E);
     void fp_depthwise(const InfoPtr& x, Epi& E);
     void bwd_general(const float* grad_a, float* g_in, const ActInfo* prevG, float* dW, float* db);
     void grad_prologue(const float* grad_a, const RowView& GV, float* D, float* dvals, float* db);
-    void bp_phase(const RowView& GV, const float* dvals, const i32* gc, float* g_in, const ActInfo* prevG);
+    void bp_walk(const RowView& GV, const float* dvals, const i32* gc, float* g_in, const ActInfo* prevG);
     void wg_phase(const float* D, const i32* gc, float* dW);
+    i64 wg_walk(const float* D, const i32* gc, float* dWp);
     void store_dw(const float* packed, float* dW) const;
     void bwd_depthwise(const float* grad_a, float* g_in, const ActInfo* prevG, float* dW, float* db);
     i64 dense_macs() const;

@@ -1,28 +1,10 @@
-// Fused activation epilogue and the ActInfo plan structures.
+// The ActInfo plan structures: views, lists derived from state bits, transposed lists for WG,
+// dense copies, mode changes. (The epilogue that builds them is epilogue.cpp.)
 #include "info.hpp"
 
 #include <cmath>
 
 namespace et {
-
-int kind_of(int act, float lo, float hi) {
-    switch (act) {
-        case ACT_INPUT: return KD_INPUT;
-        case ACT_RELU: return KD_RELU;
-        case ACT_CLIP: return (lo == 0.f && hi > 0.f) ? KD_CLIP0 : KD_DENSE;
-        case ACT_HSWISH: return KD_HSWISH;
-        case ACT_NONE: case ACT_LEAKY: case ACT_SIGMOID: return KD_DENSE;
-        default: throw std::invalid_argument("unknown activation code " + std::to_string(act));
-    }
-}
-
-int bits_per_elem(int act) {
-    switch (act) {
-        case ACT_RELU: case ACT_LEAKY: return 1;
-        case ACT_CLIP: case ACT_HSWISH: return 2;  // hswish: 0 z<=-3, 1 curved, 2 z>=3
-        default: return 0;
-    }
-}
 
 const i32* iota_ptr(int n) {
     static std::mutex mu;
@@ -39,569 +21,6 @@ const i32* iota_ptr(int n) {
     return cur;
 }
 
-// ---------------------------------------------------------------- bits
-// ---------------------------------------------------------------- scratch
-namespace {
-struct Scratch {
-    ABuf<i32> ai, gi;
-    ABuf<float> av;
-    ABuf<u8> st, st2;  // state bit planes (s & 1, s >> 1)
-    ABuf<float> arow, vrow;  // vrow: stored values (hard-swish)
-    int stride = -1;
-    ABuf<u8> nzb, gb;  // padded to a multiple of 64 with zeros
-    i64 na = 0, ng = 0;
-    std::vector<i64> chan;
-    ABuf<i32> ch32;  // per-channel non-zero counts of the fast rows (K padded to 8)
-    i64 p0 = 0, p1 = 0;
-};
-std::vector<std::unique_ptr<Scratch>>& pool() {
-    static std::vector<std::unique_ptr<Scratch>> p;
-    return p;
-}
-}  // namespace
-
-// Branch-free element functions (vectorisable; random signs must not cost
-// branch mispredictions). s is the state code stored in the bits.
-template <int ACT>
-static inline float actf(float z, float alpha, float lo, float hi, int& s) {
-    if constexpr (ACT == ACT_RELU) {
-        s = z > 0.f;
-        return std::max(z, 0.f);
-    } else if constexpr (ACT == ACT_CLIP) {
-        s = int(z > lo) + int(z >= hi);
-        return std::min(std::max(z, lo), hi);
-    } else if constexpr (ACT == ACT_HSWISH) {
-        s = int(z > -3.f) + int(z >= 3.f);  // torch: f'(-3) = 0, f'(3) = 1
-        return hswish_a(z);
-    } else if constexpr (ACT == ACT_LEAKY) {
-        s = z > 0.f;
-        return z > 0.f ? z : z * alpha;
-    } else if constexpr (ACT == ACT_SIGMOID) {
-        s = 0;
-        return 1.f / (1.f + std::exp(-z));
-    } else {
-        (void)alpha; (void)lo; (void)hi;
-        s = 0;
-        return z;
-    }
-}
-
-template <int ACT>
-static inline int in_g(int s, bool clip0) {
-    if constexpr (ACT == ACT_RELU) return s;
-    else if constexpr (ACT == ACT_CLIP) return clip0 ? int(s == 1) : 1;
-    else if constexpr (ACT == ACT_HSWISH) return int(s != 0);
-    else { (void)s; (void)clip0; return 1; }
-}
-
-static inline int ctz64(u64 m) {
-#if defined(__GNUC__) || defined(__clang__)
-    return __builtin_ctzll(m);
-#else
-    int n = 0;
-    while (!(m & 1)) { m >>= 1; n++; }
-    return n;
-#endif
-}
-static inline int popc64(u64 m) {
-#if defined(__GNUC__) || defined(__clang__)
-    return __builtin_popcountll(m);
-#else
-    int n = 0;
-    while (m) { m &= m - 1; n++; }
-    return n;
-#endif
-}
-
-// OR nb bits of v into the bit array at bit position pos; the first/last word
-// of a row may be shared with another thread's row (atomic), others are not.
-static inline void or_bits(u64* bits, i64 pos, u64 v, int nb, i64 wfirst, i64 wlast) {
-    if (!nb) return;
-    if (nb < 64) v &= (~0ull >> (64 - nb));
-    const i64 wi = pos >> 6;
-    const int sh = int(pos & 63);
-    auto put = [&](i64 w, u64 x) {
-        if (!x) return;
-        if (w == wfirst || w == wlast) {
-#if defined(__GNUC__) || defined(__clang__)
-            __atomic_fetch_or(&bits[w], x, __ATOMIC_RELAXED);
-#else
-#pragma omp atomic
-            bits[w] |= x;
-#endif
-        } else {
-            bits[w] |= x;
-        }
-    };
-    put(wi, v << sh);
-    if (sh && sh + nb > 64) put(wi + 1, v >> (64 - sh));
-}
-
-// 32 bits -> 64 bits with a zero between each (bit i -> bit 2i).
-static inline u64 spread32(u64 x) {
-    x &= 0xffffffffull;
-    x = (x | (x << 16)) & 0x0000FFFF0000FFFFull;
-    x = (x | (x << 8)) & 0x00FF00FF00FF00FFull;
-    x = (x | (x << 4)) & 0x0F0F0F0F0F0F0F0Full;
-    x = (x | (x << 2)) & 0x3333333333333333ull;
-    x = (x | (x << 1)) & 0x5555555555555555ull;
-    return x;
-}
-
-// 64 bytes (each 0 or 1) -> 64-bit mask (bit j = byte j); multiply trick.
-static inline u64 pack_bytes64(const u8* b) {
-    u64 m = 0;
-    for (int i = 0; i < 8; i++) {
-        u64 x;
-        std::memcpy(&x, b + 8 * i, 8);
-        m |= ((x * 0x0102040810204080ull) >> 56) << (8 * i);
-    }
-    return m;
-}
-
-template <int ACT, bool LA, bool LG>
-static void row_t(Epi& E, Scratch& S, i64 p, const float* ET_RESTRICT z) {
-    ActInfo& I = *E.I;
-    const int K = E.K;
-    float* ET_RESTRICT arow = S.arow.data();
-    u8* ET_RESTRICT s1 = S.st.data();
-    u8* ET_RESTRICT s2 = S.st2.data();
-    u8* ET_RESTRICT nzb = S.nzb.data();
-    u8* ET_RESTRICT gb = S.gb.data();
-    i64* ET_RESTRICT ch = S.chan.data();
-    const float alpha = I.alpha, lo = I.lo, hi = I.hi;
-    const bool clip0 = I.kind == KD_CLIP0;
-    const bool dense_kind = I.kind == KD_DENSE;
-    // pass 1: simple loops the compiler vectorises: a, state planes, A/G bytes, counts
-    for (int k = 0; k < K; k++) {
-        int sd;
-        arow[k] = actf<ACT>(z[k], alpha, lo, hi, sd);
-    }
-    if constexpr (ACT == ACT_CLIP || ACT == ACT_HSWISH) {
-        const float t0 = ACT == ACT_CLIP ? lo : -3.f, t1 = ACT == ACT_CLIP ? hi : 3.f;
-        for (int k = 0; k < K; k++) {
-            const float zk = z[k];
-            s1[k] = (u8)((zk > t0) & (zk < t1));
-            s2[k] = (u8)(zk >= t1);
-        }
-        if constexpr (ACT == ACT_HSWISH) {
-            // stored value: z where curved (a is recomputed from it), a elsewhere
-            float* ET_RESTRICT vrow = S.vrow.data();
-            for (int k = 0; k < K; k++) vrow[k] = s1[k] ? z[k] : arow[k];
-        }
-    } else if constexpr (ACT == ACT_LEAKY) {
-        for (int k = 0; k < K; k++) s1[k] = (u8)(z[k] > 0.f);
-    }
-    for (int k = 0; k < K; k++) nzb[k] = (u8)(arow[k] != 0.f);
-    int acount = 0, gcount = 0;
-    for (int k = 0; k < K; k++) acount += nzb[k];
-    for (int k = 0; k < K; k++) ch[k] += nzb[k];
-    const u8* gsrc = nullptr;  // G bytes
-    if constexpr (ACT == ACT_RELU) gsrc = nzb;
-    else if constexpr (ACT == ACT_CLIP || ACT == ACT_HSWISH) {
-        if (ACT == ACT_HSWISH || clip0) {
-            for (int k = 0; k < K; k++) gb[k] = (u8)(s1[k] | s2[k]);
-            if (ACT == ACT_CLIP) gsrc = s1;  // Clip(0,hi): G = linear region
-            else gsrc = gb;                  // hard-swish: G = curved | identity
-        }
-    }
-    if (gsrc) for (int k = 0; k < K; k++) gcount += gsrc[k];
-    else gcount = K;
-    if (E.aout) std::memcpy(E.aout + p * K, arow, sizeof(float) * K);
-    const float* ET_RESTRICT srow = ACT == ACT_HSWISH ? S.vrow.data() : arow;  // stored values
-    if (!LA && E.store_vals) std::memcpy(I.vals.data() + p * K, srow, sizeof(float) * K);
-    const int nw = (K + 63) >> 6;
-    if (I.bpe == 1) {
-        // state bit: ReLU a > 0 (= nzb), LeakyReLU z > 0 (= st)
-        const u8* sb = ACT == ACT_RELU ? nzb : s1;
-        const i64 bit0 = p * K;
-        const i64 wfirst = bit0 >> 6, wlast = (bit0 + K - 1) >> 6;
-        for (int w = 0; w < nw; w++) {
-            const int base = w << 6;
-            or_bits(I.bits.data(), bit0 + base, pack_bytes64(sb + base), std::min(64, K - base), wfirst, wlast);
-        }
-    } else if (I.bpe == 2) {
-        const i64 bit0 = p * K * 2;
-        const i64 wfirst = bit0 >> 6, wlast = (bit0 + 2 * (i64)K - 1) >> 6;
-        for (int w = 0; w < nw; w++) {
-            const int base = w << 6;
-            const u64 a = pack_bytes64(s1 + base), b = pack_bytes64(s2 + base);
-            const u64 lo = spread32(a) | (spread32(b) << 1), hi = spread32(a >> 32) | (spread32(b >> 32) << 1);
-            or_bits(I.bits.data(), bit0 + 2 * base, lo, std::min(64, 2 * (K - base)), wfirst, wlast);
-            if (K - base > 32) or_bits(I.bits.data(), bit0 + 2 * (base + 32), hi, std::min(64, 2 * (K - base - 32)), wfirst, wlast);
-        }
-    }
-    // compaction by iterating set bits (cost ~ nnz, no mispredicted branches)
-    i64 na = S.na, ng = S.ng;
-    if (LA) {
-        i32* ET_RESTRICT ai = S.ai.data();
-        float* ET_RESTRICT av = S.av.data();
-        for (int w = 0; w < nw; w++)
-            for (u64 m = pack_bytes64(nzb + (w << 6)); m; m &= m - 1) {
-                const int k = (w << 6) + ctz64(m);
-                if (E.store_idx) ai[na] = k;
-                if (E.store_vals) av[na] = srow[k];
-                na++;
-            }
-    }
-    if (LG) {
-        i32* ET_RESTRICT gi = S.gi.data();
-        for (int w = 0; w < nw; w++)
-            for (u64 m = pack_bytes64(gsrc + (w << 6)); m; m &= m - 1) gi[ng++] = (w << 6) + ctz64(m);
-    }
-    if (!I.a_constrained) acount = K;
-    if (dense_kind) gcount = K;
-    I.acnt[p] = acount;
-    I.gcnt[p] = gcount;
-    if (LA) I.a_ptr[p + 1] = na - S.na;
-    if (LG) I.g_ptr[p + 1] = ng - S.ng;
-    S.na = na; S.ng = ng;
-}
-
-// ---------------------------------------------------------------- fast ReLU / ReLU6 rows
-// One pass over 8-lane vectors when K % 8 == 0 (every row then starts on a byte
-// of the state bits): a, the state bits written as whole bytes, the counts, and
-// the lists compacted branch-free with a permutation table (GCC vector
-// extension; lowered to vpermps on AVX2, tbl on NEON).
-#if defined(__GNUC__) && !defined(__clang__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && !defined(ET_PORTABLE_EPILOGUE)
-#define ET_FAST_EPI 1
-typedef i32 vi __attribute__((vector_size(32)));
-
-struct Compact8 {
-    vi perm[256];  // lanes of the set bits of m first, in order
-    u16 spread[256];  // bit i -> bit 2i
-    u8 even[256];     // bits 0, 2, 4, 6 -> bits 0..3 (state bit 0 of four 2-bit codes)
-    Compact8() {
-        for (int b = 0; b < 256; b++) even[b] = u8((b & 1) | (b >> 1 & 2) | (b >> 2 & 4) | (b >> 3 & 8));
-        for (int m = 0; m < 256; m++) {
-            int n = 0;
-            vi v = {0, 0, 0, 0, 0, 0, 0, 0};
-            for (int i = 0; i < 8; i++)
-                if (m >> i & 1) v[n++] = i;
-            perm[m] = v;
-            u16 sp = 0;
-            for (int i = 0; i < 8; i++) sp |= u16((m >> i & 1) << (2 * i));
-            spread[m] = sp;
-        }
-    }
-};
-static const Compact8 kC8;
-
-static inline unsigned mask8(vi c) {  // lane i of c is -1 or 0 -> bit i
-#if defined(__AVX__)
-    return (unsigned)__builtin_ia32_movmskps256((__attribute__((vector_size(32))) float)c);
-#else
-    unsigned m = 0;
-    for (int i = 0; i < 8; i++) m |= unsigned(c[i] & 1) << i;
-    return m;
-#endif
-}
-
-template <int ACT, bool LA, bool LG>
-static void row_fast(Epi& E, Scratch& S, i64 p, const float* ET_RESTRICT z) {
-    ActInfo& I = *E.I;
-    const int K = E.K;
-    const float lo = I.lo, hi = I.hi;
-    const vf8 vlo = vzero8() + lo, vhi = vzero8() + hi, v0 = vzero8();
-    u8* bytes = reinterpret_cast<u8*>(I.bits.data());
-    float* aout = E.aout ? E.aout + p * K : nullptr;
-    float* vout = LA || !E.store_vals ? nullptr : I.vals.data() + p * K;
-    i32* ET_RESTRICT ai = S.ai.data();
-    float* ET_RESTRICT av = S.av.data();
-    i32* ET_RESTRICT gi = S.gi.data();
-    vi* ch = reinterpret_cast<vi*>(S.ch32.data());
-    i64 na = S.na, ng = S.ng;
-    int acount = 0, gcount = 0;
-    for (int j = 0; j < K; j += 8) {
-        const vf8 zv = loadu8(z + j);
-        vf8 a, sv;
-        unsigned mnz, mg, m2 = 0;
-        if constexpr (ACT == ACT_NONE) {  // network input / unconstrained output: A = non-zeros, no state
-            const vi c = zv != v0;
-            a = zv;
-            mnz = mask8(c);
-            mg = 0xffu;
-            ch[j >> 3] -= c;
-        } else if constexpr (ACT == ACT_RELU) {
-            const vi c = zv > v0;
-            a = c ? zv : v0;
-            mnz = mg = mask8(c);
-            ch[j >> 3] -= c;
-            bytes[(p * K + j) >> 3] = (u8)mnz;
-        } else if constexpr (ACT == ACT_HSWISH) {  // state 1 curved, 2 identity; G = both
-            const vf8 v3 = vzero8() + 3.f, v6 = vzero8() + 6.f;
-            const vi c1 = (zv > -v3) & (zv < v3), c2 = zv >= v3;
-            // hswish_a, operation for operation (std::max/std::min as selects): bit-identical
-            vf8 t = zv + v3;
-            t = t < v0 ? v0 : t;
-            t = v6 < t ? v6 : t;
-            a = zv * t / v6;
-            sv = c1 ? zv : a;  // stored: z where curved (a is recomputed from it), a elsewhere
-            const vi cn = a != v0;
-            mnz = mask8(cn);
-            const unsigned m1 = mask8(c1);
-            m2 = mask8(c2);
-            mg = m1 | m2;
-            ch[j >> 3] -= cn;
-            const u16 st = u16(kC8.spread[m1] | (kC8.spread[m2] << 1));
-            std::memcpy(bytes + ((p * K + j) >> 2), &st, 2);
-        } else {  // Clip(0, hi): state 1 linear (G), 2 saturated
-            const vi c1 = (zv > vlo) & (zv < vhi), c2 = zv >= vhi;
-            a = zv < vlo ? vlo : zv;
-            a = a > vhi ? vhi : a;
-            const vi cn = a != v0;
-            mnz = mask8(cn);
-            mg = mask8(c1);
-            m2 = mask8(c2);
-            ch[j >> 3] -= cn;
-            const u16 st = u16(kC8.spread[mg] | (kC8.spread[m2] << 1));
-            std::memcpy(bytes + ((p * K + j) >> 2), &st, 2);
-        }
-        if constexpr (ACT != ACT_HSWISH) sv = a;
-        if (aout) storeu8(aout + j, a);
-        if (vout) storeu8(vout + j, sv);
-        acount += __builtin_popcount(mnz);
-        gcount += __builtin_popcount(mg);
-        if (LA) {
-            const vi pm = kC8.perm[mnz];
-            if (E.store_vals) storeu8(av + na, __builtin_shuffle(sv, pm));
-            if (E.store_idx) {
-                const vi ix = pm + j;
-                std::memcpy(ai + na, &ix, sizeof ix);
-            }
-            na += __builtin_popcount(mnz);
-        }
-        if (LG) {
-            const vi ix = kC8.perm[mg] + j;
-            std::memcpy(gi + ng, &ix, sizeof ix);
-            ng += __builtin_popcount(mg);
-        }
-    }
-    I.acnt[p] = I.a_constrained ? acount : K;
-    I.gcnt[p] = gcount;
-    if (LA) I.a_ptr[p + 1] = na - S.na;
-    if (LG) I.g_ptr[p + 1] = ng - S.ng;
-    S.na = na;
-    S.ng = ng;
-}
-
-bool grad_rows_fast(ActInfo& O, const float* grad_a, i64 o0, i64 o1, float* D, int ldd, float* dvals,
-                    double* dbl) {
-    const int K = O.C;
-    if (K % 8 || !(O.kind == KD_RELU || O.kind == KD_CLIP0)) return false;
-    const u8* bytes = reinterpret_cast<const u8*>(O.bits.data());
-    const bool lists = !O.g_all;
-    const i64* gptr = O.g_same ? O.a_ptr.data() : O.g_ptr.data();
-    const vi lane = {0, 1, 2, 3, 4, 5, 6, 7};
-    float tmp[8];
-    float* const dv_end = dvals ? dvals + (lists ? gptr[o1] : o1 * K) : nullptr;
-    for (i64 o = o0; o < o1; o++) {
-        const float* ga = grad_a + o * K;
-        float* dv = dvals ? dvals + (lists ? gptr[o] : o * K) : nullptr;
-        for (int j = 0; j < K; j += 8) {
-            const i64 e = o * K + j;
-            unsigned m;
-            if (O.bpe == 1) {
-                m = bytes[e >> 3];
-            } else {  // Clip(0, hi): G = the linear state (bit 0 of each 2-bit code)
-                u16 st;
-                std::memcpy(&st, bytes + (e >> 2), 2);
-                m = unsigned(kC8.even[st & 0xff]) | (unsigned(kC8.even[st >> 8]) << 4);
-            }
-            const vi in_g = ((vi{} + int(m)) >> lane & 1) != 0;
-            const vf8 d = in_g ? loadu8(ga + j) : vzero8();
-            if (D) storeu8(D + o * ldd + j, d);
-            if (dv) {
-                if (lists) {
-                    const vf8 packed = __builtin_shuffle(d, kC8.perm[m]);
-                    // A whole-vector store spills up to 8 floats past this row's entries; later rows of
-                    // this range overwrite the spill, but nothing may land past the range's own end
-                    // (the next range belongs to another thread, and a short last row does not cover it).
-                    if (dv + 8 <= dv_end) {
-                        storeu8(dv, packed);
-                    } else {
-                        storeu8(tmp, packed);
-                        std::memcpy(dv, tmp, sizeof(float) * __builtin_popcount(m));
-                    }
-                    dv += __builtin_popcount(m);
-                } else {
-                    storeu8(dv + j, d);
-                }
-            }
-            storeu8(tmp, d);
-            for (int i = 0; i < 8; i++) dbl[j + i] += tmp[i];
-        }
-    }
-    return true;
-}
-
-unsigned g_bits8(const ActInfo& I, i64 e) {
-    const u8* bytes = reinterpret_cast<const u8*>(I.bits.data());
-    if (I.bpe == 1) return bytes[e >> 3];
-    u16 st;
-    std::memcpy(&st, bytes + (e >> 2), 2);
-    if (I.kind == KD_HSWISH) st = u16((st | (st >> 1)) & 0x5555);  // G = curved or identity
-    return unsigned(kC8.even[st & 0xff]) | (unsigned(kC8.even[st >> 8]) << 4);
-}
-#else
-bool grad_rows_fast(ActInfo&, const float*, i64, i64, float*, int, float*, double*) { return false; }
-
-unsigned g_bits8(const ActInfo& I, i64 e) {
-    unsigned m = 0;
-    for (int i = 0; i < 8; i++) m |= unsigned(I.in_g_state(I.state(e + i))) << i;
-    return m;
-}
-#endif
-
-template <int ACT>
-static inline void row_dispatch(Epi& E, Scratch& S, i64 p, const float* z) {
-#ifdef ET_FAST_EPI
-    if constexpr (ACT == ACT_RELU || ACT == ACT_CLIP || ACT == ACT_NONE || ACT == ACT_HSWISH) {
-        if (E.K % 8 == 0 && (ACT != ACT_CLIP || E.I->kind == KD_CLIP0)) {
-            if (E.listA) {
-                if (E.listG) row_fast<ACT, true, true>(E, S, p, z);
-                else row_fast<ACT, true, false>(E, S, p, z);
-            } else {
-                row_fast<ACT, false, false>(E, S, p, z);
-            }
-            return;
-        }
-    }
-#endif
-    if (E.listA) {
-        if (E.listG) row_t<ACT, true, true>(E, S, p, z);
-        else row_t<ACT, true, false>(E, S, p, z);
-    } else {
-        row_t<ACT, false, false>(E, S, p, z);
-    }
-}
-
-void Epi::begin(ActInfo* info, float* a_out, int maxthreads) {
-    I = info;
-    aout = a_out;
-    K = I->C;
-    listA = !I->a_all;
-    listG = !I->g_all && !I->g_same && !I->derived;
-    store_idx = listA && !I->derived;
-    store_vals = I->has_values;
-    const i64 P = I->P;
-    if (listA) { I->a_ptr.reset(P + 1); I->a_ptr[0] = 0; }
-    if (listG) { I->g_ptr.reset(P + 1); I->g_ptr[0] = 0; }
-    if (I->bpe) {
-        I->nwords = (P * K * I->bpe + 63) / 64;
-        I->bits.reset(I->nwords, true);
-    }
-    if (!listA && store_vals) { I->vals.reset(P * K); I->nvals = P * K; }
-    I->acnt.reset(P);
-    I->gcnt.reset(P);
-    auto& pl = pool();
-    while ((int)pl.size() < maxthreads) pl.emplace_back(new Scratch());
-    nthreads = maxthreads;
-    for (int t = 0; t < maxthreads; t++) {
-        Scratch& S = *pl[t];
-        S.chan.assign(K, 0);
-        S.ch32.reset((size_t)round_up(std::max(K, 1), 8), true);  // read as 8-lane int vectors
-        S.na = S.ng = 0;
-        S.p0 = S.p1 = 0;
-    }
-}
-
-void Epi::start(int tid, i64 p0, i64 p1) {
-    Scratch& S = *pool()[tid];
-    S.p0 = p0;
-    S.p1 = p1;
-    size_t n = (size_t)std::max<i64>(p1 - p0, 0) * K;
-    // + slack: the fast rows store whole 8-lane vectors past the list end
-    if (store_idx) S.ai.ensure(n + 8);
-    if (listA && store_vals) S.av.ensure(n + 8);
-    if (listG) S.gi.ensure(n + 8);
-    S.arow.ensure(K);
-    S.vrow.ensure(K);
-    const size_t K64 = (size_t)(K + 63) / 64 * 64;
-    if (S.nzb.size() < K64 || S.stride != K) {
-        S.nzb.reset(K64, true);
-        S.gb.reset(K64, true);
-        S.st.reset(K64, true);
-        S.st2.reset(K64, true);
-        S.stride = K;
-    }
-}
-
-void Epi::row(int tid, i64 p, const float* z) {
-    Scratch& S = *pool()[tid];
-    switch (I->act) {
-        case ACT_RELU: row_dispatch<ACT_RELU>(*this, S, p, z); break;
-        case ACT_CLIP: row_dispatch<ACT_CLIP>(*this, S, p, z); break;
-        case ACT_HSWISH: row_dispatch<ACT_HSWISH>(*this, S, p, z); break;
-        case ACT_LEAKY: row_dispatch<ACT_LEAKY>(*this, S, p, z); break;
-        case ACT_SIGMOID: row_dispatch<ACT_SIGMOID>(*this, S, p, z); break;
-        default: row_dispatch<ACT_NONE>(*this, S, p, z); break;
-    }
-}
-
-void Epi::finish() {
-    auto& pl = pool();
-    std::vector<Scratch*> rs;
-    for (int t = 0; t < nthreads; t++)
-        if (pl[t]->p1 > pl[t]->p0) rs.push_back(pl[t].get());
-    std::sort(rs.begin(), rs.end(), [](Scratch* a, Scratch* b) { return a->p0 < b->p0; });
-    i64 cover = 0;
-    for (Scratch* s : rs) {
-        if (s->p0 != cover) throw std::logic_error("epilogue ranges do not tile the pixels");
-        cover = s->p1;
-    }
-    if (cover != I->P) throw std::logic_error("epilogue ranges do not cover the pixels");
-    const int nr = (int)rs.size();
-    std::vector<i64> oa(nr + 1, 0), og(nr + 1, 0);
-    for (int i = 0; i < nr; i++) {
-        oa[i + 1] = oa[i] + rs[i]->na;
-        og[i + 1] = og[i] + rs[i]->ng;
-    }
-    if (store_idx) I->a_idx.reset(oa[nr]);
-    if (listA && store_vals) { I->vals.reset(oa[nr]); I->nvals = oa[nr]; }
-    if (listG) { I->g_idx.reset(og[nr]); I->nnz_g = og[nr]; }
-    const int K = this->K;
-    ActInfo* In = I;
-    const bool lA = listA, lG = listG, li = store_idx, lv = store_vals;
-#pragma omp parallel for schedule(static, 1)
-    for (int i = 0; i < nr; i++) {
-        Scratch& S = *rs[i];
-        i64 ca = oa[i], cg = og[i];
-        for (i64 p = S.p0; p < S.p1; p++) {
-            if (lA) { ca += In->a_ptr[p + 1]; In->a_ptr[p + 1] = ca; }
-            if (lG) { cg += In->g_ptr[p + 1]; In->g_ptr[p + 1] = cg; }
-        }
-        if (li && S.na) std::memcpy(In->a_idx.data() + oa[i], S.ai.data(), S.na * sizeof(i32));
-        if (lA && lv && S.na) std::memcpy(In->vals.data() + oa[i], S.av.data(), S.na * sizeof(float));
-        if (lG && S.ng) std::memcpy(In->g_idx.data() + og[i], S.gi.data(), S.ng * sizeof(i32));
-    }
-    I->chan_nnz.assign(K, 0);
-    for (Scratch* s : rs)
-        for (int k = 0; k < K; k++) I->chan_nnz[k] += s->chan[k] + s->ch32[k];
-    if (!I->a_constrained) std::fill(I->chan_nnz.begin(), I->chan_nnz.end(), I->P);
-    i64 na = 0, ng = 0;
-    for (i64 p = 0; p < I->P; p++) { na += I->acnt[p]; ng += I->gcnt[p]; }
-    I->nnz_a = na;
-    I->cnt_g = ng;
-    if (I->g_same) I->nnz_g = na;
-    if (I->derived && !I->g_same && !I->g_all) {  // G's value offsets, from its counts
-        I->g_ptr.reset(I->P + 1);
-        I->g_ptr[0] = 0;
-        for (i64 p = 0; p < I->P; p++) I->g_ptr[p + 1] = I->g_ptr[p] + I->gcnt[p];
-        I->nnz_g = ng;
-    }
-    int T = max_threads();
-    if (listA) I->part = balanced_split(I->a_ptr.data(), I->P, T);
-    else { I->part.resize(T + 1); for (int t = 0; t <= T; t++) I->part[t] = split(I->P, T, t); }
-    // the lists are in their final arrays now: the per-thread copies go back to the recycler
-    // (kept, they would hold the largest layer's lists twice for the whole step)
-    for (Scratch* sc : rs) {
-        sc->ai.clear();
-        sc->av.clear();
-        sc->gi.clear();
-    }
-}
-
 InfoPtr make_info(int N, int H, int W, int C, int act, float alpha, float lo, float hi, bool dense) {
     auto I = std::make_shared<ActInfo>();
     I->N = N; I->H = H; I->W = W; I->C = C;
@@ -615,24 +34,6 @@ InfoPtr make_info(int N, int H, int W, int C, int act, float alpha, float lo, fl
     I->g_same = !I->g_all && I->kind == KD_RELU;
     I->derived = !dense && (I->kind == KD_RELU || I->kind == KD_CLIP0);
     I->bpe = bits_per_elem(act);
-    return I;
-}
-
-InfoPtr activate_rows(const float* z, float* a_out, int N, int H, int W, int C, int act, float alpha,
-                      float lo, float hi, bool dense) {
-    InfoPtr I = make_info(N, H, W, C, act, alpha, lo, hi, dense);
-    Epi E;
-    const int T = max_threads();
-    E.begin(I.get(), a_out, T);
-    const i64 P = I->P;
-#pragma omp parallel num_threads(T)
-    {
-        int t = thread_id(), nt = team_size();
-        i64 p0 = split(P, nt, t), p1 = split(P, nt, t + 1);
-        E.start(t, p0, p1);
-        for (i64 p = p0; p < p1; p++) E.row(t, p, z + p * C);
-    }
-    E.finish();
     return I;
 }
 
@@ -680,7 +81,7 @@ int decode_row(const ActInfo& I, int which, i64 p, int c0, int n, i32* out) {
         if (n - j < 8) m &= (1u << (n - j)) - 1;
         const u8* pm = kPerm8.idx[m];
         for (int i = 0; i < 8; i++) out[cnt + i] = c0 + j + pm[i];  // fixed trip count: no branch per entry
-        cnt += popc64(m);
+        cnt += __builtin_popcount(m);
     }
     return cnt;
 }
@@ -691,7 +92,7 @@ int count_row(const ActInfo& I, int which, i64 p, int c0, int n) {
     for (int j = 0; j < n; j += 8) {
         unsigned m = mask8_at(I, which, e0 + j);
         if (n - j < 8) m &= (1u << (n - j)) - 1;
-        cnt += popc64(m);
+        cnt += __builtin_popcount(m);
     }
     return cnt;
 }
@@ -706,11 +107,9 @@ void materialize(RowView& V, ABuf<i32>& buf) {
     i32* out = buf.data();
     constexpr i64 kRows = 256;
     const i64 chunks = (P + kRows - 1) / kRows;
-#pragma omp parallel
-    {
+    parallel_for(chunks, 1, [&](i64 c0, i64 c1, int) {
         std::vector<i32> last(C + 8);
-#pragma omp for schedule(static)
-        for (i64 ch = 0; ch < chunks; ch++) {
+        for (i64 ch = c0; ch < c1; ch++) {
             const i64 p0 = ch * kRows, p1 = std::min(P, p0 + kRows);
             // rows in order: decode_row writes whole groups of 8, and each row overwrites the
             // overrun of the rows before it; a row whose overrun could reach past the chunk
@@ -726,7 +125,7 @@ void materialize(RowView& V, ABuf<i32>& buf) {
                 }
             }
         }
-    }
+    });
     V.idx = out;
     V.info = nullptr;
 }
@@ -778,8 +177,7 @@ const i32* ActInfo::gofs(int which, int groups) {
     i32* b = buf.data();
     const ActInfo& I = *this;
     const int w = useA ? 0 : 1;
-#pragma omp parallel for schedule(static)
-    for (i64 p = 0; p < P; p++) {
+    parallel_each(P, [&](i64 p) {
         const i64 s = ptr[p], e = ptr[p + 1];
         i32* go = b + p * (groups + 1);
         if (I.derived) {
@@ -797,7 +195,7 @@ const i32* ActInfo::gofs(int which, int groups) {
             }
         }
         go[groups] = i32(e - s);
-    }
+    });
     auto res = gofs_cache.emplace(key, std::move(buf));
     return res.first->second.data();
 }
@@ -818,21 +216,21 @@ const i32* ActInfo::group_counts(int which, int groups) {
         for (i64 i = 0; i < P * groups; i++) b[i] = Cg;
     } else if (which == 0) {
         const float* a = dense_values();
-#pragma omp parallel for schedule(static)
-        for (i64 p = 0; p < P; p++)
+        parallel_each(P, [&](i64 p) {
             for (int g = 0; g < groups; g++) {
                 int c = 0;
                 for (int k = g * Cg; k < (g + 1) * Cg; k++) c += a[p * C + k] != 0.f;
                 b[p * groups + g] = c;
             }
+        });
     } else {
-#pragma omp parallel for schedule(static)
-        for (i64 p = 0; p < P; p++)
+        parallel_each(P, [&](i64 p) {
             for (int g = 0; g < groups; g++) {
                 int c = 0;
                 for (int k = g * Cg; k < (g + 1) * Cg; k++) c += in_g_state(state(p * C + k));
                 b[p * groups + g] = c;
             }
+        });
     }
     std::lock_guard<std::mutex> lk(mu);
     auto res = gcount_cache.emplace(std::make_pair(which, groups), std::move(buf));
@@ -854,18 +252,17 @@ const float* ActInfo::a_values() {
     d->reset(std::max<i64>(nvals, 1));
     float* o = d->data();
     const ActInfo& I = *this;
-#pragma omp parallel for schedule(static)
-    for (i64 p = 0; p < P; p++) {
+    parallel_each(P, [&](i64 p) {
         if (I.a_all) {
             for (int k = 0; k < C; k++) {
                 const i64 e = p * C + k;
-                o[e] = hswish_from_stored(I.vals[e], I.state(e));
+                o[e] = HswishAct::a_of(I.vals[e], I.state(e));
             }
         } else {
             for (i64 j = I.a_ptr[p]; j < I.a_ptr[p + 1]; j++)
-                o[j] = hswish_from_stored(I.vals[j], I.state(p * C + I.a_idx[j]));
+                o[j] = HswishAct::a_of(I.vals[j], I.state(p * C + I.a_idx[j]));
         }
-    }
+    });
     a_cache = std::move(d);
     return a_cache->data();
 }
@@ -878,8 +275,7 @@ const float* ActInfo::dense_values() {
     auto d = std::make_unique<ABuf<float>>();
     d->reset(P * C);
     float* o = d->data();
-#pragma omp parallel for schedule(static)
-    for (i64 p = 0; p < P; p++) {
+    parallel_each(P, [&](i64 p) {
         float* r = o + p * C;
         std::fill(r, r + C, 0.f);
         const i32* ix = derived ? nullptr : a_idx.data() + a_ptr[p];
@@ -890,7 +286,7 @@ const float* ActInfo::dense_values() {
             ix = buf.data();
         }
         for (i64 j = a_ptr[p]; j < a_ptr[p + 1]; j++) r[ix[j - a_ptr[p]]] = av[j];
-    }
+    });
     dense_cache = std::move(d);
     return dense_cache->data();
 }
@@ -947,12 +343,10 @@ std::unique_ptr<Transposed> ActInfo::transposed(bool pointwise, int tile_px, con
     const i32* codep = codes.data();
     Transposed* Tp = T.get();
     ActInfo* self = this;
-#pragma omp parallel
-    {
+    parallel_for(nt, 1, [&](i64 t0, i64 t1, int) {
         std::vector<i64> cnt(C);
         std::vector<i32> rowbuf;
-#pragma omp for schedule(dynamic, 4)
-        for (i64 t = 0; t < nt; t++) {
+        for (i64 t = t0; t < t1; t++) {
             const i64 p0 = Tp->tp0[t], p1 = Tp->tp1[t];
             const i64 base = all_ ? p0 * C : self->a_ptr[p0];
             std::fill(cnt.begin(), cnt.end(), 0);
@@ -1000,7 +394,7 @@ std::unique_ptr<Transposed> ActInfo::transposed(bool pointwise, int tile_px, con
                 }
             }
         }
-    }
+    });
     return T;
 }
 
@@ -1021,83 +415,33 @@ i64 ActInfo::plan_bytes() const {
     return b;
 }
 
-// ---------------------------------------------------------------- backward of f
-void fprime_row(ActInfo& I, i64 p, float* fp);
-
-void fprime_row(ActInfo& I, i64 p, float* fp) {
-    const int K = I.C;
-    const i64 e0 = p * K;
-    switch (I.act) {
-        case ACT_RELU:
-            for (int k = 0; k < K; k++) fp[k] = (float)I.state(e0 + k);
-            break;
-        case ACT_CLIP:
-            for (int k = 0; k < K; k++) fp[k] = I.state(e0 + k) == 1 ? 1.f : 0.f;
-            break;
-        case ACT_HSWISH: {
-            // curved: z is the stored value; curved but outside A (a == 0): z == 0 up to underflow, f' = 1/2
-            i64 j = I.a_all ? e0 : I.a_ptr[p];
-            const i64 je = I.a_all ? e0 + K : I.a_ptr[p + 1];
-            for (int k = 0; k < K; k++) {
-                const int s = I.state(e0 + k);
-                const bool inA = I.a_all || (j < je && I.a_idx[j] == k);
-                const float zv = inA ? I.vals[j] : 0.f;
-                if (inA) j++;
-                fp[k] = s == 1 ? (zv / 3.f + 0.5f) : (s == 2 ? 1.f : 0.f);
-            }
-            break;
-        }
-        case ACT_LEAKY:
-            for (int k = 0; k < K; k++) fp[k] = I.state(e0 + k) ? 1.f : I.alpha;
-            break;
-        case ACT_SIGMOID: {
-            const float* a = I.vals.data() + e0;
-            for (int k = 0; k < K; k++) fp[k] = (1.f - a[k]) * a[k];
-            break;
-        }
-        default:
-            for (int k = 0; k < K; k++) fp[k] = 1.f;
-    }
-}
-
-void grad_z_dense(ActInfo& I, const float* grad_a, float* d) {
-    const int K = I.C;
-#pragma omp parallel
-    {
-        std::vector<float> fp(K);
-#pragma omp for schedule(static)
-        for (i64 p = 0; p < I.P; p++) {
-            fprime_row(I, p, fp.data());
-            const float* g = grad_a + p * K;
-            float* o = d + p * K;
-            for (int k = 0; k < K; k++) o[k] = fp[k] != 0.f ? g[k] * fp[k] : 0.f;
-        }
-    }
-}
-
-// Rebuild a z that reproduces the stored states (exact for the stored data).
+// Rebuild a z that reproduces the stored states (exact for the stored data): the traits' z_of
+// of each element's stored value and state.
 static void reconstruct_z(ActInfo& I, float* z) {
     const int K = I.C;
-    if (I.act == ACT_HSWISH) {
-        // stored values: z where curved, a (= z) in the identity region
-#pragma omp parallel for schedule(static)
-        for (i64 p = 0; p < I.P; p++) {
-            i64 j = I.a_all ? p * K : I.a_ptr[p];
-            const i64 je = I.a_all ? (p + 1) * K : I.a_ptr[p + 1];
-            for (int k = 0; k < K; k++) {
-                const i64 e = p * K + k;
-                const int s = I.state(e);
-                const bool inA = I.a_all || (j < je && I.a_idx[j] == k);
-                const float v = inA ? I.vals[j] : 0.f;
-                if (inA) j++;
-                z[e] = s == 0 ? -4.f : v;
-            }
+    for_act(I.act, [&](auto T) {
+        using A = decltype(T);
+        if (!I.a_all && !I.derived) {
+            // stored values along the A lists (an element outside A stored nothing: 0)
+            parallel_each(I.P, [&](i64 p) {
+                i64 j = I.a_ptr[p];
+                const i64 je = I.a_ptr[p + 1];
+                for (int k = 0; k < K; k++) {
+                    const i64 e = p * K + k;
+                    const bool inA = j < je && I.a_idx[j] == k;
+                    const float v = inA ? I.vals[j] : 0.f;
+                    if (inA) j++;
+                    z[e] = A::z_of(v, I.state(e));
+                }
+            });
+            return;
         }
-        return;
-    }
-    const float* a = I.dense_values();
-#pragma omp parallel for schedule(static)
-    for (i64 e = 0; e < I.P * K; e++) z[e] = a[e];
+        // dense stored values, or ReLU/Clip lists derived from the bits (stored value = a)
+        const float* v = I.a_all ? I.vals.data() : I.dense_values();
+        parallel_each(I.P, [&](i64 p) {
+            for (int k = 0; k < K; k++) z[p * K + k] = A::z_of(v[p * K + k], I.state(p * K + k));
+        });
+    });
 }
 
 static InfoPtr copy_dense_kind(const InfoPtr& in, bool dense, int N, int H, int W, int C) {
@@ -1115,9 +459,7 @@ static InfoPtr copy_dense_kind(const InfoPtr& in, bool dense, int N, int H, int 
     for (i64 p = 0; p < o->P; p++) { o->acnt[p] = C; o->gcnt[p] = C; }
     o->nnz_a = o->cnt_g = o->P * C;
     o->chan_nnz.assign(C, o->P);
-    int T = max_threads();
-    o->part.resize(T + 1);
-    for (int t = 0; t <= T; t++) o->part[t] = split(o->P, T, t);
+    o->zero = in->zero;
     return o;
 }
 

@@ -13,25 +13,33 @@
 //  * plan (counted by plan_bytes, built during FP, never by searching for
 //    zeros except in analyze_input): per-pixel lists of non-zero channels of a
 //    (CSR, aligned with the packed values), per-pixel lists of channels in G,
-//    per-pixel/per-channel counts, a balanced pixel partition, and (built by
+//    per-pixel/per-channel counts, the zero structure, and (built by
 //    a trainable consumer's FP) per-tile per-channel pixel lists for WG.
 //
 // "all" (dense) mode: the same structures with every index listed (lists are
 // implicit iota, values dense) so that kernels run the same code densely.
 #pragma once
 #include <map>
+#include <memory>
 #include <mutex>
 
-#include "common.hpp"
+#include "act.hpp"
 
 namespace et {
 
-enum Act { ACT_INPUT = -1, ACT_NONE = 0, ACT_RELU = 1, ACT_CLIP = 2, ACT_HSWISH = 3, ACT_LEAKY = 4, ACT_SIGMOID = 5 };
-enum Kind { KD_INPUT = 0, KD_DENSE = 1, KD_RELU = 2, KD_CLIP0 = 3, KD_HSWISH = 4 };
-
-int kind_of(int act, float lo, float hi);
-int bits_per_elem(int act);
 const i32* iota_ptr(int n);  // 0..n-1, stable pointer
+
+// Zero structure of an activation, measured by the epilogue that made it: whole pixels and
+// whole channel blocks (VW consecutive channels, the vector width) that are zero in A (a == 0)
+// and outside G. Skipping by rows or blocks is what a register-tiled kernel can do; element
+// sparsity alone does not tell how much of that there is.
+struct ZeroStructure {
+    bool measured = false;  // rows wider than kMaxRowChannels are not measured
+    i64 zero_px_a = 0, zero_px_g = 0;    // pixels with no channel in A / in G
+    i64 zero_blk_a = 0, zero_blk_g = 0;  // channel blocks with no channel in A / in G
+    i64 blocks = 0;                      // channel blocks in all (P * ceil(C / VW))
+};
+constexpr int kMaxRowChannels = 8192;
 
 struct ActInfo;
 
@@ -88,12 +96,6 @@ struct Transposed {
     ABuf<float> val;
 };
 
-// hard-swish value (the one expression used both by FP and by reconstruction)
-static inline float hswish_a(float z) {
-    const float t = std::min(std::max(z + 3.f, 0.f), 6.f);
-    return z * t / 6.f;
-}
-
 struct ActInfo {
     int N = 0, H = 0, W = 0, C = 0;
     i64 P = 0;
@@ -128,7 +130,7 @@ struct ActInfo {
     ABuf<i32> acnt, gcnt;  // constraint counts per pixel (|A(p)|, |G(p)|)
     i64 nnz_a = 0, cnt_g = 0;
     std::vector<i64> chan_nnz;  // |A| per channel
-    std::vector<i64> part;      // pixel partition balanced by nnz
+    ZeroStructure zero;         // measured by the epilogue (activate_rows / a layer's FP)
 
     std::mutex mu;
     std::map<std::pair<int, int>, ABuf<i32>> gofs_cache;    // (which, groups)
@@ -145,14 +147,8 @@ struct ActInfo {
         return 0;
     }
     // is element (with state s) in the constraint set G
-    inline bool in_g_state(int s) const {
-        switch (kind) {
-            case KD_RELU: return s == 1;
-            case KD_CLIP0: return s == 1;
-            case KD_HSWISH: return s != 0;
-            default: return true;
-        }
-    }
+    inline bool in_g_state(int s) const { return in_g_code(act, kind, s); }
+    ActParams params() const { return ActParams{alpha, lo, hi}; }
 
     RowView view_a(int groups);
     RowView view_g(int groups);
@@ -165,8 +161,6 @@ struct ActInfo {
     const float* dense_values();  // dense a (materialised once if sparse or hard-swish)
     const float* a_values();      // a aligned with vals (== vals except hard-swish)
     void drop_caches();           // free what dense_values()/a_values() materialised
-    // stored value of an element (state s) of a hard-swish activation -> a
-    static inline float hswish_from_stored(float v, int s) { return s == 1 ? hswish_a(v) : v; }
 
     i64 stored_bytes() const;
     i64 plan_bytes() const;
@@ -191,9 +185,19 @@ inline int RowView::row(i64 p, int g, const i32*& ix, i64& off, i32* scratch) co
 
 using InfoPtr = std::shared_ptr<ActInfo>;
 
-// Fused activation epilogue: rows of z are turned into a, state bits, lists
-// and counts. Usage: begin(); in a parallel region each thread calls
-// start(tid, p0, p1) then row() for p0..p1-1 in order; then finish().
+// Fused activation epilogue: rows of z are turned into a, state bits, lists, counts and the
+// zero structure (epilogue.cpp). Usage: begin(info, a_out, chunk); the pixels are cut into
+// chunks of `chunk` rows; inside a parallel_for each chunk's rows are given by one thread, in
+// order: row(tid, p, z); then finish() packs the chunks' lists in chunk order (the result does
+// not depend on which thread ran which chunk).
+struct EpiChunk {
+    i32* ai = nullptr;    // this chunk's list segments
+    float* av = nullptr;
+    i32* gi = nullptr;
+    i64 na = 0, ng = 0;   // entries so far
+    i64 wfirst = 0, wlast = 0;  // state-bit words shared with neighbouring chunks
+};
+struct EpiThread;
 struct Epi {
     ActInfo* I = nullptr;
     float* aout = nullptr;  // optional dense a output (stride K)
@@ -201,11 +205,21 @@ struct Epi {
     bool listA = false, listG = false;
     bool store_idx = false;  // listA and the info keeps index lists (not derived from its bits)
     bool store_vals = true;  // the info keeps its values (see ActInfo::has_values)
-    void begin(ActInfo* info, float* a_out, int maxthreads);
-    void start(int tid, i64 p0, i64 p1);
+    i64 chunk_px = 1, nchunks = 0;
+    Epi();
+    ~Epi();
+    void init(ActInfo* info, float* a_out) { I = info; aout = a_out; }
+    void begin_chunks(i64 chunk);  // after init: the kernel's chunk of rows
+    void begin(ActInfo* info, float* a_out, i64 chunk) { init(info, a_out); begin_chunks(chunk); }
     void row(int tid, i64 p, const float* z);
     void finish();
-    int nthreads = 0;
+
+   private:
+    i64 seg = 0;
+    ABuf<i32> sai, sgi;
+    ABuf<float> sav;
+    std::vector<EpiChunk> chunks;
+    std::vector<std::unique_ptr<EpiThread>> threads;
 };
 
 InfoPtr make_info(int N, int H, int W, int C, int act, float alpha, float lo, float hi, bool dense);
@@ -214,12 +228,16 @@ InfoPtr activate_rows(const float* z, float* a_out, int N, int H, int W, int C, 
                       float lo, float hi, bool dense);
 // d = grad_a * f'(z) (dense, zero outside G).
 void grad_z_dense(ActInfo& I, const float* grad_a, float* d);
+// f'(z) of row p, from the stored state (and the stored value where f' needs it).
+void fprime_row(ActInfo& I, i64 p, float* fp);
 // The same for output rows [o0, o1) of a ReLU / Clip(0, hi) info with C % 8 == 0,
 // eight channels at a time: dense rows into D (row stride ldd; null: skipped),
 // the values along the G lists (dense rows in dense mode) into dvals (null:
 // skipped), per-channel sums added to dbl. Returns false (nothing written)
 // when the info does not qualify.
 bool grad_rows_fast(ActInfo& O, const float* grad_a, i64 o0, i64 o1, float* D, int ldd, float* dvals, double* dbl);
+// Zero the elements of row p (C floats) outside the G of I (no-op for an unconstrained I).
+void mask_by_g(const ActInfo& I, i64 p, float* row);
 // G of elements e..e+7 (e % 8 == 0, C % 8 == 0) of a ReLU / Clip(0, hi) / hard-swish info as 8 bits.
 unsigned g_bits8(const ActInfo& I, i64 e);
 // Convert any info to dense mode (or back: sparse mode of a dense info is a

@@ -217,16 +217,25 @@ def report_cmd(report_file, plot):
 @data_option("Data for the batch (default: each model's bundled data).")
 @json_option("Write the results here.")
 @click.option("--no-memory", is_flag=True, help="Skip the step-memory probes (one child process per engine).")
-def bench(models, batch_size, steps, threads, data, json_out, no_memory):
+@click.option("--background", type=int, default=0, show_default=True, callback=at_least(0),
+              help="Also time every engine beside N busy processes (a loaded device), and the sparse kernels "
+                   "and torch at one thread on the quiet machine.")
+def bench(models, batch_size, steps, threads, data, json_out, no_memory, background):
     """Time sparse vs dense-native vs numpy vs torch training steps on MODELS (default: bench models)."""
-    from .bench import BENCH_MODELS, default_threads, run_bench
+    from .bench import BENCH_MODELS, MAX_BACKGROUND_PER_CPU, default_threads, run_bench
+    from .errors import UsageError
     from .options import check_output_path
     from .report import write_report
 
+    limit = MAX_BACKGROUND_PER_CPU * default_threads()
+    if background > limit:
+        raise UsageError(f"--background {background}: at most {limit} busy processes "
+                         f"({MAX_BACKGROUND_PER_CPU} per CPU this process may use)")
     if json_out:
         check_output_path(json_out, "--json")      # before the minutes of timing, not after
     res = run_bench(list(models) or list(BENCH_MODELS), batch_size, steps, threads or default_threads(), data,
-                    echo=click.echo, memory=not no_memory)
+                    echo=click.echo, memory=not no_memory, background=background,
+                    progress=lambda line: click.echo(line, err=True))
     if json_out:
         write_report(json_out, res)
 

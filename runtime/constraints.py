@@ -3,7 +3,7 @@
 docs/ARCHITECTURE.md ("Position constraints") explains the idea. Every consumer reads this
 table: the analytic layer statistics (layer_stats), `edgetune info`, the accelerator model
 (`edgetune simulate` and the emulator's accounting, runtime/accel) and the emulator's HELLO
-capabilities. The C++ kernels decide the same things in native/info.cpp (kind_of,
+capabilities. The C++ kernels decide the same things in native/act.hpp (kind_of,
 bits_per_elem); tests/test_constraints.py checks them against this table for every op.
 
 A rule says, for the values `a = f(z)` an activation produces:
@@ -99,7 +99,7 @@ ACTIVATION_OPS = tuple(RULES)
 
 def rule_for(op: Optional[str], attrs: Optional[dict] = None) -> Rule:
     """The rule of an IR activation op (None: no activation). Clip is ReLU6-like, and so
-    constrained, only with min == 0 and max > 0 (the kernels' condition, native/info.cpp)."""
+    constrained, only with min == 0 and max > 0 (the kernels' condition, native/act.hpp)."""
     if op is None:
         return NONE
     if op == "clip":

@@ -45,6 +45,7 @@ def build_report(cfg, model, ds, engine, trainable, params, state, after, export
         dense, required = counters["macs_dense"], counters["macs_required"]
         batch = counters.get("batch") or batch
     _engine_layer_counts(rows, counters, device_step)
+    zero = {r["name"]: r for r in counters.get("layers", [])}   # the native kernels' zero structure
     act_bytes = counters.get("activation_bytes") if counters else _dense_activation_bytes(rows)
     report = {
         "model": cfg.model, "data": cfg.data, "engine": engine.name,
@@ -52,9 +53,10 @@ def build_report(cfg, model, ds, engine, trainable, params, state, after, export
         "trainable": list(trainable),
         "before": state["before"], "after": after,
         "history": state["history"],
-        "layers": [{k: r[k] for k in ("name", "op", "activation", "rule", "act_sparsity", "input_sparsity",
-                                      "grad_sparsity", "macs_dense", "macs_required", "macs_executed",
-                                      "act_bytes")} for r in rows],
+        "layers": [dict({k: r[k] for k in ("name", "op", "activation", "rule", "act_sparsity", "input_sparsity",
+                                           "grad_sparsity", "macs_dense", "macs_required", "macs_executed",
+                                           "act_bytes")}, **_zero_columns(zero.get(r["name"])))
+                   for r in rows],
         "macs": {"batch": batch, "dense": dense["total"], "required": required["total"],
                  "executed": executed["total"], "executed_source": source,
                  "per_phase": {"dense": dense, "required": required, "executed": executed}},
@@ -69,6 +71,16 @@ def build_report(cfg, model, ds, engine, trainable, params, state, after, export
         if key in extra:
             report[key] = extra[key]
     return report
+
+
+def _zero_columns(counted) -> dict:
+    """The zero structure of a layer's output as the engine measured it (the native kernels'
+    epilogue): shares of all-zero pixels and of all-zero channel blocks (block = the vector
+    width). Empty for engines that do not measure it."""
+    z = (counted or {}).get("zero")
+    if not z or not z.get("measured"):
+        return {}
+    return {"zero_pixels": z["zero_pixels"], "zero_blocks": z["zero_blocks"], "block_channels": z["block_channels"]}
 
 
 def _engine_layer_counts(rows, counters, device_step) -> None:

@@ -83,11 +83,12 @@ def _time_line(rep: dict) -> str:
 
 
 def layer_table(rep: dict) -> str:
-    """The per-layer table: sparsities, MACs dense/required/executed (all phases, `exec` = executed as
+    """The per-layer table: sparsities (and the zero structure the native kernels measured: all-zero
+    pixels and channel blocks), MACs dense/required/executed (all phases, `exec` = executed as
     % of dense) and the activation bytes kept for backward (`stored` as % of dense); its totals
     are the summary's figures."""
-    head = (f"{'layer':<24} {'act':<9} {'act 0s':>6} {'grad 0s':>7} {'MACs dense':>12} {'required':>12} "
-            f"{'executed':>12} {'exec':>6} {'act KiB':>8} {'stored':>7}")
+    head = (f"{'layer':<24} {'act':<9} {'act 0s':>6} {'0 px':>6} {'0 blk':>6} {'grad 0s':>7} {'MACs dense':>12} "
+            f"{'required':>12} {'executed':>12} {'exec':>6} {'act KiB':>8} {'stored':>7}")
     rows = [head, "-" * len(head)]
     tot = {"dense": 0, "required": 0, "executed": 0, "bd": 0, "bs": 0}
     have_exec = have_bytes = True
@@ -106,7 +107,10 @@ def layer_table(rep: dict) -> str:
         tot["bs"] += ab["stored"] if ab else 0
         executed = (f"{ex:,}", _pct(ex, dn)) if ex is not None else ("-", "-")
         kept = (f"{ab['dense'] / 1024:.1f}", _pct(ab["stored"], ab["dense"])) if ab else ("-", "-")
+        zp, zb = layer.get("zero_pixels"), layer.get("zero_blocks")   # measured by the native kernels only
         rows.append(f"{layer['name'][:24]:<24} {layer['activation'][:9]:<9} {100 * layer['act_sparsity']:>5.1f}% "
+                    f"{(f'{100 * zp:.1f}%' if zp is not None else '-'):>6} "
+                    f"{(f'{100 * zb:.1f}%' if zb is not None else '-'):>6} "
                     f"{100 * layer['grad_sparsity']:>6.1f}% {dn:>12,} {rq:>12,} {executed[0]:>12} {executed[1]:>6} "
                     f"{kept[0]:>8} {kept[1]:>7}")
     rows.append("-" * len(head))
@@ -115,8 +119,8 @@ def layer_table(rep: dict) -> str:
     share = _pct(tot["executed"], tot["dense"]) if have_exec else "-"
     kib = f"{total_bytes['dense'] / 1024:.1f}" if total_bytes else "-"
     stored = _pct(total_bytes["stored"], total_bytes["dense"]) if total_bytes else "-"
-    rows.append(f"{'total':<24} {'':<9} {'':>6} {'':>7} {tot['dense']:>12,} {tot['required']:>12,} {ex_total:>12} "
-                f"{share:>6} {kib:>8} {stored:>7}")
+    rows.append(f"{'total':<24} {'':<9} {'':>6} {'':>6} {'':>6} {'':>7} {tot['dense']:>12,} {tot['required']:>12,} "
+                f"{ex_total:>12} {share:>6} {kib:>8} {stored:>7}")
     return "\n".join(rows)
 
 

@@ -37,7 +37,7 @@ def test_bench_json_has_every_documented_field(tmp_path):
     assert result.exit_code == 0, result.output
     assert "digits_cnn" in result.output and "geomean" in result.output
     doc = json.loads(out.read_text())
-    assert set(doc) == {"results", "threads", "cpu", "simd"} and doc["threads"] >= 1
+    assert set(doc) == {"results", "threads", "cpu", "simd", "background"} and doc["threads"] >= 1
     import edgetune._native as nat
 
     assert doc["simd"]["isa"] == nat.SIMD_ISA and doc["simd"]["floats"] == nat.VECTOR_FLOATS
@@ -59,3 +59,39 @@ def test_bench_json_has_every_documented_field(tmp_path):
     assert macs["required"] <= macs["executed"] <= macs["executed_dense_switch"]
     assert abs(row["skip_ceiling"] - macs["executed_dense_switch"] / macs["executed"] / row["ideal_speedup"]) < 1e-9
     assert row["activation_bytes"]["values"] < row["activation_bytes"]["dense"]
+    # CPU time beside every wall median; the zero structure of the model and of each layer
+    assert set(row["cpu_ms"]) == {"sparse", "dense_native", "numpy", "torch"} and all(v > 0 for v in row["cpu_ms"].values())
+    zs = row["zero_structure"]
+    assert zs["block_channels"] == nat.VECTOR_FLOATS and 0.0 <= zs["zero_blocks"] <= 1.0 and 0.0 <= zs["zero_pixels"] <= 1.0
+    assert abs(zs["sparsity"] - row["act_sparsity"]) < 0.05   # measured by the kernels vs by the dense reference
+    layers = {r["name"]: r for r in row["layers"]}
+    assert all(set(r["kernels"]) == {"fp", "bp", "wg"} for r in layers.values())
+    assert any("zero" in r for r in layers.values())
+    # a line per model as it starts, on stderr
+    assert "[1/1] digits_cnn: timing" in result.stderr
+
+
+def test_bench_background_reports_quiet_and_loaded_times(tmp_path):
+    out = tmp_path / "bench.json"
+    result = run_cli("bench", "digits_mlp", "--steps", "1", "--batch-size", "8", "--no-memory", "--background", "1",
+                     "--json", str(out))
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(out.read_text())["results"]
+    bg = row["background"]
+    assert bg["processes"] == 1 and set(bg["loaded"]) == {"sparse", "dense_native", "torch"}
+    assert set(bg["quiet_1_thread"]) == {"sparse", "torch"}
+    assert bg["sparse_loaded_over_quiet_1_thread"] == bg["loaded"]["sparse"]["wall_ms"] / bg["quiet_1_thread"]["sparse"]["wall_ms"]
+    assert "loaded (1 busy)" in result.output
+    import edgetune._native as nat
+
+    assert nat.num_threads() == row["threads"]   # the one-thread turn put the thread count back
+    bad = run_cli("bench", "digits_mlp", "--background", "100000")
+    assert bad.exit_code == 2 and "--background 100000" in bad.output
+
+
+def test_background_load_processes_are_gone_afterwards():
+    from edgetune.runtime.bench import background_load
+
+    with background_load(2) as procs:
+        assert all(p.poll() is None for p in procs)
+    assert all(p.poll() is not None for p in procs)

@@ -1,6 +1,6 @@
 """The constraint table (runtime/constraints.py) against everything that decides the same thing.
 
-The C++ kernels decide it in native/info.cpp (kind_of, bits_per_elem and the fused epilogue):
+The C++ kernels decide it in native/act.hpp (kind_of, bits_per_elem, the traits the fused epilogue runs):
 for every activation op with a kernel, on generated pre-activations with the boundary points
 mixed in, the SparseInfo it builds must say what the table says - constrained or not, G, the
 stored bytes. The Python consumers read the table; the tests here fail if one of them grows a

@@ -113,12 +113,15 @@ def test_counters_required_equals_layer_stats_definition():
     for phase in ("fp", "bp", "wg"):
         assert step["macs_required"][phase] == sum(r["macs_required"][phase] for r in rows), phase
         assert step["macs_dense"][phase] == sum(r["macs_dense"][phase] for r in rows), phase
-        assert step["macs_required"][phase] <= step["macs_executed"][phase] <= step["macs_dense"][phase]
     dense = make_engine("native", dense=True)
     dense.load(model)
     executed = dense.measure_step(x, y)["macs_executed"]
     for phase in ("fp", "bp", "wg"):   # dense iteration executes everything, plus vector-tail lanes
         assert step["macs_dense"][phase] <= executed[phase] <= 1.01 * step["macs_dense"][phase], phase
+        # the sparse run executes at least what the constraints require and never more than the
+        # dense run (a layer whose operands are too dense to skip runs the tiled kernels, which
+        # execute the dense products)
+        assert step["macs_required"][phase] <= step["macs_executed"][phase] <= executed[phase], phase
 
 
 @pytest.mark.parametrize("name", ["bench_vgg_relu", "bench_resnet_relu", "digits_cnn"])

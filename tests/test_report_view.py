@@ -31,7 +31,11 @@ def test_finetune_prints_the_savings_summary(native_run):
     for ph in ("fp", "bp", "wg"):
         want = 100 * pp["executed"][ph] / pp["dense"][ph]
         assert abs(_pct(macs.split("(")[0], ph.upper()) - want) < 0.06, (ph, macs)
-        assert 0 < want < 100
+        # the tiled kernels execute a dense layer's products (plus vector-lane padding) where the
+        # operands are too dense for a list walk to pay: a phase may pass 100%, and then says why
+        assert 0 < want < 200
+        if want >= 100.05:
+            assert any(ln.startswith("  over 100% in ") and ph.upper() in ln for ln in output.splitlines()), output
     (mem,) = [ln for ln in output.splitlines() if ln.startswith("activation memory kept for backward: ")]
     assert "stored = " in mem and " non-zero lists vs " in mem and " dense (" in mem
     ab = rep["activation_bytes"]
@@ -54,6 +58,10 @@ def test_report_command_prints_the_per_layer_table(native_run):
         assert f"{sum(layer['macs_required'].values()):,}" in row
         assert f"{sum(layer['macs_executed'].values()):,}" in row
         assert f"{100 * layer['act_sparsity']:.1f}%" in row
+        # the zero structure the native kernels measured: all-zero pixels and channel blocks
+        assert 0.0 <= layer["zero_pixels"] <= layer["zero_blocks"] + 1e-12 <= 1.0 + 1e-12
+        assert f"{100 * layer['zero_pixels']:.1f}%" in row and f"{100 * layer['zero_blocks']:.1f}%" in row
+    assert "0 px" in out and "0 blk" in out
     (total,) = [ln for ln in out.splitlines() if ln.startswith("total")]
     assert f"{sum(sum(layer['macs_dense'].values()) for layer in rep['layers']):,}" in total
     assert f"{rep['macs']['executed']:,}" in total            # the same batch, the same kernels' count

@@ -122,9 +122,7 @@ bool check(const std::string& what, const float* got, const Tensor& ref, const T
 
 // One run of the layer: FP, then BP and WG. Returns whether every output matches.
 bool run(const Case& c, bool dense, int threads) {
-#ifdef _OPENMP
-    omp_set_num_threads(threads);
-#endif
+    set_pool_threads(threads);
     const Tensor& z_in = c.at("z_in");
     const int N = z_in.shape[0];
     const int H = c.kind == "gemm" ? 1 : z_in.shape[1], W = c.kind == "gemm" ? 1 : z_in.shape[2];

@@ -1,6 +1,6 @@
 // Channel gates and channel concatenation on channels-last tensors (the ops of issue 19's
 // families that touch every element). Plain C++17 over raw pointers; the Python glue is
-// native/ops/bind.cpp.
+// native/ops/bindings.cpp.
 #pragma once
 #include "../common.hpp"
 

@@ -6,6 +6,7 @@ With dense=True the same kernels iterate densely, so the sparse gain is measured
 against the same code."""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
@@ -24,7 +25,12 @@ from ..ops.activation import NATIVE_ACT as FUSABLE, native_act_args as _act_args
 F32 = np.float32
 # An activation with fewer zeros than this (in A and in G) is planned densely on the next step:
 # listing 5% zeros costs more than skipping them saves (bench_cnn_hardswish is 99.5% non-zero).
-MIN_SPARSITY = 0.2
+# Between this and 1 - WALK_DENSITY an activation is stored compressed although its consumers run
+# the register-tiled kernels on a dense copy: memory kept low at the price of that copy (planning
+# those densely too is faster and stores more than dense: EDGETUNE_PLAN_MIN_SPARSITY=0.55).
+MIN_SPARSITY = float(os.environ.get("EDGETUNE_PLAN_MIN_SPARSITY", 0.2))
+
+
 class _Layer:
     """A Conv/Gemm node with its fused activation and its native kernel object."""
 
@@ -58,6 +64,20 @@ def _activation_bytes(infos) -> dict:
     plan = sum(int(i.plan_bytes()) for i in infos)
     return {"dense": sum(int(i.dense_bytes()) for i in infos), "stored": values + plan, "values": values,
             "plan": plan}
+
+
+def zero_shares(info) -> dict:
+    """The zero structure of an activation (measured by the epilogue that made it): the share of
+    its pixels with no non-zero channel, and of its channel blocks (`block_channels` = the
+    vector width) with no non-zero channel, beside its element sparsity; `_g` the same for G
+    (where the error may pass). These are what a register-tiled kernel can skip; element
+    sparsity alone is what a list walk can."""
+    z = info.zero_structure()
+    px, blocks = max(int(z["pixels"]), 1), max(int(z["blocks"]), 1)
+    return {"measured": bool(z["measured"]), "block_channels": int(z["block_channels"]),
+            "sparsity": float(info.sparsity),
+            "zero_pixels": z["zero_pixels_a"] / px, "zero_blocks": z["zero_blocks_a"] / blocks,
+            "zero_pixels_g": z["zero_pixels_g"] / px, "zero_blocks_g": z["zero_blocks_g"] / blocks}
 
 
 @dataclass
@@ -437,9 +457,14 @@ class NativeEngine(Engine):
             totals[kind]["total"] = sum(totals[kind].values())
         infos = [lay.k.output_info for lay in self.layers.values() if lay.k.output_info is not None]
         layers = []
-        for name, counts in self.last_step.items():
-            info = self.layers[name].k.output_info
-            layers.append({"name": name, **counts, **({"act_bytes": _activation_bytes([info])} if info else {})})
+        for n, c in self.last_step.items():
+            k = self.layers[n].k
+            info = k.output_info
+            row = {"name": n, **c, "kernels": dict(k.kernels()), "cpu_ms": dict(k.phase_cpu_ms())}
+            if info is not None:
+                row["act_bytes"] = _activation_bytes([info])
+                row["zero"] = zero_shares(info)
+            layers.append(row)
         return {"macs_dense": totals["dense"], "macs_required": totals["required"],
                 "macs_executed": totals["executed"], "layers": layers,
                 "activation_bytes": _activation_bytes(infos)}
