@@ -23,9 +23,12 @@ SIMULATORS = ("verilator", "icarus")
 
 LINK_RTL = ["uart_rx.v", "uart_tx.v", "crc32_byte.v", "cobs_rx.v", "cobs_tx.v", "ram_sdp.v", "device_link.v"]
 PE_RTL = ["fp32_mul.v", "fp32_add.v", "ram_sdp.v", "pe_core.v"]
+CORE_RTL = ["fp32_mul.v", "fp32_add.v", "ram_sdp.v", "ram_lanes.v", "lane_mac.v", "pos_estimator.v", "train_seq.v",
+            "train_core.v"]
 DESIGNS = {
     "link_tb": [TB / "link_tb.v", TB / "line_fault.v"] + [RTL / f for f in LINK_RTL],
     "pe_tb": [TB / "pe_tb.v"] + [RTL / f for f in PE_RTL],
+    "train_core": [RTL / f for f in CORE_RTL],
 }
 
 
@@ -86,7 +89,7 @@ VERILATOR_ARGS = ["--timing", "-Wall", "-Wno-DECLFILENAME", "-Wno-UNUSEDSIGNAL",
                   "-Wno-WIDTHEXPAND",
                   "-CFLAGS", "-fcoroutines"]
 # the link runs for long (emulator --rtl): optimise; the PE core is wide and short-lived: compile fast
-VERILATOR_OPT = {"link_tb": "-O2", "pe_tb": "-O1"}
+VERILATOR_OPT = {"link_tb": "-O2", "pe_tb": "-O1", "train_core": "-O1"}
 
 
 def build(design: str, sim: str, parameters: Optional[Mapping[str, object]] = None) -> Path:
