@@ -114,7 +114,7 @@ module train_core #(
 
     always @* begin
         case (reg_addr)
-        6'h00: reg_rdata = {30'd0, !est_ready, seq_busy};
+        6'h00: reg_rdata = {28'd0, start, push, !est_ready, seq_busy};
         6'h30: reg_rdata = cyc_fp;
         6'h31: reg_rdata = cyc_bp;
         6'h32: reg_rdata = cyc_wg;

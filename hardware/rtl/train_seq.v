@@ -74,7 +74,8 @@ module train_seq #(
     output reg  [7:0]      est_p,
     output reg  [7:0]      est_kt,
     output reg             est_last,
-    // counters: cycles per class (0 FP, 1 BP, 2 WG, 3 update), MACs, entries
+    // counters: cycles per class (0 FP, 1 BP, 2 WG, 3 update), MACs of weights (the bias row's
+    // additions are not counted, as the engines count none), list entries
     output reg  [31:0]     cyc_fp, cyc_bp, cyc_wg, cyc_up,
     output reg  [31:0]     mac_fp, mac_bp, mac_wg,
     output reg  [31:0]     ent_fp, ent_bp, ent_wg
@@ -197,7 +198,7 @@ module train_seq #(
                 else if (state >= S_U_WD && state <= S_TRANS) cyc_up <= cyc_up + 1;
                 else cyc_wg <= cyc_wg + 1;
             end
-            if (v3 && k3 == K_MAC) begin
+            if (v3 && k3 == K_MAC && !(md == M_WG && bias_row)) begin   // the bias row is not a weight MAC
                 if (md == M_FP) begin mac_fp <= mac_fp + pop; ent_fp <= ent_fp + 1; end
                 else if (md == M_BP) begin mac_bp <= mac_bp + pop; ent_bp <= ent_bp + 1; end
                 else begin mac_wg <= mac_wg + pop; ent_wg <= ent_wg + 1; end

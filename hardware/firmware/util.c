@@ -1,0 +1,132 @@
+/* Freestanding helpers: memory, link buffer access, CRC-32, output writers. */
+#include "fw.h"
+
+void *memset(void *d, int c, size_t n) {
+    u8 *p = d;
+    while (n--) *p++ = (u8)c;
+    return d;
+}
+
+void *memcpy(void *d, const void *s, size_t n) {
+    u8 *p = d;
+    const u8 *q = s;
+    while (n--) *p++ = *q++;
+    return d;
+}
+
+size_t strlen(const char *s) {
+    size_t n = 0;
+    while (s[n]) n++;
+    return n;
+}
+
+int mem_eq(const char *a, const char *b, int n) {
+    for (int i = 0; i < n; i++)
+        if (a[i] != b[i]) return 0;
+    return 1;
+}
+
+/* The bus gathers four bytes per word read of a link buffer: keep the last word. */
+static u32 cache_addr = 1, cache_word;
+
+void rd_invalidate(void) { cache_addr = 1; }
+
+u8 rd8(u32 base, u32 off) {
+    u32 a = base + (off & ~3u);
+    if (a != cache_addr) {
+        cache_word = REG32(a);
+        cache_addr = a;
+    }
+    return (u8)(cache_word >> (8 * (off & 3)));
+}
+
+u32 rd32(u32 base, u32 off) {
+    if ((off & 3) == 0) {
+        u32 a = base + off;
+        if (a != cache_addr) {
+            cache_word = REG32(a);
+            cache_addr = a;
+        }
+        return cache_word;
+    }
+    return rd8(base, off) | (u32)rd8(base, off + 1) << 8 | (u32)rd8(base, off + 2) << 16 | (u32)rd8(base, off + 3) << 24;
+}
+
+static u32 crc_table[256];
+
+u32 crc32_update(u32 crc, u8 b) {
+    if (crc_table[1] == 0)
+        for (u32 i = 0; i < 256; i++) {
+            u32 c = i;
+            for (int k = 0; k < 8; k++) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+            crc_table[i] = c;
+        }
+    return crc_table[(crc ^ b) & 0xFF] ^ (crc >> 8);
+}
+
+void out_init(out_t *o, u32 base, u32 limit) {
+    o->base = base;
+    o->pos = 0;
+    o->crc = 0xFFFFFFFFu;
+    o->limit = limit;
+    o->overflow = 0;
+}
+
+void out_u8(out_t *o, u32 b) {
+    if (o->pos >= o->limit) {
+        o->overflow = 1;
+        return;
+    }
+    *(volatile u8 *)(o->base + o->pos) = (u8)b;
+    o->crc = crc32_update(o->crc, (u8)b);
+    o->pos++;
+}
+
+void out_u16(out_t *o, u32 v) {
+    out_u8(o, v);
+    out_u8(o, v >> 8);
+}
+
+void out_u32(out_t *o, u32 v) {
+    out_u16(o, v);
+    out_u16(o, v >> 16);
+}
+
+void out_mem(out_t *o, const char *s, int n) {
+    for (int i = 0; i < n; i++) out_u8(o, (u8)s[i]);
+}
+
+void out_str(out_t *o, const char *s) { out_mem(o, s, (int)strlen(s)); }
+
+static int dec(char *buf, u64 v) {
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + (int)(v % 10));
+        v /= 10;
+    } while (v);
+    for (int i = 0; i < n; i++) buf[i] = tmp[n - 1 - i];
+    return n;
+}
+
+void out_dec(out_t *o, u32 v) {
+    char b[24];
+    out_mem(o, b, dec(b, v));
+}
+
+void txt_mem(txt_t *t, const char *s, int n) {
+    for (int i = 0; i < n; i++)
+        if (t->pos < t->cap) t->buf[t->pos++] = s[i];
+}
+
+void txt_str(txt_t *t, const char *s) { txt_mem(t, s, (int)strlen(s)); }
+
+void txt_dec(txt_t *t, u32 v) {
+    char b[24];
+    txt_mem(t, b, dec(b, v));
+}
+
+void txt_dec64(txt_t *t, u64 v) {
+    char b[24];
+    txt_mem(t, b, dec(b, v));
+}

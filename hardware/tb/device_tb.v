@@ -1,0 +1,70 @@
+`timescale 1ns/1ps
+// Simulation top of the whole device (cocotb drives it; not for synthesis): the host's side of
+// the serial line as mailboxes (Python writes h2d_mem then h2d_wr, reads d2h_mem up to d2h_wr;
+// every byte still crosses a UART bit by bit), bit flips on both directions of the line, and
+// device_top.
+module device_tb #(
+    parameter CLKS_PER_BIT = 4,
+    parameter IDLE_CLKS    = 2000,
+    parameter MAX_PAYLOAD  = 4096,
+    parameter BUF_AW       = 13,
+    parameter STAGE_AW     = 18,
+    parameter RES_AW       = 18,
+    parameter RAM_AW       = 14,
+    parameter CLOCK_HZ     = 25000000,
+    parameter L            = 16,
+    parameter LB           = 4,
+    parameter NMAX         = 32,
+    parameter MB_AW        = 14
+) (
+    input  wire        rst,
+    input  wire [31:0] h2d_wr,
+    output reg  [31:0] h2d_rd,
+    output reg  [31:0] d2h_wr,
+    input  wire [15:0] fault_rate,
+    input  wire [31:0] fault_seed,
+    output wire [31:0] flips_h2d,
+    output wire [31:0] flips_d2h,
+    input  wire [31:0] entropy,
+    output wire        trap
+);
+    /* verilator lint_off PROCASSINIT */
+    reg clk = 1'b0;
+    /* verilator lint_on PROCASSINIT */
+    always #5 clk = ~clk;
+
+    /* verilator lint_off UNDRIVEN */
+    reg  [7:0] h2d_mem [0:(1 << MB_AW) - 1];   // written by Python
+    /* verilator lint_on UNDRIVEN */
+    reg  [7:0] d2h_mem [0:(1 << MB_AW) - 1];
+    wire       htx_ready, host_line;
+    wire       htx_go = (h2d_rd != h2d_wr) && htx_ready && !rst;
+    uart_tx #(.CLKS_PER_BIT(CLKS_PER_BIT)) u_htx (.clk(clk), .rst(rst), .data(h2d_mem[h2d_rd[MB_AW-1:0]]),
+        .valid(htx_go), .ready(htx_ready), .tx(host_line));
+    always @(posedge clk)
+        if (rst) h2d_rd <= 32'd0;
+        else if (htx_go) h2d_rd <= h2d_rd + 1;
+
+    wire dev_rx, dev_tx;
+    line_fault #(.CLKS_PER_BIT(CLKS_PER_BIT)) u_fh2d (.clk(clk), .rst(rst), .line_in(host_line),
+        .rate(fault_rate), .seed(fault_seed), .line_out(dev_rx), .flips(flips_h2d));
+
+    device_top #(.CLKS_PER_BIT(CLKS_PER_BIT), .IDLE_CLKS(IDLE_CLKS), .MAX_PAYLOAD(MAX_PAYLOAD), .BUF_AW(BUF_AW),
+                 .STAGE_AW(STAGE_AW), .RES_AW(RES_AW), .RAM_AW(RAM_AW), .CLOCK_HZ(CLOCK_HZ), .L(L), .LB(LB),
+                 .NMAX(NMAX)) u_dev (
+        .clk(clk), .rst(rst), .uart_rx(dev_rx), .uart_tx(dev_tx), .entropy(entropy), .trap(trap));
+
+    wire d2h_line;
+    line_fault #(.CLKS_PER_BIT(CLKS_PER_BIT)) u_fd2h (.clk(clk), .rst(rst), .line_in(dev_tx),
+        .rate(fault_rate), .seed(~fault_seed), .line_out(d2h_line), .flips(flips_d2h));
+    wire [7:0] hrx_byte;
+    wire       hrx_valid, hrx_ferr;
+    uart_rx #(.CLKS_PER_BIT(CLKS_PER_BIT)) u_hrx (.clk(clk), .rst(rst), .rx(d2h_line), .data(hrx_byte),
+        .valid(hrx_valid), .frame_err(hrx_ferr));
+    always @(posedge clk)
+        if (rst) d2h_wr <= 32'd0;
+        else if (hrx_valid) begin
+            d2h_mem[d2h_wr[MB_AW-1:0]] <= hrx_byte;
+            d2h_wr <= d2h_wr + 1;
+        end
+endmodule
