@@ -44,6 +44,9 @@ class DeviceBench:
 
     @property
     def byte_clks(self) -> int:
+        """Clocks per byte on the line: the wide link's BYTE_CLKS, or ten UART bit times."""
+        if int(self.params.get("BYTE_PORT", 0)):
+            return int(self.params["BYTE_CLKS"])
         return 10 * int(self.params["CLKS_PER_BIT"])
 
     def send(self, data: bytes) -> None:
@@ -92,7 +95,7 @@ class DeviceBench:
         """Send wire bytes and run until the answer has arrived and the line is quiet."""
         self.send(wire)
         out, quiet, spent = bytearray(), 0, 0
-        chunk = self.byte_clks * 64
+        chunk = max(self.byte_clks * 64, 2048)
         while spent < limit_clks:
             got = await self.step(chunk)
             spent += chunk

@@ -32,13 +32,15 @@ DESIGNS = {
     "pe_tb": [TB / "pe_tb.v"] + [RTL / f for f in PE_RTL],
     "train_core": [RTL / f for f in CORE_RTL],
     # plus PicoRV32 from its package (picorv32_source) and, for Verilator, a lint waiver for it
-    "device_tb": [TB / "device_tb.v", TB / "line_fault.v"] + [RTL / f for f in CORE_RTL + DEVICE_RTL],
+    "device_tb": [TB / "device_tb.v", TB / "line_fault.v", TB / "byte_fault.v"] + [RTL / f for f in CORE_RTL + DEVICE_RTL],
 }
-# The whole device: a fast UART (4 clocks per bit: the line is the simulation's bottleneck; the link's
-# bit timing is tested at 8 and 217 clocks per bit elsewhere), staging and result memories large
-# enough for digits_mlp's state (256 KiB each), 16 lanes, batches of up to 32 samples.
+# The whole device: the wide link (one byte per 4 clocks into the framing, no UART: the line is the
+# simulation's bottleneck; the UART is tested at 4, 8 and 217 clocks per bit by the link tests),
+# staging and result memories large enough for digits_mlp's state (256 KiB each), 16 lanes, batches
+# of up to 32 samples.
 DEVICE_PARAMS = {"CLKS_PER_BIT": 4, "IDLE_CLKS": 2000, "MAX_PAYLOAD": 4096, "BUF_AW": 13, "STAGE_AW": 18,
-                 "RES_AW": 18, "RAM_AW": 14, "CLOCK_HZ": 25_000_000, "L": 16, "LB": 4, "NMAX": 32}
+                 "RES_AW": 18, "RAM_AW": 14, "CLOCK_HZ": 25_000_000, "L": 16, "LB": 4, "NMAX": 32, "BYTE_PORT": 1,
+                 "BYTE_CLKS": 4}
 
 
 def picorv32_source() -> Path:

@@ -6,7 +6,7 @@
 
 enum { R_CMD = 0x00, R_N, R_C, R_K, R_CT, R_KT, R_NMAX, R_FLAGS, R_ACT, R_P_IN, R_G_IN, R_CNT_IN, R_P_G, R_WF, R_WB,
        R_MF, R_GR, R_D_IN, R_D_OUT, R_S_IN, R_S_OUT, R_P_OUT, R_L_OUT, R_G_OUT, R_CNT_OUT, R_SE_OUT, R_Z_OUT,
-       R_LR = 0x1C, R_MOM, R_WD, R_PUSH = 0x20 };
+       R_LR = 0x1C, R_MOM, R_WD, R_PUSH = 0x20, R_CLEAR = 0x21 };
 enum { R_CYC_FP = 0x30, R_CYC_BP, R_CYC_WG, R_CYC_UP, R_MAC_FP, R_MAC_BP, R_MAC_WG };
 enum { F_BIAS = 1, F_TRAIN_W = 2, F_TRAIN_B = 4, F_WB = 8, F_GRAD = 16, F_WD = 32, F_MOM = 64, F_WBUF = 128,
        F_BBUF = 256 };
@@ -105,15 +105,22 @@ static int batch_parse(u32 total, int need_y, u32 nlimit) {
     return 0;
 }
 
-/* the next element of the input, in order */
-static u32 next_value(void) {
-    if (B.kind == 0) {
-        u32 v = rd32(B.base, B.vpos);
-        B.vpos += 4;
-        return v;
-    }
-    u32 i = B.bit++;
-    if (!((rd8(B.base, B.mask + i / 8) >> (i % 8)) & 1)) return 0;
+/* the next element of the input, in order (dense batches) */
+static u32 next_dense(void) {
+    u32 v = rd32(B.base, B.vpos);
+    B.vpos += 4;
+    return v;
+}
+
+/* the next n <= 16 mask bits */
+static u32 next_mask(u32 n) {
+    u32 byte = B.mask + B.bit / 8, sh = B.bit % 8;
+    u32 w = rd8(B.base, byte) | (u32)rd8(B.base, byte + 1) << 8 | (u32)rd8(B.base, byte + 2) << 16;
+    B.bit += n;
+    return (w >> sh) & ((1u << n) - 1);
+}
+
+static u32 next_nonzero(void) {
     u32 v;
     if (B.kind == 1) {
         v = rd32(B.base, B.vpos);
@@ -125,7 +132,8 @@ static u32 next_value(void) {
     return v;
 }
 
-/* the next `n` samples through the estimator into activation region 0 */
+/* the next `n` samples through the estimator into activation region 0: per tile the input word is
+   cleared and only its non-zero lanes are written (the batch's mask says which) */
 static void push_input(u32 n) {
     u32 kt = tiles((u32)M.feats), lanes = M.lanes;
     core_set(R_N, n);
@@ -139,10 +147,20 @@ static void push_input(u32 n) {
     core_set(R_CNT_OUT, M.cnt[0]);
     core_set(R_SE_OUT, M.sd[0]);
     core_set(R_Z_OUT, 0);
-    u32 f = 0;
     for (u32 p = 0; p < n; p++)
         for (u32 t = 0; t < kt; t++) {
-            for (u32 j = 0; j < lanes; j++, f++) set_lane(2, 0, j, t * lanes + j < (u32)M.feats ? next_value() : 0);
+            u32 nl = (u32)M.feats - t * lanes < lanes ? (u32)M.feats - t * lanes : lanes;
+            core_set(R_CLEAR, 0);
+            if (B.kind == 0) {
+                for (u32 j = 0; j < nl; j++) {
+                    u32 v = next_dense();
+                    if (v) set_lane(2, 0, j, v);
+                }
+            } else {
+                u32 m = next_mask(nl);
+                for (u32 j = 0; m; j++, m >>= 1)
+                    if (m & 1) set_lane(2, 0, j, next_nonzero());
+            }
             core_set(R_PUSH, p | t << 8 | (t + 1 == kt ? 1u << 16 : 0));
             core_wait();
         }

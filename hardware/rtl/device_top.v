@@ -28,13 +28,19 @@ module device_top #(
     parameter CAW          = 5,
     parameter NMAX         = 32,
     parameter FW_HEX       = "firmware.hex",
-    parameter CFG_HEX      = "bootcfg.hex"
+    parameter CFG_HEX      = "bootcfg.hex",
+    parameter BYTE_PORT    = 0            // 1: the link's bytes bypass the UART (simulation's wide link)
 ) (
     input  wire        clk,
     input  wire        rst,
     input  wire        uart_rx,
     output wire        uart_tx,
     input  wire [31:0] entropy,
+    input  wire [7:0]  host_byte,         // BYTE_PORT = 1 only
+    input  wire        host_valid,
+    output wire [7:0]  dev_byte,
+    output wire        dev_valid,
+    input  wire        dev_ready,
     output wire        trap
 );
     // -- reset: the pin, or the firmware's soft reset (the emulator's --reset-after) --------------
@@ -107,8 +113,9 @@ module device_top #(
     wire [7:0]  core_rdata;
     wire [31:0] lc0, lc1, lc2, lc3, lc4, lc5, lc6, lc7, lc8, lc9;
     device_link #(.CLKS_PER_BIT(CLKS_PER_BIT), .IDLE_CLKS(IDLE_CLKS), .MAX_PAYLOAD(MAX_PAYLOAD),
-                  .BUF_AW(BUF_AW), .STAGE_AW(STAGE_AW), .RES_AW(RES_AW)) u_link (
-        .clk(clk), .rst(rst_all), .uart_rx_pin(uart_rx), .uart_tx_pin(uart_tx),
+                  .BUF_AW(BUF_AW), .STAGE_AW(STAGE_AW), .RES_AW(RES_AW), .BYTE_PORT(BYTE_PORT)) u_link (
+        .clk(clk), .rst(rst_all), .uart_rx_pin(uart_rx), .uart_tx_pin(uart_tx), .host_byte(host_byte),
+        .host_valid(host_valid), .dev_byte(dev_byte), .dev_valid(dev_valid), .dev_ready(dev_ready),
         .entropy(entropy ^ (boots * 32'h9E3779B9)),
         .core_req(core_req), .core_type(core_type), .core_len(core_len), .session_id(session_id), .step(step),
         .max_payload(max_payload), .core_done(core_done), .core_rsp_type(core_rsp_type),

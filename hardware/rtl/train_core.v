@@ -106,6 +106,7 @@ module train_core #(
                 6'h1E: wd <= reg_wdata;
                 6'h20: begin push <= 1'b1; push_p <= reg_wdata[7:0]; push_kt <= reg_wdata[15:8];
                              push_last <= reg_wdata[16]; end
+                6'h21: est_in <= 0;          // the CPU then writes only the non-zero lanes of a tile
                 default: ;
                 endcase
             if (mem_we && mem_sel == 2'd2) est_in[32*mem_lane +: 32] <= mem_wdata;
