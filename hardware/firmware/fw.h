@@ -30,7 +30,6 @@ int mem_eq(const char *a, const char *b, int n);
 u8 rd8(u32 base, u32 off);              /* link buffer byte (rx or staging), word-cached */
 u32 rd32(u32 base, u32 off);            /* little-endian u32 at any offset */
 void rd_invalidate(void);
-u32 crc32_update(u32 crc, u8 b);
 u32 stage_base(int blob);
 
 typedef struct {
@@ -41,6 +40,7 @@ typedef struct {
     int overflow;
 } out_t;
 void out_init(out_t *o, u32 base, u32 limit);
+u32 out_crc(const out_t *o);        /* CRC-32 of a RESULT written so far (the bus computes it) */
 void out_u8(out_t *o, u32 b);
 void out_u16(out_t *o, u32 v);
 void out_u32(out_t *o, u32 v);
@@ -121,7 +121,8 @@ void set_lane(int sel, u32 word, u32 lane, u32 v);
 
 /* -- train.c -------------------------------------------------------------------------------- */
 typedef struct {
-    u32 fp, bp, wg, up, total;      /* cycles */
+    u32 fp, bp, wg, up;             /* the array's cycles per class (train_seq's counters) */
+    u32 input, loss, total;         /* the processor's input push and loss; the whole command */
     u32 mac[3], dense[3];
 } stepcount_t;
 extern stepcount_t last_step, totals;

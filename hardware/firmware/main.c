@@ -94,6 +94,10 @@ static void step_counts(out_t *o, const stepcount_t *s) {
     out_dec(o, s->total);
     out_str(o, ",\"update_cycles\":");
     out_dec(o, s->up);
+    out_str(o, ",\"input_cycles\":");
+    out_dec(o, s->input);
+    out_str(o, ",\"loss_cycles\":");
+    out_dec(o, s->loss);
     out_str(o, ",\"phases\":{");
     phase(o, "fp", s->fp, s->mac[0], s->dense[0], 0);
     phase(o, "bp", s->bp, s->mac[1], s->dense[1], 1);
@@ -189,7 +193,7 @@ static int dispatch(u32 typ, u32 len, out_t *o, int *reset) {
         r = typ == T_PREDICT ? cmd_predict(rd32(BUF_RX, 6 + 4), &res, &rlen)
                              : cmd_loss_grads(rd32(BUF_RX, 6 + 4), &res, &rlen, &loss);
         if (r) return r;
-        result_rsp(o, loss, rlen, ~res.crc);
+        result_rsp(o, loss, rlen, out_crc(&res));
         return 0;
     case T_RSTATE:
         if (len < 8 || rd8(BUF_RX, 6 + 4) != 1) return fail(E_PAYLOAD, "unknown state selector", 0, 0);
@@ -197,13 +201,13 @@ static int dispatch(u32 typ, u32 len, out_t *o, int *reset) {
         out_init(&res, BUF_RESULT, 1u << HW_RES_AW);
         r = state_read(&res, LINK_STEP);
         if (r) return r;
-        result_rsp(o, 0, res.pos, ~res.crc);
+        result_rsp(o, 0, res.pos, out_crc(&res));
         return 0;
     case T_RCOUNT:
         out_init(&res, BUF_RESULT, 1u << HW_RES_AW);
         counters(&res);
         if (res.overflow) return fail(E_TOO_LARGE, "counters exceed the result buffer", 0, 0);
-        result_rsp(o, 0, res.pos, ~res.crc);
+        result_rsp(o, 0, res.pos, out_crc(&res));
         return 0;
     default:
         return fail(E_UNKNOWN, "unknown message type", 0, 0);

@@ -18,6 +18,7 @@
 #define LINK_SET_READY REG32(0x10000024u)   /* write: model and weights loaded (1) or not (0) */
 #define LINK_SET_RES   REG32(0x10000028u)   /* write: RESULT holds this many bytes */
 #define LINK_DONE      REG32(0x1000002Cu)   /* write: the answer is in the tx buffer */
+#define LINK_OUT_CRC   REG32(0x10000030u)   /* write: clear; read: CRC state of the buffer bytes written since */
 #define LINK_CNT(i)    REG32(0x10000040u + 4u * (i))   /* the link's counters */
 
 /* link buffers, byte addressed: rx (read), tx (write), staging (read), result (write) */

@@ -52,25 +52,18 @@ u32 rd32(u32 base, u32 off) {
     return rd8(base, off) | (u32)rd8(base, off + 1) << 8 | (u32)rd8(base, off + 2) << 16 | (u32)rd8(base, off + 3) << 24;
 }
 
-static u32 crc_table[256];
-
-u32 crc32_update(u32 crc, u8 b) {
-    if (crc_table[1] == 0)
-        for (u32 i = 0; i < 256; i++) {
-            u32 c = i;
-            for (int k = 0; k < 8; k++) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-            crc_table[i] = c;
-        }
-    return crc_table[(crc ^ b) & 0xFF] ^ (crc >> 8);
-}
-
+/* RESULT bytes are summed by the bus's CRC unit as they are written; TX payloads need no CRC
+   (the link computes the frame's) */
 void out_init(out_t *o, u32 base, u32 limit) {
     o->base = base;
     o->pos = 0;
     o->crc = 0xFFFFFFFFu;
     o->limit = limit;
     o->overflow = 0;
+    if (base == BUF_RESULT) LINK_OUT_CRC = 0;
 }
+
+u32 out_crc(const out_t *o) { return ~LINK_OUT_CRC; }
 
 void out_u8(out_t *o, u32 b) {
     if (o->pos >= o->limit) {
@@ -78,7 +71,6 @@ void out_u8(out_t *o, u32 b) {
         return;
     }
     *(volatile u8 *)(o->base + o->pos) = (u8)b;
-    o->crc = crc32_update(o->crc, (u8)b);
     o->pos++;
 }
 
@@ -88,6 +80,11 @@ void out_u16(out_t *o, u32 v) {
 }
 
 void out_u32(out_t *o, u32 v) {
+    if ((o->pos & 3) == 0 && o->pos + 4 <= o->limit) {      /* one word: the bus writes its four bytes */
+        REG32(o->base + o->pos) = v;
+        o->pos += 4;
+        return;
+    }
     out_u16(o, v);
     out_u16(o, v >> 16);
 }

@@ -149,6 +149,12 @@ module device_top #(
         .reg_rdata(creg_rdata), .mem_sel(cmem_sel), .mem_addr(cmem_addr), .mem_lane(cmem_lane), .mem_we(cmem_we),
         .mem_wdata(cmem_wdata), .mem_rdata(cmem_rdata), .busy(core_busy));
 
+    // CRC-32 of the bytes the processor writes into the link's buffers since it last cleared it
+    // (the RESULT blob's CRC without a software loop)
+    reg  [31:0] out_crc;
+    wire [31:0] out_crc_next;
+    crc32_byte u_ocrc (.crc_in(out_crc), .data(core_wdata), .crc_out(out_crc_next));
+
     // -- bus ------------------------------------------------------------------------------------------
     reg  [63:0] cycles;
     reg  [3:0]  wcnt;
@@ -167,6 +173,7 @@ module device_top #(
         6'h03: link_reg = session_id;
         6'h04: link_reg = step;
         6'h05: link_reg = {16'd0, max_payload};
+        6'h0C: link_reg = out_crc;
         6'h10: link_reg = lc0;
         6'h11: link_reg = lc1;
         6'h12: link_reg = lc2;
@@ -214,7 +221,9 @@ module device_top #(
         from_ram       <= 1'b0;
         from_cfg       <= 1'b0;
         cycles         <= cycles + 1;
+        if (core_we) out_crc <= out_crc_next;
         if (rst_all) begin
+            out_crc <= 32'hFFFFFFFF;
             wcnt <= 0; bidx <= 0; busy_acc <= 0; rdata <= 0; cycles <= 0; fa <= 0; fb <= 0;
             core_rsp_type <= 0; core_rsp_len <= 0; core_step <= 0; core_step_we <= 0; core_ready <= 0;
             core_ready_we <= 0; core_result_len <= 0; core_result_we <= 0; core_addr <= 0; core_sel <= 0;
@@ -240,6 +249,7 @@ module device_top #(
                     6'h09: begin core_ready <= mem_wdata[0]; core_ready_we <= 1'b1; end
                     6'h0A: begin core_result_len <= mem_wdata; core_result_we <= 1'b1; end
                     6'h0B: core_done <= 1'b1;
+                    6'h0C: out_crc <= 32'hFFFFFFFF;
                     default: ;
                     endcase
             end

@@ -58,69 +58,15 @@ if cocotb is not None:
     from edgetune.firmware_bridge import protocol as P
     from edgetune.firmware_bridge.codecs import state_to_tensor_set
     from edgetune.firmware_bridge.framing import crc32
-    from edgetune.hardware.device_bridge import DeviceBench
+    from edgetune.hardware.device_bridge import BenchHost, DeviceBench
     from edgetune.hardware.sim import params_from_env
-
-    class Client:
-        """Just enough of the host side (firmware_bridge.client does this over pyserial)."""
-
-        def __init__(self, bench):
-            self.bench, self.seq, self.session, self.max_payload = bench, 0, 0, 4096
-
-        async def req(self, ftype, payload=b""):
-            self.seq = (self.seq + 1) & 0xFFFF
-            f = await self.bench.request(ftype, self.seq, payload)
-            assert f is not None, f"no answer to 0x{ftype:02x}"
-            assert f.seq == self.seq
-            if f.type == P.ERROR:
-                return P.decode_error(f.payload)
-            assert f.type == ftype | 0x80, f"answer type 0x{f.type:02x}"
-            return None, f.payload
-
-        async def hello(self):
-            _e, p = await self.req(P.HELLO, P.HELLO_REQ.pack(1, 0, 0))
-            info = P.decode_hello_rsp(p)
-            self.session, self.max_payload = info["session_id"], info["max_payload"]
-            return info
-
-        async def put(self, blob, data):
-            room = self.max_payload - 16
-            for off in range(0, max(1, len(data)), room):
-                err, _p = await self.req(P.PUT_CHUNK, P.PUT_CHUNK_REQ.pack(self.session, blob, len(data), off)
-                                         + data[off:off + room])
-                assert err is None, err
-
-        async def commit(self, blob, data):
-            await self.put(blob, data)
-            return await self.req(P.COMMIT, P.COMMIT_REQ.pack(self.session, blob, len(data), crc32(data)))
-
-        async def train(self, step, batch):
-            await self.put(P.BLOB_BATCH, batch)
-            return await self.req(P.TRAIN_STEP, P.TRAIN_STEP_REQ.pack(self.session, step, len(batch), crc32(batch)))
-
-        async def result(self, ftype, payload):
-            err, p = await self.req(ftype, payload)
-            if err is not None:
-                return err, None
-            loss, total, crc = P.RESULT_RSP.unpack_from(p)
-            out = b""
-            while len(out) < total:
-                e2, q = await self.req(P.GET_CHUNK, P.GET_CHUNK_REQ.pack(self.session, P.BLOB_RESULT, len(out), 4000))
-                assert e2 is None, e2
-                out += q[P.GET_CHUNK_RSP.size:]
-            assert crc32(out) == crc
-            return loss, out
-
-        async def batch_cmd(self, ftype, batch):
-            await self.put(P.BLOB_BATCH, batch)
-            return await self.result(ftype, P.BATCH_REQ.pack(self.session, len(batch), crc32(batch)))
 
     @cocotb.test()
     async def run_protocol(dut):
         case = pickle.loads(Path(os.environ["EDGETUNE_DEV_CASE"]).read_bytes())
         bench = DeviceBench(dut, params_from_env())
         await bench.reset(caps='"test_fragment":1')
-        cl = Client(bench)
+        cl = BenchHost(bench)
         out = {"hello": await cl.hello()}
         desc = json.dumps(case["desc"]).encode()
         out["train_no_model"] = await cl.train(0, case["batches"][0])
@@ -137,7 +83,7 @@ if cocotb is not None:
         out["counters"] = await cl.result(P.READ_COUNTERS, P.SESSION.pack(cl.session))
         # the device resets itself after one step: the answer is lost, the session changes
         await bench.reset(entropy=0x777, reset_after=1)
-        cl2 = Client(bench)
+        cl2 = BenchHost(bench)
         first = (await cl2.hello())["session_id"]
         await cl2.commit(P.BLOB_MODEL, desc)
         await cl2.commit(P.BLOB_STATE, state_to_tensor_set(case["params"], {"t": 0, "buf": {}}, 0))
