@@ -35,6 +35,10 @@ EXP_POLY = [F32(1.0 / 5040), F32(1.0 / 720), F32(1.0 / 120), F32(1.0 / 24), F32(
 LN_POLY = [F32(1.0 / 11), F32(1.0 / 9), F32(1.0 / 7), F32(1.0 / 5), F32(1.0 / 3), F32(1.0)]
 SQRT2 = F32(1.41421356)
 EXP_MIN = F32(-104.0)                    # exp below this is under 2^-150: flushed to 0
+ONE = F32(1.0)
+# The array's multiplier (FP, BP, WG). hardware/precision.py swaps in a bf16-operand multiplier to
+# measure what cheaper lanes would cost in accuracy; the device itself is fp32.
+ARRAY_MUL = fmul
 
 
 class PlanError(ValueError):
@@ -171,11 +175,13 @@ def softmax_xent(z: np.ndarray, y: np.ndarray):
 def fp_layer(a: np.ndarray, w: np.ndarray, b: Optional[np.ndarray]) -> np.ndarray:
     """z (N, K): bias first, then ascending non-zero input channels."""
     n, c = a.shape
-    acc = np.broadcast_to(b if b is not None else np.zeros(w.shape[0], F32), (n, w.shape[0])).astype(F32)
+    # the bias is loaded through the multiplier (fmul(1, b): b, a subnormal read as zero)
+    b0 = fmul(ONE, b) if b is not None else np.zeros(w.shape[0], F32)
+    acc = np.broadcast_to(b0, (n, w.shape[0])).astype(F32)
     for ch in range(c):
         nz = a[:, ch] != 0
         if nz.any():
-            acc[nz] = fadd(acc[nz], fmul(a[nz, ch][:, None], w[None, :, ch]))
+            acc[nz] = fadd(acc[nz], ARRAY_MUL(a[nz, ch][:, None], w[None, :, ch]))
     return acc
 
 
@@ -186,7 +192,7 @@ def bp_layer(d: np.ndarray, g_out: np.ndarray, w: np.ndarray, g_in: np.ndarray) 
     for k in range(k_out):
         rows = g_out[:, k]
         if rows.any():
-            upd = fadd(acc[rows], fmul(d[rows, k][:, None], w[k][None, :]))
+            upd = fadd(acc[rows], ARRAY_MUL(d[rows, k][:, None], w[k][None, :]))
             acc[rows] = np.where(g_in[rows], upd, acc[rows])
     return np.where(g_in, acc, F32(0)).astype(F32)
 
@@ -198,7 +204,7 @@ def wg_layer(a: np.ndarray, d: np.ndarray, g_out: np.ndarray) -> np.ndarray:
     for p in range(n):
         cols = a[p] != 0
         if cols.any():
-            upd = fadd(acc[cols], fmul(a[p, cols][:, None], d[p][None, :]))
+            upd = fadd(acc[cols], ARRAY_MUL(a[p, cols][:, None], d[p][None, :]))
             acc[cols] = np.where(g_out[p][None, :], upd, acc[cols])
     return acc
 
@@ -207,7 +213,7 @@ def bias_grad(d: np.ndarray, g_out: np.ndarray) -> np.ndarray:
     """The bias row of WG: input value 1 for every sample."""
     acc = np.zeros(d.shape[1], F32)
     for p in range(d.shape[0]):
-        acc = np.where(g_out[p], fadd(acc, fmul(F32(1.0), d[p])), acc)
+        acc = np.where(g_out[p], fadd(acc, ARRAY_MUL(ONE, d[p])), acc)
     return acc
 
 
@@ -295,7 +301,7 @@ class DeviceModel:
             buf = self.buf.get(name)
             g = g.copy() if buf is None else fadd(g, fmul(F32(o.momentum), buf))
             self.buf[name] = g
-        self.params[name] = fadd(p, fmul(-F32(o.lr), g))
+        self.params[name] = fadd(fmul(ONE, p), fmul(-F32(o.lr), g))     # W is loaded through the multiplier
 
     def train_step(self, x, y):
         """(loss f32, correct) of one step; the state moves on."""

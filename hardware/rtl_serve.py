@@ -67,8 +67,10 @@ async def serve(dut):
     t0 = time.monotonic()
     await Timer(100_000 * CLK_NS, "ns")
     clk_rate = 100_000 / max(1e-6, time.monotonic() - t0)
-    ratio = (bench.byte_clks * CLIENT_BAUD) / (10 * clk_rate)     # simulated vs assumed seconds per byte
-    scale = round(max(1.0, 3.0 * ratio), 1)
+    # how much slower than the board is it: on the line (against the wire time the host assumes) and
+    # in computing (against the board's clock); the host scales its timeouts by the larger
+    ratio = (bench.byte_clks * CLIENT_BAUD) / (10 * clk_rate)
+    scale = round(max(1.0, 3.0 * ratio, int(p["CLOCK_HZ"]) / clk_rate), 1)
     caps = (f'"link_timeout_scale":{scale},"simulated_clock_hz":{int(clk_rate)},'
             f'"clks_per_byte":{bench.byte_clks},"fault_rate_per_byte":{float(cfg.get("fault_rate", 0.0))}')
     await bench.reset(entropy=int.from_bytes(os.urandom(4), "little"), caps=caps,
@@ -82,6 +84,7 @@ async def serve(dut):
     print(f"edgetune emulator --rtl: {path}, simulated clock {clk_rate / 1e6:.2f} MHz, "
           f"timeout scale {scale}", file=sys.stderr, flush=True)
     ppid, stop = os.getppid(), cfg["stop_file"]
+    trace, t_start = bool(os.environ.get("EDGETUNE_RTL_TRACE")), time.monotonic()   # byte counts to the log
     slice_clks = max(bench.byte_clks * 64, 2048)
     try:
         while not os.path.exists(stop) and os.getppid() == ppid:
@@ -103,6 +106,9 @@ async def serve(dut):
                     if data == b"":
                         eof = True
                     else:
+                        if trace:
+                            print(f"{time.monotonic() - t_start:9.2f} s host -> device {len(data)} bytes",
+                                  file=sys.stderr, flush=True)
                         bench.send(data)
                 except BlockingIOError:
                     pass
@@ -114,7 +120,12 @@ async def serve(dut):
                     ep.on_eof()
                 ep = None if srv is not None else ep
                 continue
-            ep.out += await bench.step(slice_clks if busy or r else slice_clks // 8)
+            # the device computing with the line quiet: larger slices, less glue per simulated cycle
+            computing = bench.device_busy() and not bench.line_busy() and not ep.out
+            got = await bench.step(slice_clks * 8 if computing else slice_clks if busy or r else slice_clks // 8)
+            if trace and got:
+                print(f"{time.monotonic() - t_start:9.2f} s device -> host {len(got)} bytes", file=sys.stderr, flush=True)
+            ep.out += got
             if ep.out:
                 try:
                     n = ep.write(bytes(ep.out))

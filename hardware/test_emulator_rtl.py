@@ -99,7 +99,7 @@ def reference():
 
 @pytest.mark.parametrize("args", [(), ("--fault-rate", "0.0002", "--seed", "3"), ("--reset-after", "2")],
                          ids=["clean_line", "bit_flips", "reset_after_2"])
-def test_training_on_the_rtl_device_matches_its_model_and_native(reference, args):
+def test_training_on_the_rtl_device_matches_its_model_and_native(reference, args, firmware_tools):
     model, want_losses, want_params, native_params = reference
     emu = RtlEmulator(*args)
     try:

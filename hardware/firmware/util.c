@@ -31,25 +31,23 @@ static u32 cache_addr = 1, cache_word;
 
 void rd_invalidate(void) { cache_addr = 1; }
 
-u8 rd8(u32 base, u32 off) {
-    u32 a = base + (off & ~3u);
+static u32 word_at(u32 a);
+
+u8 rd8(u32 base, u32 off) { return (u8)(word_at(base + (off & ~3u)) >> (8 * (off & 3))); }
+
+static u32 word_at(u32 a) {
     if (a != cache_addr) {
         cache_word = REG32(a);
         cache_addr = a;
     }
-    return (u8)(cache_word >> (8 * (off & 3)));
+    return cache_word;
 }
 
 u32 rd32(u32 base, u32 off) {
-    if ((off & 3) == 0) {
-        u32 a = base + off;
-        if (a != cache_addr) {
-            cache_word = REG32(a);
-            cache_addr = a;
-        }
-        return cache_word;
-    }
-    return rd8(base, off) | (u32)rd8(base, off + 1) << 8 | (u32)rd8(base, off + 2) << 16 | (u32)rd8(base, off + 3) << 24;
+    u32 a = base + (off & ~3u), sh = 8 * (off & 3);
+    u32 lo = word_at(a);
+    if (!sh) return lo;
+    return (lo >> sh) | word_at(a + 4) << (32 - sh);      /* two aligned words, the next one cached */
 }
 
 /* RESULT bytes are summed by the bus's CRC unit as they are written; TX payloads need no CRC
@@ -80,7 +78,7 @@ void out_u16(out_t *o, u32 v) {
 }
 
 void out_u32(out_t *o, u32 v) {
-    if ((o->pos & 3) == 0 && o->pos + 4 <= o->limit) {      /* one word: the bus writes its four bytes */
+    if (((o->base + o->pos) & 3) == 0 && o->pos + 4 <= o->limit) {   /* one word: the bus writes its four bytes */
         REG32(o->base + o->pos) = v;
         o->pos += 4;
         return;

@@ -116,7 +116,7 @@ def _case():
             "predict": encode_batch(xp, None), "xp": xp, "bad_batches": bad}
 
 
-def test_device_top_protocol_bit_exact(tmp_path):
+def test_device_top_protocol_bit_exact(tmp_path, firmware_tools):
     from edgetune.firmware_bridge import protocol as P
     from edgetune.firmware_bridge.codecs import decode_tensor_set, tensor_set_to_state
     from edgetune.hardware import sim as S
