@@ -113,7 +113,7 @@ void loss_xent(int n, int k, u32 dbase, u32 kt, const i32 *y, u32 *loss, int *co
     u32 total = 0, nf = f32_of_int(n);
     int ok = 0;
     for (int p = 0; p < n; p++) {
-        for (int j = 0; j < k; j++) z[j] = get_lane(1, dbase + (u32)p * kt + (u32)j / M.lanes, (u32)j % M.lanes);
+        for (int j = 0; j < k; j++) z[j] = get_lane(1, dbase + (u32)p * kt + ((u32)j >> M.lb), ((u32)j & (M.lanes - 1)));
         u32 m = z[0];
         int arg = 0;
         for (int j = 1; j < k; j++)
@@ -133,7 +133,7 @@ void loss_xent(int n, int k, u32 dbase, u32 kt, const i32 *y, u32 *loss, int *co
         for (int j = 0; j < k; j++) {
             u32 q = fdiv(e[j], s);
             if (j == y[p]) q = fadd(q, F_NEG_ONE);
-            set_lane(1, dbase + (u32)p * kt + (u32)j / M.lanes, (u32)j % M.lanes, fdiv(q, nf));
+            set_lane(1, dbase + (u32)p * kt + ((u32)j >> M.lb), ((u32)j & (M.lanes - 1)), fdiv(q, nf));
         }
     }
     *loss = fdiv(total, nf);

@@ -102,7 +102,7 @@ typedef struct {
     u32 t;                  /* optimizer steps */
     int need_bp[MAX_LAYERS];
     /* layout (hardware/core_layout.py) */
-    u32 lanes, nmax;
+    u32 lanes, lb, nmax;
     u32 p[MAX_LAYERS + 1], lst[MAX_LAYERS + 1], g[MAX_LAYERS + 1], cnt[MAX_LAYERS + 1], sd[MAX_LAYERS + 1];
     u32 wf[MAX_LAYERS], mf[MAX_LAYERS], wb[MAX_LAYERS], gr, wmem_words;
 } model_t;

@@ -16,7 +16,7 @@ int fail(int code, const char *a, const char *b, int blen) {
     return code;
 }
 
-u32 tiles(u32 n) { return (n + M.lanes - 1) / M.lanes; }
+u32 tiles(u32 n) { return (n + M.lanes - 1) >> M.lb; }
 
 u32 get_lane(int sel, u32 word, u32 lane) { return CORE_LANE(sel, word, lane); }
 
@@ -203,6 +203,7 @@ int model_commit(u32 total) {
         for (int j = 0; j < i; j++) M.need_bp[i] |= M.l[j].train_w || M.l[j].train_b;
     }
     M.lanes = HW_LANES;
+    for (M.lb = 0; (1u << M.lb) < M.lanes; M.lb++) {}     /* lanes are a power of 2: shifts, not divisions */
     M.nmax = HW_NMAX;
     layout();
     if (!fits()) return fail(E_DESCRIPTOR, "model does not fit the array's memories (or more than 64 classes)", 0, 0);

@@ -25,20 +25,20 @@ static void put_weight(const layer_t *L, u32 fbase, u32 bb, int is_bias, u32 bas
     u32 kt = tiles((u32)L->k), ct = tiles((u32)L->c), lanes = M.lanes;
     if (is_bias) {
         for (u32 k = 0; k < kt * lanes; k++)
-            set_lane(0, fbase + (u32)L->c * kt + k / lanes, k % lanes, k < (u32)L->k ? rd32(base, off + 4 * k) : 0);
+            set_lane(0, fbase + (u32)L->c * kt + (k >> M.lb), (k & (lanes - 1)), k < (u32)L->k ? rd32(base, off + 4 * k) : 0);
         return;
     }
     for (u32 k = 0; k < (u32)L->k; k++)
         for (u32 c = 0; c < (u32)L->c; c++) {
             u32 v = rd32(base, off + 4 * (k * (u32)L->c + c));
-            set_lane(0, fbase + c * kt + k / lanes, k % lanes, v);
-            if (bb != ~0u) set_lane(0, bb + k * ct + c / lanes, c % lanes, v);
+            set_lane(0, fbase + c * kt + (k >> M.lb), (k & (lanes - 1)), v);
+            if (bb != ~0u) set_lane(0, bb + k * ct + (c >> M.lb), (c & (lanes - 1)), v);
         }
     for (u32 c = 0; c < (u32)L->c; c++)           /* zero lanes past K */
-        for (u32 k = (u32)L->k; k < kt * lanes; k++) set_lane(0, fbase + c * kt + k / lanes, k % lanes, 0);
+        for (u32 k = (u32)L->k; k < kt * lanes; k++) set_lane(0, fbase + c * kt + (k >> M.lb), (k & (lanes - 1)), 0);
     if (bb != ~0u)
         for (u32 k = 0; k < (u32)L->k; k++)
-            for (u32 c = (u32)L->c; c < ct * lanes; c++) set_lane(0, bb + k * ct + c / lanes, c % lanes, 0);
+            for (u32 c = (u32)L->c; c < ct * lanes; c++) set_lane(0, bb + k * ct + (c >> M.lb), (c & (lanes - 1)), 0);
 }
 
 int state_commit(u32 total, u32 *step_out, int *step_set) {
@@ -135,11 +135,11 @@ static void tensor_entry(txt_t *t, const char *pre, const char *name, int nlen, 
 static void out_weight(out_t *o, const layer_t *L, u32 fbase, int bias) {
     u32 kt = tiles((u32)L->k), lanes = M.lanes;
     if (bias) {
-        for (u32 k = 0; k < (u32)L->k; k++) out_u32(o, get_lane(0, fbase + (u32)L->c * kt + k / lanes, k % lanes));
+        for (u32 k = 0; k < (u32)L->k; k++) out_u32(o, get_lane(0, fbase + (u32)L->c * kt + (k >> M.lb), (k & (lanes - 1))));
         return;
     }
     for (u32 k = 0; k < (u32)L->k; k++)
-        for (u32 c = 0; c < (u32)L->c; c++) out_u32(o, get_lane(0, fbase + c * kt + k / lanes, k % lanes));
+        for (u32 c = 0; c < (u32)L->c; c++) out_u32(o, get_lane(0, fbase + c * kt + (k >> M.lb), (k & (lanes - 1))));
 }
 
 /* one tensor set of the parameters and the momentum buffers: header, then the data */

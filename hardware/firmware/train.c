@@ -258,9 +258,9 @@ static void step(u32 n, int grad, out_t *res, u32 *loss, int *correct, stepcount
             u32 kt = tiles((u32)L->k), lanes = M.lanes;
             if (L->train_w)
                 for (u32 k = 0; k < (u32)L->k; k++)
-                    for (u32 c = 0; c < (u32)L->c; c++) out_u32(res, get_lane(0, M.gr + c * kt + k / lanes, k % lanes));
+                    for (u32 c = 0; c < (u32)L->c; c++) out_u32(res, get_lane(0, M.gr + c * kt + (k >> M.lb), (k & (lanes - 1))));
             if (L->train_b && L->has_bias)
-                for (u32 k = 0; k < (u32)L->k; k++) out_u32(res, get_lane(0, M.gr + (u32)L->c * kt + k / lanes, k % lanes));
+                for (u32 k = 0; k < (u32)L->k; k++) out_u32(res, get_lane(0, M.gr + (u32)L->c * kt + (k >> M.lb), (k & (lanes - 1))));
         }
     }
     u32 t3 = CYCLES_LO;
@@ -341,7 +341,7 @@ int cmd_predict(u32 total, out_t *res, u32 *res_len) {
         push_input(n);
         forward(n);
         for (u32 p = 0; p < n; p++)
-            for (u32 k = 0; k < kl; k++) out_u32(res, get_lane(1, M.sd[M.nl] + p * kt + k / lanes, k % lanes));
+            for (u32 k = 0; k < kl; k++) out_u32(res, get_lane(1, M.sd[M.nl] + p * kt + (k >> M.lb), (k & (lanes - 1))));
     }
     if (res->overflow) return fail(E_TOO_LARGE, "result exceeds the result buffer", 0, 0);
     *res_len = res->pos;
