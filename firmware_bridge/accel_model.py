@@ -18,7 +18,8 @@ partition over the PE rows, estimator beside FP, DRAM bound). The two agree on t
   traffic: compressed activations in the constraint table's stored forms, errors at |G|,
   weights): from runtime/accel/cost.py at the device's element width;
 * the estimator's cycles, hidden when they do not exceed the layer's FP; the update takes
-  ``ceil(trainable elements / pe_cols)`` cycles.
+  ``ceil((trainable elements + merged elements) / pe_cols)`` cycles, where a tensor that k layers
+  share (runtime/ties.py) merges its k weight gradients with k - 1 adds per element.
 """
 from __future__ import annotations
 
@@ -50,9 +51,13 @@ class AccelModel:
         self.model, self.elem, self.spec = model, elem_bytes, spec or SPEC
         self.trainable = list(trainable)
         self.update_elems = int(sum(model.params[k].size for k in self.trainable))
+        readers = model.param_readers()
+        self.merge_elems = int(sum((len(readers[k]) - 1) * model.params[k].size
+                                   for k in self.trainable if len(readers.get(k, ())) > 1))
         self.layers: Dict[str, dict] = {}
         self.totals = {"steps": 0, "cycles": 0, "update_cycles": 0, "estimator_exposed_cycles": 0}
-        self.activation_store = {"dense": 0, "stored": 0}   # what the hosted engine kept for backward
+        # what the hosted engine kept for backward: stored = values (and state bits) + plan (position lists)
+        self.activation_store = {"dense": 0, "stored": 0, "values": 0, "plan": 0}
         self.source: Optional[str] = None
         self.last: Optional[dict] = None
         self.errors = 0
@@ -81,7 +86,8 @@ class AccelModel:
                 raise RuntimeError(f"the hosted engine has no kernel counters for layer {node.name}")
             c = per_layer[node.name]
             step["layers"][node.name] = {"macs": {ph: {k: int(c[ph][k]) for k in KINDS} for ph in PHASES},
-                                         "operands": self._kernel_operands(node, *operands[node.name])}
+                                         "operands": self._kernel_operands(node, *operands[node.name]),
+                                         "act_bytes": c.get("act_bytes")}
         return step
 
     def _kernel_operands(self, node, info_in, info_out) -> Operands:
@@ -109,14 +115,17 @@ class AccelModel:
             ref.load(self.model, self.trainable, loss=engine.loss_name)
             ref.set_params(engine.get_params())
         _, _, vals, dvals = ref.forward_backward_values(x, y)
-        step = {"source": SOURCE_TABLE, "layers": {}, "activation_store": {"dense": 0, "stored": 0}}
+        store = {"dense": 0, "stored": 0, "values": 0, "plan": 0}
+        step = {"source": SOURCE_TABLE, "layers": {}, "activation_store": store}
         for node, t in zip(self.model.weight_layers(), layer_table(self.model, vals, dvals, self.trainable)):
+            # the constraint table's stored form: state bits and values, no position lists
+            act = {**t["act_bytes"], "values": t["act_bytes"]["stored"], "plan": 0}
             step["layers"][node.name] = {
                 "macs": {ph: {"dense": int(t["macs_dense"][ph]), "required": int(t["macs_required"][ph]),
                               "executed": int(t["macs_required"][ph])} for ph in PHASES},
-                "operands": Operands.from_values(self.model, node, vals, dvals)}
-            for k in ("dense", "stored"):
-                step["activation_store"][k] += t["act_bytes"][k]
+                "operands": Operands.from_values(self.model, node, vals, dvals), "act_bytes": act}
+            for k in step["activation_store"]:
+                step["activation_store"][k] += act[k]
         return step
 
     # -- accounting ---------------------------------------------------------------------
@@ -124,17 +133,22 @@ class AccelModel:
         """Add one training step's counts (from kernel_step or analytic_step); returns its cycles."""
         step_cycles = 0
         last = {"source": step["source"], "phases": {ph: {f"{k}_macs": 0 for k in KINDS + ("skipped",)}
-                                                      for ph in PHASES}}
+                                                      for ph in PHASES},
+                "layers": [], "activation_store": dict(step["activation_store"])}
         for node in self.model.weight_layers():
             s = step["layers"][node.name]
             step_cycles += self._account_layer(node, s["macs"], s["operands"], last["phases"])
-        upd = math.ceil(self.update_elems / self.spec["pe_cols"])
+            layer = {"name": node.name, **{ph: {f"{k}_macs": int(s["macs"][ph][k]) for k in KINDS} for ph in PHASES}}
+            if s.get("act_bytes"):
+                layer["act_bytes"] = dict(s["act_bytes"])
+            last["layers"].append(layer)
+        upd = math.ceil((self.update_elems + self.merge_elems) / self.spec["pe_cols"])
         self.totals["update_cycles"] += upd
         step_cycles += upd
         self.totals["steps"] += 1
         self.totals["cycles"] += step_cycles
         for k in self.activation_store:
-            self.activation_store[k] += int(step["activation_store"][k])
+            self.activation_store[k] += int(step["activation_store"].get(k, 0))
         self.source = step["source"]
         last["cycles"] = step_cycles
         self.last = last

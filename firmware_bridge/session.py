@@ -237,7 +237,9 @@ class DeviceSession:
     def last_step_macs(self) -> Optional[dict]:
         """The device's own counts of its most recent training step (PROTOCOL.md section 12,
         `accelerator.last_step`): {"dense"|"required"|"executed": {fp, bp, wg, total}, "batch",
-        "activation_bytes" (per step, averaged over the session)}; None when it reports none."""
+        "layers" ([{name, fp|bp|wg: {dense, required, executed}, act_bytes}], when the device reports
+        them), "activation_bytes" (of that step; from a device without it, the session's average per
+        step)}; None when it reports none."""
         acc = self.read_counters().get("accelerator") or {}
         phases = (acc.get("last_step") or {}).get("phases")
         if not phases:
@@ -248,8 +250,16 @@ class DeviceSession:
             per["total"] = sum(per.values())
             out[kind] = per
         out["batch"] = self.last_batch
-        totals = acc.get("totals") or {}
-        store, steps = totals.get("activation_store_bytes"), totals.get("steps")
-        if store and steps:
-            out["activation_bytes"] = {k: int(round(v / steps)) for k, v in store.items()}
+        out["layers"] = [{"name": lay["name"], **{ph: {kind: int(lay[ph][f"{kind}_macs"])
+                                                       for kind in ("dense", "required", "executed")}
+                                                  for ph in ("fp", "bp", "wg")},
+                          **({"act_bytes": lay["act_bytes"]} if lay.get("act_bytes") else {})}
+                         for lay in acc["last_step"].get("layers") or []]
+        if acc["last_step"].get("activation_store"):        # the same step as the MACs
+            out["activation_bytes"] = dict(acc["last_step"]["activation_store"])
+        else:                                               # a board that reports session totals only
+            totals = acc.get("totals") or {}
+            store, steps = totals.get("activation_store_bytes"), totals.get("steps")
+            if store and steps:
+                out["activation_bytes"] = {k: int(round(v / steps)) for k, v in store.items()}
         return out

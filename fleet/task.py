@@ -347,16 +347,12 @@ def resolve_paths(settings: RunSettings) -> RunSettings:
 
 
 def check_writable(path: Optional[str], what: str) -> None:
-    """A clear UsageError before a run starts when `path` cannot be written."""
-    if not path:
-        return
-    if os.path.isdir(path):
-        raise UsageError(f"{what} {path}: is a folder; give a file path")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise UsageError(f"{what} {path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise UsageError(f"{what} {path}: folder {folder} is not writable")
+    """A clear UsageError before a run starts when `path` cannot be written (the same check as
+    finetune's outputs: runtime/options.check_output_path)."""
+    from edgetune.runtime.options import check_output_path
+
+    if path:
+        check_output_path(path, what)
 
 
 __all__ = ["RunSettings", "ProximalTerm", "NodeData", "Server", "train_round", "evaluate_round", "score",

@@ -81,16 +81,21 @@ def models():
     click.echo(f"default: edgetune finetune {bundled.DEFAULT_MODEL} --data {bundled.model_info(bundled.DEFAULT_MODEL).get('default_data')}")
 
 
+UNTIE_HELP = ("Give each reader of a shared initializer its own copy, instead of training it as one "
+              "tensor (README: Your model).")
+
+
 @cli.command()
 @click.argument("model")
+@click.option("--untie-params", is_flag=True, help=UNTIE_HELP)
 @quiet_option
-def info(model):
+def info(model, untie_params):
     """Show MODEL's layers, shapes, parameters and activation constraint rules, and the kernel
     level this process runs (EDGETUNE_ISA, a portable build's choice)."""
     from .bench import simd
     from .info import describe
 
-    click.echo(describe(model))
+    click.echo(describe(model, untie=untie_params))
     sd = simd()
     click.echo(f"kernels: {sd['isa']} ({sd['floats']} floats per vector), module level {sd['level']}")
 
@@ -110,12 +115,13 @@ def info(model):
 @click.option("--patience", type=int, default=None, help="Stop after N epochs without a better val_acc.")
 @click.option("--train-layers", default="all", show_default=True, help="'all' or 'last:K' Conv/Gemm layers.")
 @click.option("--num-classes", type=int, default=None, help="Replace the last Gemm/MatMul with a fresh K-output layer.")
+@click.option("--untie-params", is_flag=True, help=UNTIE_HELP)
 @normalize_option("Per channel (x - MEAN) / STD after scaling to [0,1]; MEAN,STD or C means then C stds.")
 @click.option("--engine", type=click.Choice(["native", "dense", "device"]), default="native", show_default=True)
 @click.option("--dense-kernels", is_flag=True, help="native engine: iterate densely (no zero skipping).")
 @threads_option("native engine: kernel threads (default: all cores).")
 @click.option("--device", default=None, help="device engine: a pyserial URL, or 'emulator'.")
-@click.option("--out", default=None, help="Fine-tuned ONNX path (default MODEL-finetuned.onnx).")
+@click.option("--out", default=None, help="Fine-tuned ONNX path (default MODEL-DATA-finetuned.onnx).")
 @click.option("--checkpoint", default=None, help="Folder for atomic checkpoints (one run at a time).")
 @click.option("--checkpoint-every", type=int, default=0, help="Also checkpoint every N steps.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --checkpoint.")
@@ -125,7 +131,7 @@ def info(model):
 @quiet_option
 @click.pass_context
 def finetune(ctx, model, data, epochs, batch_size, lr, optimizer, weight_decay, schedule, keep, patience,
-             train_layers, num_classes, normalize, engine, dense_kernels, threads, device, out, checkpoint,
+             train_layers, num_classes, untie_params, normalize, engine, dense_kernels, threads, device, out, checkpoint,
              checkpoint_every, resume, report, seed, loss):
     """Fine-tune MODEL (default: the bundled default) on the device."""
     from .data import parse_normalize
@@ -138,7 +144,7 @@ def finetune(ctx, model, data, epochs, batch_size, lr, optimizer, weight_decay, 
                          checkpoint_every=checkpoint_every, resume=resume, report=report, seed=seed,
                          loss=loss, keep=keep, patience=patience, schedule=schedule, num_classes=num_classes,
                          normalize=parse_normalize(normalize) if normalize is not None else None,
-                         threads=threads, dense_kernels=dense_kernels)
+                         threads=threads, dense_kernels=dense_kernels, untie_params=untie_params)
     quiet = (ctx.obj or {}).get("quiet")
 
     def progress(steps, epoch, epochs):
@@ -182,9 +188,9 @@ def eval_cmd(ctx, model, data, split, threads, normalize):
 @click.option("--plot", default=None, metavar="OUT.png", help="Also draw the curves and per-layer bars (needs .[plots]).")
 @quiet_option
 def report_cmd(report_file, plot):
-    """Show a finetune --report: epochs, the per-layer table (sparsity, MACs, bytes) and the summary."""
-    from .report import read_report
-    from .summary import report_text
+    """Show a finetune --report (epochs, the per-layer table of sparsity, MACs and bytes, the summary)
+    or a fleet simulate --report (rounds, nodes)."""
+    from .report import is_fleet_report, read_report
 
     rep = read_report(report_file)
     if plot:
@@ -193,6 +199,10 @@ def report_cmd(report_file, plot):
 
         check_output_path(plot, "--plot")
         plot_report(rep, plot)
+    if is_fleet_report(rep):
+        from edgetune.fleet.report import report_text
+    else:
+        from .summary import report_text
     click.echo(report_text(rep))
     if plot:
         click.echo(f"plot written to {plot}")
@@ -210,8 +220,11 @@ def report_cmd(report_file, plot):
 def bench(models, batch_size, steps, threads, data, json_out, no_memory):
     """Time sparse vs dense-native vs numpy vs torch training steps on MODELS (default: bench models)."""
     from .bench import BENCH_MODELS, default_threads, run_bench
+    from .options import check_output_path
     from .report import write_report
 
+    if json_out:
+        check_output_path(json_out, "--json")      # before the minutes of timing, not after
     res = run_bench(list(models) or list(BENCH_MODELS), batch_size, steps, threads or default_threads(), data,
                     echo=click.echo, memory=not no_memory)
     if json_out:
@@ -228,8 +241,11 @@ def bench(models, batch_size, steps, threads, data, json_out, no_memory):
 def simulate(models, batch_size, data, config, json_out):
     """Model dense, runtime-detect and constraint accelerators on MODELs' real training masks
     (default: the four bench models) and compare cycles and energy (docs/SIMULATION.md)."""
+    from .options import check_output_path
     from .simulate import simulate_main
 
+    if json_out:
+        check_output_path(json_out, "--json")
     simulate_main(list(models), batch_size, data, config, json_out, echo=click.echo)
 
 

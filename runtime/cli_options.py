@@ -33,7 +33,9 @@ def batch_size_option(help_text: str = "Samples per training step."):
 
 
 def data_option(help_text: str = "Bundled dataset name, .npz file or image folder.", required: bool = False):
-    return click.option("--data", "data", default=None, required=required, help=help_text)
+    # a required option gets no default: since click 8.3 an explicit default=None counts as given
+    extra = {"required": True} if required else {"default": None}
+    return click.option("--data", "data", help=help_text, **extra)
 
 
 def threads_option(help_text: str):

@@ -50,6 +50,7 @@ def load_data(spec: str, input_shape: Tuple[Optional[int], ...] = (), val_fracti
         kind = f"image folder, {arrays['layout']}"
         notes.append(arrays["conversion"])
     elif os.path.exists(spec):
+        _check_is_npz(spec)
         arrays, kind = _load_npz(spec), ".npz"
     elif models.is_bundled_dataset(spec):
         arrays, kind = _load_npz(str(models.dataset_path(spec))), "bundled"
@@ -103,6 +104,34 @@ def _as_float(a, spec, key):
     if not np.issubdtype(a.dtype, np.floating):
         raise DataError(f"{spec}: array {key!r} has dtype {a.dtype}; expected numbers")
     return a.astype(np.float32, copy=False)
+
+
+_NOT_DATA = {  # what a data path that is no .npz turned out to be, and what to give instead
+    "image": "a single image; give a folder of images with one subfolder per class (README, \"Your data\")",
+    "csv": "a CSV file; save the inputs and labels as arrays x and y with numpy.savez (README, \"Your data\")",
+    "npy": "a single .npy array; save the inputs and labels as arrays x and y with numpy.savez",
+}
+_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pnm", ".pgm", ".ppm", ".webp", ".tif", ".tiff")
+
+
+def _check_is_npz(path: str) -> None:
+    """An .npz is a zip archive: anything else is named for what it is, before numpy reads it
+    (numpy would take it for a pickle and advise allow_pickle)."""
+    if not os.path.isfile(path):
+        return      # not a regular file (a FIFO would block this read): the loader's checks name it
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError:
+        return      # the loader's own error names the problem
+    if head.startswith(b"PK"):
+        return
+    ext = os.path.splitext(path)[1].lower()
+    kind = ("npy" if head.startswith(b"\x93NUMPY") else "image" if ext in _IMAGE_EXTENSIONS
+            else "csv" if ext in (".csv", ".tsv", ".txt") else None)
+    what = (_NOT_DATA[kind] if kind
+            else "not an .npz file (a zip of arrays x and y), an image folder or a bundled dataset")
+    raise DataError(f"{path}: {what}")
 
 
 def _load_npz(path: str) -> dict:
@@ -162,8 +191,9 @@ def _fmt_list(v) -> str:
     return "(" + ", ".join(f"{x:g}" for x in v) + ")"
 
 
-def validate(ds: Dataset, input_shape, num_classes: Optional[int] = None) -> None:
-    """Check shapes, finiteness and (given num_classes) the label range; raise DataError on the first problem."""
+def validate(ds: Dataset, input_shape, num_classes: Optional[int] = None, new_head_hint: bool = True) -> None:
+    """Check shapes, finiteness and (given num_classes) the label range; raise DataError on the first problem.
+    `new_head_hint`: a label out of range suggests finetune's --num-classes (not for eval, which has none)."""
     for xs, ys, part in ((ds.x, ds.y, "training"), (ds.x_val, ds.y_val, "validation")):
         if len(xs) == 0:
             raise DataError(f"{ds.name}: the {part} set is empty")
@@ -185,8 +215,13 @@ def validate(ds: Dataset, input_shape, num_classes: Optional[int] = None) -> Non
             raise DataError(f"{ds.name}: {part} labels span {ys.min()}..{ys.max()}, but 'classes' names "
                             f"{len(ds.classes)} classes")
         if num_classes is not None and (ys.min() < 0 or ys.max() >= num_classes):
-            hint = (f"; to train a new {ds.num_classes()}-class last layer add --num-classes {ds.num_classes()}"
-                    if ys.min() >= 0 else "")
+            k = ds.num_classes()
+            if ys.min() < 0:
+                hint = ""
+            elif new_head_hint:
+                hint = f"; to train a new {k}-class last layer add --num-classes {k}"
+            else:
+                hint = f"; fine-tune it for these labels first (edgetune finetune ... --num-classes {k})"
             raise DataError(f"{ds.name}: {part} labels span {ys.min()}..{ys.max()}, "
                             f"outside the model's {num_classes} classes (0..{num_classes - 1}){hint}")
 

@@ -40,7 +40,7 @@ def evaluate_onnx(model: str, data: str, split: str = "val", threads: Optional[i
         out = ort_logits(ir.onnx_model.SerializeToString(), x, threads=threads)
     except Exception as exc:
         raise ModelError(f"{model}: onnxruntime cannot run it ({str(exc).splitlines()[0][:200]})") from None
-    validate(ds, ir.input_shape, num_classes=out.shape[1])
+    validate(ds, ir.input_shape, num_classes=out.shape[1], new_head_hint=False)
     if labels and len(labels) != out.shape[1]:
         labels = None
     if ir.final == "softmax":

@@ -6,7 +6,7 @@ import numpy as np
 from .constraints import ACTIVATION_OPS, rule_of_node
 
 
-def describe(model_ref: str) -> str:
+def describe(model_ref: str, untie: bool = False) -> str:
     """Layers, output shapes, parameters and the constraint rule each activation gives."""
     from .engines.dense import DenseEngine
     from .onnx_import import load_model
@@ -14,7 +14,7 @@ def describe(model_ref: str) -> str:
     from .onnx_export import read_metadata
     from .preflight import check_export, engine_support
 
-    model = load_model(model_ref)
+    model = load_model(model_ref, untie=untie)
     shape = tuple(1 if d is None else d for d in model.input_shape)
     probe = DenseEngine()
     probe.load(model, [])

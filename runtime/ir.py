@@ -77,6 +77,16 @@ class Model:
                     names.append(n.params[role])
         return names
 
+    def param_readers(self) -> Dict[str, List[Tuple[Node, str]]]:
+        """Initializer name -> every (node, role) that reads it as a parameter. A name with several
+        readers is shared (tied weights, or equal tensors the exporter merged into one): its
+        gradient is the sum of its readers' gradients, and every engine adds them up."""
+        readers: Dict[str, List[Tuple[Node, str]]] = {}
+        for n in self.nodes:
+            for role, name in n.params.items():
+                readers.setdefault(name, []).append((n, role))
+        return readers
+
     def consumers(self, value: str) -> List[Node]:
         """Nodes that read `value`."""
         return [n for n in self.nodes if value in n.inputs]

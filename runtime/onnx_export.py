@@ -12,6 +12,7 @@ from .atomic import atomic_write
 # metadata_props keys a user's inference code can read (documented in README "Exported files")
 META_CLASSES = "classes"          # JSON list: output index -> label
 META_NORMALIZE = "normalize"      # JSON {"mean": [...], "std": [...]} applied to [0, 1] inputs per channel
+META_SOURCE = "finetuned_from"    # JSON {"model": ..., "data": ...}: bundled names, or absolute paths
 
 
 def export_proto(model, params: dict, metadata: Optional[dict] = None):
@@ -79,3 +80,21 @@ def read_metadata(model) -> dict:
     if not (isinstance(norm, dict) and isinstance(norm.get("mean"), list) and isinstance(norm.get("std"), list)):
         out["normalize"] = None
     return out
+
+
+def read_provenance(path: str) -> dict:
+    """The `finetuned_from` metadata of the ONNX file at `path` ({} when it has none or is not ONNX)."""
+    import onnx
+
+    try:
+        proto = onnx.load(path, load_external_data=False)
+    except Exception:  # noqa: BLE001 - anything unreadable simply carries no provenance
+        return {}
+    for prop in proto.metadata_props:
+        if prop.key == META_SOURCE:
+            try:
+                value = json.loads(prop.value)
+            except ValueError:
+                return {}
+            return value if isinstance(value, dict) else {}
+    return {}

@@ -7,6 +7,7 @@ from typing import Dict, List
 
 import numpy as np
 
+from . import ties
 from .errors import ModelError
 from .ir import Model, Node
 
@@ -18,8 +19,11 @@ SUPPORTED_OPS = (
 _FLOAT = 1  # onnx.TensorProto.FLOAT
 
 
-def load_model(path_or_name, bundled: bool = True) -> Model:
-    """Load an ONNX file (or the name of a bundled model) into the IR."""
+def load_model(path_or_name, bundled: bool = True, untie: bool = False) -> Model:
+    """Load an ONNX file (or the name of a bundled model) into the IR.
+
+    `untie`: give each reader of a shared initializer its own copy (runtime/ties.py says what
+    happens to shared initializers either way)."""
     import onnx
     from onnx import numpy_helper
 
@@ -40,8 +44,12 @@ def load_model(path_or_name, bundled: bool = True) -> Model:
             consts[init.name] = numpy_helper.to_array(init)
         except Exception as exc:
             raise ModelError(f"{path}: initializer {init.name!r} is unreadable ({_first_line(exc)})") from None
-    model = _Importer(path, proto, consts).run()
-    model.notes, model.export_batch = norm.notes, norm.export_batch
+    model = _Importer(path, proto, dict(consts)).run()
+    copies, tie_notes = ties.rewrite(model, graph, untie)
+    if copies:
+        consts.update({copy: consts[name] for copy, name in copies.items()})
+        model = _Importer(path, proto, consts).run()
+    model.notes, model.export_batch = norm.notes + tie_notes, norm.export_batch
     model.metadata = {p.key: p.value for p in proto.metadata_props}
     return model
 

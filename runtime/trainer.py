@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from dataclasses import dataclass, asdict, field
 from typing import Callable, List, Optional
@@ -47,11 +48,12 @@ class FinetuneConfig:
     normalize: Optional[List[float]] = None
     threads: Optional[int] = None
     dense_kernels: bool = False
+    untie_params: bool = False
 
     def fingerprint(self) -> dict:
         """The settings a resumed run must share with the run that wrote the checkpoint."""
         keys = ("model", "data", "batch_size", "lr", "optimizer", "weight_decay", "train_layers", "seed", "loss",
-                "schedule", "num_classes", "normalize", "keep")
+                "schedule", "num_classes", "normalize", "keep", "untie_params")
         out = {k: getattr(self, k) for k in keys}
         if self.schedule != "constant":
             out["epochs"] = self.epochs      # the schedule spans the planned epochs
@@ -73,9 +75,56 @@ def resolve_defaults(cfg: FinetuneConfig) -> FinetuneConfig:
         cfg.lr = float(models.model_info(cfg.model).get("finetune_defaults", {}).get("lr", FALLBACK_LR)) \
             if bundled else FALLBACK_LR
     if cfg.out is None:
-        stem = os.path.splitext(os.path.basename(cfg.model))[0]
-        cfg.out = f"{stem}-finetuned.onnx"
+        cfg.out = default_out(cfg.model, cfg.data)
     return cfg
+
+
+def default_out(model: str, data: str) -> str:
+    """MODEL-DATA-finetuned.onnx: a fine-tune on other data gets a file of its own (README,
+    "Checkpoints and output files")."""
+    return f"{_stem(model)}-{_stem(data)}-finetuned.onnx"
+
+
+def _stem(spec: str) -> str:
+    """A bundled name as it is, a file without its extension, a folder by its own name."""
+    name = os.path.basename(os.path.normpath(os.path.abspath(spec))) if os.path.exists(spec) else str(spec)
+    if os.path.isfile(spec):
+        name = os.path.splitext(name)[0]
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("._") or "data"
+
+
+def provenance(cfg: FinetuneConfig) -> dict:
+    """Which model and data a fine-tuned file came from (its `finetuned_from` metadata): bundled
+    names as they are, paths made absolute."""
+    return {key: os.path.abspath(value) if os.path.exists(value) else value
+            for key, value in (("model", cfg.model), ("data", cfg.data))}
+
+
+def check_default_out(cfg: FinetuneConfig) -> None:
+    """The default --out may replace only a file of the same model and data (a run done again):
+    a name shared by other data (two folders both called train/), or a file edgetune did not
+    write, is refused rather than silently replaced."""
+    from .onnx_export import read_provenance
+
+    if not os.path.exists(cfg.out):
+        return
+    theirs, mine = read_provenance(cfg.out), provenance(cfg)
+    if theirs == mine:
+        return
+    what = (f"a fine-tune of {theirs.get('model')} on {theirs.get('data')}" if theirs
+            else "a file that edgetune finetune did not write")
+    raise UsageError(f"{cfg.out} already exists and holds {what}; this run fine-tunes {mine['model']} on "
+                     f"{mine['data']}. Give --out to name the output (naming {cfg.out} replaces it)")
+
+
+def device_line(device: Optional[str]) -> str:
+    """What --engine device trains on, so that a run on the emulator is never mistaken for one on a board."""
+    if not device:
+        return ("device: --device not given, so the steps run on the bundled emulator of the accelerator, on this "
+                "computer; to train on a board give --device /dev/ttyUSB0 (or another pyserial URL)")
+    if device == "emulator":
+        return "device: the bundled emulator of the accelerator (--device emulator), on this computer"
+    return f"device: {device}"
 
 
 def evaluate(engine, x, y, batch: int = 256):
@@ -101,9 +150,12 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print, progress=N
 
     warn = warn or (lambda msg: log(f"warning: {msg}"))
     result = result or log
+    out_given = cfg.out is not None
     cfg = resolve_defaults(cfg)
     check_options(cfg)
-    model = load_model(cfg.model)
+    if not out_given:
+        check_default_out(cfg)
+    model = load_model(cfg.model, untie=cfg.untie_params)
     for note in model.notes:
         log(f"import: {note}")
     meta = _model_metadata(model)
@@ -125,6 +177,7 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print, progress=N
     kwargs = dict(cfg.engine_options)
     if cfg.engine == "device":
         kwargs.setdefault("device", cfg.device or "emulator")
+        log(device_line(cfg.device))
     if cfg.dense_kernels:
         kwargs["dense"] = True
     if cfg.threads:
@@ -150,7 +203,8 @@ def new_fit_state(seed: int) -> dict:
     """A fresh training position: epoch 0, step 0, the seeded data-order RNG, empty history."""
     rng = np.random.default_rng(seed)
     return {"epoch": 0, "step": 0, "rng": rng.bit_generator.state, "history": [],
-            "phase_seconds": {"fp": 0.0, "bp": 0.0, "wg": 0.0, "update": 0.0}, "epoch_stats": [0.0, 0, 0, 0.0],
+            "phase_seconds": {"fp": 0.0, "bp": 0.0, "wg": 0.0, "update": 0.0},
+            "step_wall": {"seconds": 0.0, "steps": 0}, "epoch_stats": [0.0, 0, 0, 0.0],
             "steps_done": 0, "stopped_early": None, "keeper": None}
 
 
@@ -182,8 +236,12 @@ def local_fit(engine, x, y, *, epochs: int, batch_size: int, state: dict, rng=No
             while state["step"] < steps_per_epoch:
                 idx = order[state["step"] * batch_size:(state["step"] + 1) * batch_size]
                 # a diverging run overflows: the check below reports it, numpy's warnings would only add noise
+                t_step = time.perf_counter()
                 with np.errstate(over="ignore", invalid="ignore"):
                     res = engine.train_step(x[idx], y[idx])
+                wall = state.setdefault("step_wall", {"seconds": 0.0, "steps": 0})
+                wall["seconds"] += time.perf_counter() - t_step    # the whole step: a device's link included
+                wall["steps"] += 1
                 if not np.isfinite(res.loss):
                     raise EdgetuneError(f"training diverged at epoch {state['epoch'] + 1} step {state['step'] + 1} "
                                         f"(loss {res.loss}); lower --lr")
@@ -261,9 +319,8 @@ class _Run:
     def _resume(self) -> bool:
         cfg, state = self.cfg, self.state
         found = ckpt.load(cfg.checkpoint)
-        if found is None:
-            self.log(f"no checkpoint in {cfg.checkpoint} yet; starting from the beginning")
-            return False
+        if found is None:       # check_options found one, so it went away since
+            raise UsageError(f"--resume: no checkpoint in {cfg.checkpoint} any more")
         meta = found["meta"]
         mine = cfg.fingerprint()
         # a checkpoint from before a setting existed was written with that setting's default
@@ -342,7 +399,7 @@ class _Run:
                      f"(last epoch {100 * last['val_acc']:.1f}%; --keep last keeps the last)")
         after_acc, after_loss, logits = evaluate(engine, ds.x_val, ds.y_val)
         params = engine.get_params()
-        metadata = {"classes": self.classes, "normalize": ds.normalize}
+        metadata = {"classes": self.classes, "normalize": ds.normalize, "finetuned_from": provenance(cfg)}
         export_onnx(self.model, params, cfg.out, metadata)
         ort = ort_logits(cfg.out, ds.x_val, threads=cfg.threads)
         expected = _apply_final(self.model.final, logits)

@@ -45,7 +45,8 @@ def zoo_export(tmp_path_factory):
 
 def _hypothesis_profiles():
     """ci: derandomised (the same examples on every run) with a deadline; dev: random;
-    long: a deeper search to run by hand. HYPOTHESIS_PROFILE picks one; CI=true picks ci."""
+    long: a deeper search to run by hand; qemu: ci's examples untimed (emulated aarch64).
+    HYPOTHESIS_PROFILE picks one; CI=true picks ci."""
     import os
 
     from hypothesis import HealthCheck, settings
@@ -54,6 +55,9 @@ def _hypothesis_profiles():
     settings.register_profile("ci", derandomize=True, deadline=20000, print_blob=True, suppress_health_check=slow)
     settings.register_profile("dev", deadline=None, suppress_health_check=slow)
     settings.register_profile("long", deadline=None, max_examples=1000, suppress_health_check=slow)
+    # qemu: ci's examples without its deadline, for the aarch64 run under qemu-user (tools/arm64/),
+    # where a time limit would measure the emulator
+    settings.register_profile("qemu", derandomize=True, deadline=None, print_blob=True, suppress_health_check=slow)
     default = "ci" if os.environ.get("CI", "").lower() in ("1", "true", "yes") else "dev"
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", default))
 

@@ -6,6 +6,11 @@ activations with position constraints (ReLU, ReLU6, hard-swish) and without (Lea
 none, a Clip that is not ReLU6), max/average pools, residual blocks and forks (one value
 feeding several consumers), then a head of GlobalAveragePool or Flatten and one or two
 Gemm layers. Channel counts are small and often odd; batch and image size vary.
+
+Parameters are shared the ways exports share them: tied blocks (one weight and bias read by 2-5
+convs or Gemms), and parameters that reuse an earlier initializer of their shape (as torch's
+exporters store equal tensors once: weights, biases, BatchNorm scales and means), read directly
+or through Identity nodes.
 """
 from __future__ import annotations
 
@@ -25,10 +30,12 @@ CHANNELS = st.sampled_from([1, 2, 3, 5, 7, 8, 8, 8, 9, 12, 15, 16, 16, 16, 17, 2
 @dataclass
 class _Builder:
     rng: np.random.Generator
+    share: float = 0.0      # chance that a parameter reuses an earlier initializer of its shape
     nodes: list = field(default_factory=list)
     inits: list = field(default_factory=list)
     n: int = 0
     text: List[str] = field(default_factory=list)
+    by_shape: dict = field(default_factory=dict)   # shape -> names of parameter initializers
 
     def name(self, kind):
         self.n += 1
@@ -38,6 +45,22 @@ class _Builder:
         nm = self.name(kind)
         self.inits.append(numpy_helper.from_array(np.asarray(arr, np.float32), nm))
         return nm
+
+    def param(self, kind, arr):
+        """A parameter initializer, or (with chance `share`) an earlier one of the same shape, read
+        directly or through an Identity node, as torch's exporters write equal tensors once."""
+        shape = np.shape(arr)
+        earlier = self.by_shape.get(shape, [])
+        if earlier and self.rng.random() < self.share:
+            return self.reuse(earlier[self.rng.integers(len(earlier))])
+        nm = self.init(kind, arr)
+        self.by_shape.setdefault(shape, []).append(nm)
+        return nm
+
+    def reuse(self, name):
+        """Read initializer `name` again, directly or through an Identity node."""
+        self.text.append(f"shares {name}")
+        return self.node("Identity", [name]) if self.rng.random() < 0.5 else name
 
     def node(self, op, inputs, **attrs):
         out = self.name(op.lower())
@@ -60,16 +83,16 @@ class _Builder:
     def conv(self, x, c, cout, k, stride, pads, dil, groups, bias, bn, act):
         fan_in = (c // groups) * k * k
         w = self.rng.standard_normal((cout, c // groups, k, k)) * np.sqrt(2.0 / fan_in)
-        ins = [x, self.init("w", w)]
+        ins = [x, self.param("w", w)]
         if bias:
-            ins.append(self.init("b", self.rng.standard_normal(cout) * 0.1))
+            ins.append(self.param("b", self.rng.standard_normal(cout) * 0.1))
         y = self.node("Conv", ins, kernel_shape=[k, k], strides=[stride] * 2, pads=list(pads),
                       dilations=[dil] * 2, group=groups)
         if bn:
             r = self.rng
-            y = self.node("BatchNormalization", [y, self.init("bn_s", r.uniform(0.5, 1.5, cout)),
-                                                 self.init("bn_b", r.normal(0, 0.1, cout)),
-                                                 self.init("bn_m", r.normal(0, 0.1, cout)),
+            y = self.node("BatchNormalization", [y, self.param("bn_s", r.uniform(0.5, 1.5, cout)),
+                                                 self.param("bn_b", r.normal(0, 0.1, cout)),
+                                                 self.param("bn_m", r.normal(0, 0.1, cout)),
                                                  self.init("bn_v", r.uniform(0.5, 2.0, cout))], epsilon=1e-5)
         self.text.append(f"conv {c}->{cout} k{k} s{stride} p{list(pads)} d{dil} g{groups}"
                          f"{' bias' if bias else ''}{' bn' if bn else ''} {act}")
@@ -77,10 +100,26 @@ class _Builder:
 
     def gemm(self, x, fin, fout, act):
         w = self.rng.standard_normal((fout, fin)) * np.sqrt(2.0 / fin)
-        y = self.node("Gemm", [x, self.init("fw", w), self.init("fb", self.rng.standard_normal(fout) * 0.1)],
+        y = self.node("Gemm", [x, self.param("fw", w), self.param("fb", self.rng.standard_normal(fout) * 0.1)],
                       transB=1)
         self.text.append(f"gemm {fin}->{fout} {act}")
         return self.act(y, act)
+
+    def tied(self, x, shape, reps, act, conv):
+        """`reps` layers that read one weight and one bias (tied weights): a c->c conv (shape
+        (c, c, k, k)) or a Gemm (shape (f, f))."""
+        fan_in = int(np.prod(shape[1:]))
+        w = self.init("tw", self.rng.standard_normal(shape) * np.sqrt(2.0 / fan_in))
+        bias = self.init("tb", self.rng.standard_normal(shape[0]) * 0.1)
+        for r in range(reps):
+            ins = [x, w if r == 0 else self.reuse(w), bias if r == 0 else self.reuse(bias)]
+            if conv:
+                k = shape[2]
+                x = self.act(self.node("Conv", ins, kernel_shape=[k, k], pads=[k // 2] * 4), act)
+            else:
+                x = self.act(self.node("Gemm", ins, transB=1), act)
+        self.text.append(f"tied {'conv' if conv else 'gemm'} {shape} x{reps} {act}")
+        return x
 
 
 def _conv_out(size, k, stride, p0, p1, dil):
@@ -137,7 +176,7 @@ class Case:
 def cases(draw, max_batch: int = 17, sizes: Tuple[int, int] = (5, 32), max_blocks: int = 5):
     """A random graph plus a batch to train it on."""
     seed = draw(st.integers(0, 2**32 - 1))
-    b = _Builder(np.random.default_rng(seed))
+    b = _Builder(np.random.default_rng(seed), share=draw(st.sampled_from([0.0, 0.0, 0.3, 0.7])))
     n = draw(st.integers(1, max_batch))
     c0 = draw(st.sampled_from([1, 2, 3, 3, 4, 5, 8]))
     h = draw(st.integers(*sizes))
@@ -146,7 +185,7 @@ def cases(draw, max_batch: int = 17, sizes: Tuple[int, int] = (5, 32), max_block
     b.text.append(f"input {n}x{c0}x{h}x{w}")
     values = [(x, c, h, w)]  # candidates for fan-out
     for _ in range(draw(st.integers(1, max_blocks))):
-        block = draw(st.sampled_from(["conv", "conv", "conv", "pool", "residual", "fork"]))
+        block = draw(st.sampled_from(["conv", "conv", "conv", "pool", "residual", "fork", "tied"]))
         if block == "conv":
             # sometimes read an earlier value again: it then feeds two consumers
             src = draw(st.sampled_from(values)) if draw(st.integers(0, 3)) == 0 else (x, c, h, w)
@@ -177,6 +216,9 @@ def cases(draw, max_batch: int = 17, sizes: Tuple[int, int] = (5, 32), max_block
             y = b.conv(y, c, c, k2, 1, (k2 // 2,) * 4, 1, 1, True, False, "none")
             x = b.act(b.node("Add", [y, x]), draw(st.sampled_from(ACTS)))
             b.text.append("residual add")
+        elif block == "tied":
+            k = draw(st.sampled_from([1, 3]))
+            x = b.tied(x, (c, c, k, k), draw(st.integers(2, 5)), draw(st.sampled_from(ACTS)), conv=True)
         elif block == "fork":
             # one value, two consumers, merged again
             c2 = draw(CHANNELS)
@@ -198,6 +240,8 @@ def cases(draw, max_batch: int = 17, sizes: Tuple[int, int] = (5, 32), max_block
         hid = draw(CHANNELS)
         x = b.gemm(x, fin, hid, draw(st.sampled_from(ACTS)))
         fin = hid
+        if draw(st.integers(0, 2)) == 0:
+            x = b.tied(x, (hid, hid), draw(st.integers(2, 4)), draw(st.sampled_from(ACTS)), conv=False)
     x = b.gemm(x, fin, classes, "none")
     graph = helper.make_graph(b.nodes, "generated",
                               [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", c0, None, None])],

@@ -60,7 +60,7 @@ def test_init_writes_a_flower_app_with_every_run_setting(tmp_path):
     (["simulate", "--train-layers", "last:9"], 2, "only 4 Conv/Gemm"),
     (["simulate", "--engine", "device", "--strategy", "fedprox", "--mu", "0.1"], 2, "device engine"),
     (["simulate", "--clients", "700"], 1, "cannot give 700 nodes"),
-    (["simulate", "--out", "/no/such/folder/f.onnx"], 2, "does not exist"),
+    (["simulate", "--out", "/proc/no/such/folder/f.onnx"], 2, "cannot create the folder /proc/no/such/folder"),
     (["simulate", "no_such_model.onnx", "--data", "digits_shifted"], 1, "no_such_model"),
     (["init", "app", "--dp-noise", "1.0"], 2, "--dp-clip"),
     (["supernode", "--superlink", "127.0.0.1:9", "--data", "missing.npz"], 2, "missing.npz"),

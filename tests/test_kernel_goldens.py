@@ -2,10 +2,14 @@
 the dense numpy reference writes today (so they cannot rot), and the Python-driven kernels must
 match them the way the driver requires (native/kernel_tests/driver.cpp).
 
-Byte equality holds across machines because the inputs are drawn from fixed seeds and the
-float64 reference rounds to the same float32 values (exactly so where the inputs keep every
-sum exact). A numpy that changed its random stream would show every golden as stale: rewrite
-them then (python tests/kernel_goldens.py --write) and rerun the driver on them."""
+Byte equality holds across machines where the inputs keep every sum exact (the dyadic cases):
+the float64 reference then rounds to the same float32 values whatever order it sums in. In the
+cases fed by hard-swish it does not: numpy sums in float64 in another order on aarch64 than on
+x86-64 (its BLAS for gemm, its einsum vector loops for conv), and a result lying near a float32
+rounding boundary then rounds to the neighbouring float32 (1 of 144 dw elements of depthwise3x3_hardswish, 2 of 480 of gemm_hardswish). Those
+cases must equal the reference within one float32 ulp per element. A numpy that changed its
+random stream would show every golden as stale: rewrite them then (python
+tests/kernel_goldens.py --write) and rerun the driver on them."""
 from __future__ import annotations
 
 import numpy as np
@@ -21,8 +25,22 @@ TOL = 1e-5  # of each element's sum of |terms|; the driver's kTol, justified the
 def test_committed_goldens_equal_the_reference(fname):
     path = kernel_goldens.GOLDEN_DIR / fname
     assert path.is_file(), f"{path} missing: python tests/kernel_goldens.py --write"
-    want = kernel_goldens.golden_bytes()[fname]
-    assert path.read_bytes() == want, f"{fname} differs from the reference: python tests/kernel_goldens.py --write"
+    want, have = kernel_goldens.golden_bytes()[fname], path.read_bytes()
+    if have == want:
+        return
+    exact = kernel_goldens.compute(fname.removesuffix(".etg"))["meta"][-1] != "hardswish"
+    assert not exact and _within_one_ulp(have, want), \
+        f"{fname} differs from the reference: python tests/kernel_goldens.py --write"
+
+
+def _within_one_ulp(have: bytes, want: bytes) -> bool:
+    """The same header, and every float32 of the data equal or a neighbour (one ulp away)."""
+    sep = b"\ndata\n"
+    (h1, _, d1), (h2, _, d2) = have.partition(sep), want.partition(sep)
+    if h1 != h2 or len(d1) != len(d2):
+        return False
+    a, b = np.frombuffer(d1, "<f4"), np.frombuffer(d2, "<f4")
+    return bool(np.all((a == b) | (np.nextafter(a, np.float32(np.inf)) == b) | (np.nextafter(a, np.float32(-np.inf)) == b)))
 
 
 def test_no_stray_goldens():

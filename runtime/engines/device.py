@@ -117,7 +117,8 @@ class DeviceEngine(Engine):
         if macs is None:
             return None
         return {"macs_dense": macs["dense"], "macs_required": macs["required"], "macs_executed": macs["executed"],
-                "activation_bytes": macs.get("activation_bytes"), "batch": macs["batch"], "scope": "last_step",
+                "layers": macs.get("layers", []), "activation_bytes": macs.get("activation_bytes"),
+                "batch": macs["batch"], "scope": "last_step",
                 "source": "device counters (accelerator.last_step: the last training step)"}
 
     def close(self) -> None:

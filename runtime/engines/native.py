@@ -59,6 +59,12 @@ class _Layer:
         self.inv_perm = None
 
 
+def _accumulate(grads, name, g):
+    """Add a reader's gradient: an initializer that several nodes read (a tie the exporter made,
+    or tied weights) gets the sum over its readers."""
+    grads[name] = grads[name] + g if name in grads else np.ascontiguousarray(g, F32)
+
+
 def _activation_bytes(infos) -> dict:
     """What FP keeps for BP and WG: `values` (packed values and state bits) plus `plan` (lists,
     counts, partitions); `stored` is both. `dense` is what keeping every activation in fp32 costs."""
@@ -421,7 +427,7 @@ class NativeEngine(Engine):
         for role, g in (("W", dW), ("B", dB)):
             name = node.params.get(role)
             if name in want:
-                grads[name] = np.ascontiguousarray(g, F32).reshape(self.params[name].shape)
+                _accumulate(grads, name, np.asarray(g, F32).reshape(self.params[name].shape))
 
     def _bwd_op(self, node, g, ctx, want, grads):
         op, at, src = node.op, node.attrs, node.inputs[0]
@@ -439,7 +445,7 @@ class NativeEngine(Engine):
             if name in want:
                 b = self.params[name]
                 s = g.sum(axis=tuple(range(g.ndim - 1))) if g.ndim == 4 else g.sum(axis=0)
-                grads[name] = s.reshape(b.shape)
+                _accumulate(grads, name, s.reshape(b.shape))
             return [(src, g)]
         if op == "maxpool":
             arg, shape = ctx[node.name]
@@ -459,7 +465,7 @@ class NativeEngine(Engine):
                                                        at["epsilon"])
             for role, gr in (("scale", dscale), ("B", dbias)):
                 if node.params[role] in want:
-                    grads[node.params[role]] = np.asarray(gr, F32)
+                    _accumulate(grads, node.params[role], np.asarray(gr, F32))
             return [(src, dx)]
         raise ModelError(f"native engine: no backward for {node.onnx_op} ({node.name})")
 
@@ -483,7 +489,8 @@ class NativeEngine(Engine):
         return self.step_counters()
 
     def step_counters(self) -> dict:
-        """Counters of the most recent forward+backward (see measure_step)."""
+        """Counters of the most recent forward+backward (see measure_step); each layer also has the
+        `act_bytes` its output activation kept for backward (as `activation_bytes`)."""
         totals = {k: {"fp": 0, "bp": 0, "wg": 0} for k in ("dense", "required", "executed")}
         for counts in self.last_step.values():
             for ph, kinds in counts.items():
@@ -492,9 +499,12 @@ class NativeEngine(Engine):
         for kind in totals:
             totals[kind]["total"] = sum(totals[kind].values())
         infos = [lay.k.output_info for lay in self.layers.values() if lay.k.output_info is not None]
+        layers = []
+        for name, counts in self.last_step.items():
+            info = self.layers[name].k.output_info
+            layers.append({"name": name, **counts, **({"act_bytes": _activation_bytes([info])} if info else {})})
         return {"macs_dense": totals["dense"], "macs_required": totals["required"],
-                "macs_executed": totals["executed"],
-                "layers": [{"name": n, **c} for n, c in self.last_step.items()],
+                "macs_executed": totals["executed"], "layers": layers,
                 "activation_bytes": _activation_bytes(infos)}
 
     def step_operands(self) -> dict:
