@@ -96,6 +96,12 @@ def _serve(work: Path, pty, tcp, fault_rate, seed, reset_after, simulator, out) 
     print(ready.read_text().strip(), file=out or sys.stdout, flush=True)
     while th.is_alive():
         th.join(0.2)
+    try:       # the simulation's closing summary (bit flips injected on the line), before its log goes
+        for line in log.read_text(errors="replace").splitlines():
+            if "bit flips injected" in line:
+                print(line.strip(), file=sys.stderr, flush=True)
+    except OSError:
+        pass
     print("edgetune emulator --rtl: stopped", file=sys.stderr, flush=True)
     return 0
 
