@@ -1,6 +1,6 @@
 """`edgetune emulator --rtl`: the whole device simulated in RTL (device_top.v: link, control
 processor and firmware, training array) on a pty, trained by the real DeviceEngine/DeviceClient.
-Three training steps of an MLP on digits data must equal the Python model of the device
+Three training steps (8 samples each) of an MLP on digits data must equal the Python model of the device
 (hardware/device_model.py) bit for bit, losses and every parameter, and stay within 1e-5 (relative
 to each tensor's largest magnitude) of the native engine; again with bit flips on the simulated
 line and the device resetting itself after every second step of a session (--fault-rate 5e-4
@@ -74,7 +74,7 @@ def small_mlp():
 def _batches():
     d = np.load(ROOT / "models" / "digits_shifted.npz")
     x, y = d["x"].astype(F32), d["y"]
-    return [(x[i * 32:(i + 1) * 32], y[i * 32:(i + 1) * 32]) for i in range(3)]
+    return [(x[i * 8:(i + 1) * 8], y[i * 8:(i + 1) * 8]) for i in range(3)]   # small steps: the processor's share is per sample
 
 
 def _train(engine, model, batches):
@@ -100,6 +100,7 @@ def reference():
     return model, losses, dm.params, native_params
 
 
+@pytest.mark.timeout(1200)      # each lost answer costs the host an attempt timeout of the simulated device
 @pytest.mark.parametrize("args", [(), ("--fault-rate", "0.0005", "--seed", "3", "--reset-after", "2")],
                          ids=["clean_line", "bit_flips_and_resets"])
 def test_training_on_the_rtl_device_matches_its_model_and_native(reference, args, firmware_tools):
