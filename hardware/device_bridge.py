@@ -13,19 +13,12 @@ from edgetune.firmware_bridge import protocol as P
 from edgetune.firmware_bridge.framing import FrameDecoder, crc32, encode_frame
 
 from .firmware import bootcfg_words
-
-CLK_NS = 10        # device_tb's clock period
-MB_SIZE = 1 << 14  # device_tb MB_AW
+from .link_bridge import CLK_NS, LinkBench   # device_tb has link_tb's clock and mailboxes
 
 
-class DeviceBench:
-    """The host end of the simulated line of device_tb."""
 
-    def __init__(self, dut, params: dict):
-        self.dut, self.params = dut, params
-        self.h2d_wr = 0
-        self.d2h_rd = 0
-        self.pending = bytearray()
+class DeviceBench(LinkBench):
+    """The host end of the simulated line of device_tb (the mailboxes are link_tb's)."""
 
     async def reset(self, entropy: int = 0x1234567, fault_rate: int = 0, fault_seed: int = 1,
                     caps: str = "", reset_after: int = 0) -> None:
@@ -49,36 +42,6 @@ class DeviceBench:
         if int(self.params.get("BYTE_PORT", 0)):
             return int(self.params["BYTE_CLKS"])
         return 10 * int(self.params["CLKS_PER_BIT"])
-
-    def send(self, data: bytes) -> None:
-        """Queue host bytes for the line (they go out as mailbox room allows)."""
-        self.pending += data
-
-    def _push(self) -> None:
-        if not self.pending:
-            return
-        room = MB_SIZE - 1 - (self.h2d_wr - int(self.dut.h2d_rd.value))
-        n = min(room, len(self.pending))
-        if n <= 0:
-            return
-        mem = self.dut.h2d_mem
-        for i in range(n):
-            mem[(self.h2d_wr + i) % MB_SIZE].value = self.pending[i]
-        del self.pending[:n]
-        self.h2d_wr += n
-        self.dut.h2d_wr.value = self.h2d_wr & 0xFFFFFFFF
-
-    def _pull(self) -> bytes:
-        wr = int(self.dut.d2h_wr.value)
-        n = wr - self.d2h_rd
-        if n > MB_SIZE:
-            raise RuntimeError("d2h mailbox overflowed: the glue polled too rarely")
-        out = bytes(int(self.dut.d2h_mem[(self.d2h_rd + i) % MB_SIZE].value) for i in range(n))
-        self.d2h_rd = wr
-        return out
-
-    def line_busy(self) -> bool:
-        return bool(self.pending) or int(self.dut.h2d_rd.value) != self.h2d_wr
 
     def device_busy(self) -> bool:
         """A request is being answered (the link holds its receive buffer)."""

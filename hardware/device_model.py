@@ -312,3 +312,17 @@ class DeviceModel:
     def loss_and_grads(self, x, y):
         loss, _correct, grads = self._backward(x, y, update=False)
         return loss, grads
+
+
+def required_macs(acts) -> Tuple[int, int, int]:
+    """The constraint-required MACs (FP, BP, WG) of a step, from `DeviceModel.forward`'s masks: FP
+    non-zero inputs x K; BP (layers after the first) |G out| x |G in| per sample; WG non-zero
+    inputs x |G out| per sample (weights only: the bias row is not counted, as the engines count none)."""
+    fp = bp = wg = 0
+    for i, (a, _z, g) in enumerate(acts):
+        nz = (a != 0).astype(np.int64)
+        fp += int(nz.sum()) * g.shape[1]
+        wg += int((nz.T @ g.astype(np.int64)).sum())
+        if i > 0:
+            bp += int((g.sum(1) * acts[i - 1][2].sum(1)).sum())
+    return fp, bp, wg

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -120,7 +119,7 @@ def test_device_top_protocol_bit_exact(tmp_path, firmware_tools):
     from edgetune.firmware_bridge import protocol as P
     from edgetune.firmware_bridge.codecs import decode_tensor_set, tensor_set_to_state
     from edgetune.hardware import sim as S
-    from edgetune.hardware.device_model import DeviceModel
+    from edgetune.hardware.device_model import DeviceModel, required_macs
 
     case = _case()
     inp, res = tmp_path / "case.pkl", tmp_path / "results.pkl"
@@ -173,21 +172,9 @@ def test_device_top_protocol_bit_exact(tmp_path, firmware_tools):
     counters = json.loads(out["counters"][1])
     assert counters["compute"] == "rtl" and counters["accelerator"]["totals"]["steps"] == 2
     phases = counters["accelerator"]["last_step"]["phases"]
-    want = _required(acts)
+    want = required_macs(acts)
     assert tuple(phases[ph]["executed_macs"] for ph in ("fp", "bp", "wg")) == want
     assert tuple(phases[ph]["dense_macs"] for ph in ("fp", "bp", "wg")) == (5 * (20 * 12 + 12 * 3), 5 * 12 * 3,
                                                                            5 * (20 * 12 + 12 * 3))
     r = out["reset"]
     assert r["lost"] and r["after"][0] == SESSION_ERR and r["sessions"][0] != r["sessions"][1]
-
-
-def _required(acts):
-    """Constraint MAC counts (FP, BP of layers after the first, WG) of a step's masks."""
-    fp = bp = wg = 0
-    for i, (a, _z, g) in enumerate(acts):
-        nz = (a != 0).astype(np.int64)
-        fp += int(nz.sum()) * g.shape[1]
-        wg += int((nz.T @ g.astype(np.int64)).sum())
-        if i > 0:
-            bp += int((g.sum(1) * acts[i - 1][2].sum(1)).sum())
-    return fp, bp, wg

@@ -315,22 +315,11 @@ def _model_run(case):
     return out
 
 
-def _required(acts, y_layers):
-    """Constraint MAC counts of a step: FP, BP (layers after the first), WG (weights only)."""
-    fp = bp = wg = 0
-    for i, (a, _z, g) in enumerate(acts):
-        nz = a != 0
-        fp += int(nz.sum()) * g.shape[1]
-        wg += int((nz.T.astype(np.int64) @ g.astype(np.int64)).sum())
-        if i > 0:
-            g_in = acts[i - 1][2]
-            bp += int((g.sum(1) * g_in.sum(1)).sum())
-    return fp, bp, wg
-
 
 @pytest.mark.parametrize("sim", ["verilator", "icarus"])
 def test_train_core_steps_bit_exact(sim, tmp_path):
     from edgetune.hardware import sim as S
+    from edgetune.hardware.device_model import required_macs
 
     lanes, make = CASES[sim]
     cases = make()
@@ -353,7 +342,7 @@ def test_train_core_steps_bit_exact(sim, tmp_path):
             else:
                 for k, v in exp["grads"].items():
                     assert np.array_equal(got["grads"][k].view(np.uint32), v.view(np.uint32)), f"{where}: grad {k}"
-            fp, bp, wg = _required(exp["acts"], None)
+            fp, bp, wg = required_macs(exp["acts"])
             c = got["counts"]
             assert (c["mac_fp"], c["mac_bp"], c["mac_wg"]) == (fp, bp, wg), f"{where}: MAC counts"
             if s == 0:
