@@ -1,9 +1,11 @@
 """Starts the yosys run of hardware/test_synth.py in a child process as soon as that test is
 collected, so that it runs beside the simulations (one core each on a 2-core machine) instead
-of after them; the `synth_report` fixture waits for it."""
+of after them; the `synth_report` fixture waits for it. `firmware_tools` guards the tests that
+build the device firmware."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -40,3 +42,14 @@ def synth_report() -> dict:
     _out, err = proc.communicate(timeout=1800)
     assert proc.returncode == 0, f"python -m edgetune.hardware.synth failed: {err[-2000:]}"
     return json.loads(_RUN["out"].read_text())
+
+
+@pytest.fixture
+def firmware_tools():
+    """The RISC-V cross compiler the device firmware is built with: a skip naming the install
+    command on a machine without it, a failure under CI (.ci/run installs it)."""
+    if shutil.which("riscv64-unknown-elf-gcc") is None:
+        msg = "the RISC-V cross compiler is not installed: apt-get install gcc-riscv64-unknown-elf"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)

@@ -42,6 +42,16 @@ def fadd(a, b):
     return np.where(np.abs(r) < F32(TINY), np.copysign(F32(0), r), r).astype(F32)
 
 
+def fdiv(a, b):
+    """fp32_div.v: a / b rounded to nearest even (IEEE single, which numpy's float32 division is);
+    subnormal inputs read as zero, a quotient below 2^-126 flushed to a signed zero. No quotient
+    the device computes (softmax ratios, divisions by the batch size) is that small and non-zero
+    before rounding, so the edge where rounding would reach 2^-126 from below is not modelled."""
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        q = (_daz(a) / _daz(b)).astype(F32)
+    return np.where(np.abs(q) < F32(TINY), np.copysign(F32(0), q), q).astype(F32)
+
+
 def pack_words(lanes: np.ndarray) -> int:
     """One vector word: lane j in bits [32j+31:32j]."""
     return int.from_bytes(np.ascontiguousarray(lanes, F32).tobytes(), "little")

@@ -23,10 +23,43 @@ SIMULATORS = ("verilator", "icarus")
 
 LINK_RTL = ["uart_rx.v", "uart_tx.v", "crc32_byte.v", "cobs_rx.v", "cobs_tx.v", "ram_sdp.v", "device_link.v"]
 PE_RTL = ["fp32_mul.v", "fp32_add.v", "ram_sdp.v", "pe_core.v"]
+DEVICE_RTL = ["uart_rx.v", "uart_tx.v", "crc32_byte.v", "cobs_rx.v", "cobs_tx.v", "device_link.v", "fp32_div.v",
+              "device_top.v"]
+CORE_RTL = ["fp32_mul.v", "fp32_add.v", "ram_sdp.v", "ram_lanes.v", "lane_mac.v", "pos_estimator.v", "train_seq.v",
+            "train_core.v"]
 DESIGNS = {
     "link_tb": [TB / "link_tb.v", TB / "line_fault.v"] + [RTL / f for f in LINK_RTL],
     "pe_tb": [TB / "pe_tb.v"] + [RTL / f for f in PE_RTL],
+    "train_core": [RTL / f for f in CORE_RTL],
+    # plus PicoRV32 from its package (picorv32_source) and, for Verilator, a lint waiver for it
+    "device_tb": [TB / "device_tb.v", TB / "line_fault.v", TB / "byte_fault.v"] + [RTL / f for f in CORE_RTL + DEVICE_RTL],
 }
+# The whole device: the wide link (one byte per 4 clocks into the framing, no UART: the line is the
+# simulation's bottleneck; the UART is tested at 4, 8 and 217 clocks per bit by the link tests),
+# staging and result memories large enough for digits_mlp's state (256 KiB each), 16 lanes, batches
+# of up to 32 samples.
+DEVICE_PARAMS = {"CLKS_PER_BIT": 4, "IDLE_CLKS": 2000, "MAX_PAYLOAD": 4096, "BUF_AW": 13, "STAGE_AW": 18,
+                 "RES_AW": 18, "RAM_AW": 14, "CLOCK_HZ": 25_000_000, "L": 16, "LB": 4, "NMAX": 32, "BYTE_PORT": 1,
+                 "BYTE_CLKS": 4}
+
+
+def picorv32_source() -> Path:
+    """picorv32.v from the pythondata-cpu-picorv32 package (the hw extra)."""
+    try:
+        import pythondata_cpu_picorv32 as pkg
+    except ImportError:
+        raise SimulatorMissing('PicoRV32 is not installed: pip install "edgetune[hw]"') from None
+    return Path(pkg.data_location) / "picorv32.v"
+
+
+def design_sources(design: str, sim: str):
+    """The files of `design` for `sim` (Verilator gets the lint waiver for PicoRV32)."""
+    files = list(DESIGNS[design])
+    if design == "device_tb":
+        files.append(picorv32_source())
+        if sim == "verilator":
+            files.insert(0, TB / "third_party.vlt")
+    return files
 
 
 # One parameter set per design and simulator, so each is built once. Simulation uses a fast UART
@@ -86,14 +119,14 @@ VERILATOR_ARGS = ["--timing", "-Wall", "-Wno-DECLFILENAME", "-Wno-UNUSEDSIGNAL",
                   "-Wno-WIDTHEXPAND",
                   "-CFLAGS", "-fcoroutines"]
 # the link runs for long (emulator --rtl): optimise; the PE core is wide and short-lived: compile fast
-VERILATOR_OPT = {"link_tb": "-O2", "pe_tb": "-O1"}
+VERILATOR_OPT = {"link_tb": "-O2", "pe_tb": "-O1", "train_core": "-O1", "device_tb": "-O2"}
 
 
 def build(design: str, sim: str, parameters: Optional[Mapping[str, object]] = None) -> Path:
     """Build `design` (a key of DESIGNS) for `sim`; returns its build directory (cached)."""
     check_simulator(sim)
     parameters = dict(parameters or {})
-    sources = DESIGNS[design]
+    sources = design_sources(design, sim)
     key = hashlib.sha256(json.dumps([design, sim, sorted(parameters.items()),
                                      [p.read_bytes().hex() for p in sources]]).encode()).hexdigest()[:16]
     bdir = build_root() / f"{design}-{sim}-{key}"
@@ -122,6 +155,8 @@ def run(design: str, sim: str, test_module: str, parameters: Optional[Mapping[st
     Under pytest a failing cocotb test fails the calling test (cocotb's runner checks the results).
     """
     bdir = build(design, sim, parameters)
+    if design == "device_tb":
+        _device_images(bdir, parameters)
     from cocotb_tools.runner import get_runner
 
     paths = [str(p) for p in python_path] + sys.path
@@ -134,6 +169,18 @@ def run(design: str, sim: str, test_module: str, parameters: Optional[Mapping[st
                            test_dir=str(bdir), parameters=dict(parameters or {}), extra_env=extra,
                            testcase=testcase, log_file=str(log_file) if log_file else None,
                            timescale=("1ns", "1ps") if sim == "icarus" else None)
+
+
+def _device_images(bdir: Path, parameters) -> None:
+    """The RAM images device_top loads at power-on: the firmware, and an empty boot configuration
+    (the simulation writes the real one into that memory before it releases reset)."""
+    from .firmware import bootcfg_hex, build as build_firmware
+
+    fw = build_firmware(1 << int(dict(parameters or {}).get("RAM_AW", 14)))
+    for name, text in (("firmware.hex", fw.read_text()), ("bootcfg.hex", bootcfg_hex())):
+        tmp = bdir / f"{name}.{os.getpid()}"
+        tmp.write_text(text)
+        tmp.replace(bdir / name)
 
 
 class _env:

@@ -268,9 +268,9 @@ def simulate(models, batch_size, data, config, json_out):
 @click.option("--engine", type=click.Choice(["native", "dense"]), default=None,
               help="The engine that does the arithmetic [default: native].")
 @click.option("--rtl", is_flag=True,
-              help="Serve the simulated RTL link layer (hardware/rtl; needs the hw extra). --fault-rate is then "
-                   "the probability per byte of a bit flip on the line. Simulator: $EDGETUNE_RTL_SIMULATOR "
-                   "(verilator or icarus). See docs/HARDWARE.md.")
+              help="Serve the simulated RTL device, arithmetic included (hardware/rtl; needs the hw extra and "
+                   "the RISC-V cross compiler). --fault-rate is then the probability per byte of a bit flip on "
+                   "the line. Simulator: $EDGETUNE_RTL_SIMULATOR (verilator or icarus). See docs/HARDWARE.md.")
 @click.option("--exit-with-parent", is_flag=True, hidden=True, help="Stop when the process that started it ends.")
 def emulator(use_pty, tcp, fault_rate, fmt, reset_after, seed, engine, rtl, exit_with_parent):
     """Serve the accelerator emulator; prints the device path alone on the first line."""
@@ -278,9 +278,10 @@ def emulator(use_pty, tcp, fault_rate, fmt, reset_after, seed, engine, rtl, exit
         from edgetune.hardware.rtl_emulator import serve_rtl_main
         from .errors import UsageError
 
-        if fmt != "fp32" or reset_after is not None:
-            raise UsageError("--format bf16 and --reset-after are emulator options; --rtl serves fp32 without resets")
-        raise SystemExit(serve_rtl_main(pty=not tcp, tcp=tcp, fault_rate=fault_rate, seed=seed, engine=engine,
+        if fmt != "fp32" or engine is not None:
+            raise UsageError("--format bf16 and --engine are emulator options; --rtl computes in fp32 in the RTL")
+        raise SystemExit(serve_rtl_main(pty=not tcp, tcp=tcp, fault_rate=fault_rate, seed=seed,
+                                        reset_after=reset_after,
                                         simulator=os.environ.get("EDGETUNE_RTL_SIMULATOR", "verilator")))
     from edgetune.firmware_bridge.emulator import serve_main
 

@@ -15,13 +15,20 @@ module device_link #(
     parameter MAX_PAYLOAD  = 4096,
     parameter BUF_AW       = 13,      // rx/tx buffers: 2**BUF_AW >= MAX_PAYLOAD + 10 + stuffing
     parameter STAGE_AW     = 12,      // bytes per staging region
-    parameter RES_AW       = 12       // bytes of the result buffer
+    parameter RES_AW       = 12,      // bytes of the result buffer
+    parameter BYTE_PORT    = 0        // 1: bytes through host_byte/dev_byte instead of the UART (simulation)
 ) (
     input  wire        clk,
     input  wire        rst,
     input  wire        uart_rx_pin,
     output wire        uart_tx_pin,
     input  wire [31:0] entropy,       // mixed into the session id (a board: a TRNG or ring oscillator)
+    // the line's bytes without the UART (BYTE_PORT = 1: a simulation's wide link; a board ties these off)
+    input  wire [7:0]  host_byte,
+    input  wire        host_valid,
+    output wire [7:0]  dev_byte,
+    output wire        dev_valid,
+    input  wire        dev_ready,
     // compute core
     output wire        core_req,      // a request waits for the core (level)
     output wire [7:0]  core_type,
@@ -66,10 +73,12 @@ module device_link #(
     localparam [31:0] RESULT_SIZE = 32'd1 << RES_AW;
 
     // -- UART and framing -------------------------------------------------------------
-    wire [7:0] rx_byte;
-    wire       rx_valid, rx_ferr;
+    wire [7:0] u_byte;
+    wire       u_valid, rx_ferr;
     uart_rx #(.CLKS_PER_BIT(CLKS_PER_BIT)) u_urx (.clk(clk), .rst(rst), .rx(uart_rx_pin),
-        .data(rx_byte), .valid(rx_valid), .frame_err(rx_ferr));
+        .data(u_byte), .valid(u_valid), .frame_err(rx_ferr));
+    wire [7:0] rx_byte  = BYTE_PORT ? host_byte : u_byte;
+    wire       rx_valid = BYTE_PORT ? host_valid : u_valid;
 
     reg               hold;
     wire [BUF_AW-1:0] rxw_addr;
@@ -93,8 +102,12 @@ module device_link #(
     cobs_tx #(.AW(BUF_AW)) u_ftx (.clk(clk), .rst(rst), .start(tx_start), .body_len(tx_len),
         .rd_addr(txr_addr), .rd_data(txr_data), .out_data(enc_byte), .out_valid(enc_valid),
         .out_ready(enc_ready), .busy(enc_busy));
+    wire       u_ready;
     uart_tx #(.CLKS_PER_BIT(CLKS_PER_BIT)) u_utx (.clk(clk), .rst(rst), .data(enc_byte),
-        .valid(enc_valid), .ready(enc_ready), .tx(uart_tx_pin));
+        .valid(enc_valid && BYTE_PORT == 0), .ready(u_ready), .tx(uart_tx_pin));
+    assign enc_ready = BYTE_PORT ? dev_ready : u_ready;
+    assign dev_byte  = enc_byte;
+    assign dev_valid = BYTE_PORT ? enc_valid : 1'b0;
 
     // -- controller state -----------------------------------------------------------------
     localparam S_IDLE = 5'd0, S_FETCH = 5'd1, S_DECIDE = 5'd2, S_PUT = 5'd3, S_COPYIN = 5'd4,

@@ -21,7 +21,21 @@ module fp32_add (
     reg  [22:0] m;
     reg         g, r, st, up;
     reg  [23:0] mr;
-    integer     i;
+    // leading zeros of the 27-bit sum (a function, so no loop variable is left for a latch)
+    function [4:0] lzc27;
+        input [26:0] v;
+        integer k;
+        reg     found;
+        begin
+            lzc27 = 5'd0;
+            found = 1'b0;
+            for (k = 26; k >= 0; k = k - 1)
+                if (!found) begin
+                    if (v[k]) found = 1'b1;
+                    else lzc27 = lzc27 + 5'd1;
+                end
+        end
+    endfunction
     always @* begin
         lz = 5'd0;
         // align: shift the smaller operand, keeping a sticky bit of what falls off
@@ -36,8 +50,7 @@ module fp32_add (
             n = {sum[27:2], sum[1] | sum[0]};
             e = e + 10'd1;
         end else begin
-            for (i = 0; i < 27; i = i + 1)
-                if (sum[26 - i] == 1'b0 && lz == i[4:0]) lz = lz + 5'd1;
+            lz = lzc27(sum[26:0]);
             n = sum[26:0] << lz;
             e = e - {5'd0, lz};
         end
