@@ -2,11 +2,17 @@
 the dense numpy reference writes today (so they cannot rot), and the Python-driven kernels must
 match them the way the driver requires (native/kernel_tests/driver.cpp).
 
-Byte equality holds across machines because the inputs are drawn from fixed seeds and the
-float64 reference rounds to the same float32 values (exactly so where the inputs keep every
-sum exact). A numpy that changed its random stream would show every golden as stale: rewrite
-them then (python tests/kernel_goldens.py --write) and rerun the driver on them."""
+Byte equality holds across machines because every sum of the float64 reference is exact (the
+inputs are dyadic and small: tests/kernel_goldens.py proves it for each case), so no BLAS or SIMD
+summation order can change a bit. A numpy that changed its random stream would show every golden
+as stale: rewrite them then (python tests/kernel_goldens.py --write) and rerun the driver on them."""
 from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +29,28 @@ def test_committed_goldens_equal_the_reference(fname):
     assert path.is_file(), f"{path} missing: python tests/kernel_goldens.py --write"
     want = kernel_goldens.golden_bytes()[fname]
     assert path.read_bytes() == want, f"{fname} differs from the reference: python tests/kernel_goldens.py --write"
+
+
+# BLAS kernels and numpy SIMD levels this x86-64 machine can be made to use: each sums in its own
+# order, with or without FMA (SSE3 Prescott, AVX2 Haswell, AVX-512 SkylakeX; numpy without AVX*)
+_NUMERIC_BUILDS = {
+    "openblas-prescott-numpy-sse": {"OPENBLAS_CORETYPE": "Prescott", "NPY_DISABLE_CPU_FEATURES":
+                                    "AVX512F,AVX512_SKX,AVX512CD,AVX512_CLX,AVX512_CNL,AVX512_ICL,AVX512_SPR,AVX2,FMA3,F16C,AVX"},
+    "openblas-haswell": {"OPENBLAS_CORETYPE": "Haswell"},
+    "openblas-skylakex": {"OPENBLAS_CORETYPE": "SkylakeX"},
+}
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="OpenBLAS core types named for x86-64")
+@pytest.mark.parametrize("build", sorted(_NUMERIC_BUILDS))
+def test_goldens_do_not_depend_on_blas_or_simd(build):
+    """The generator run under another BLAS kernel and numpy SIMD level writes the same bytes (an
+    unknown core type or feature is ignored with a warning, so the check never fails for that)."""
+    env = {**os.environ, **_NUMERIC_BUILDS[build], "NPY_DISABLE_CPU_FEATURES": _NUMERIC_BUILDS[build].get(
+        "NPY_DISABLE_CPU_FEATURES", "")}
+    r = subprocess.run([sys.executable, str(Path(kernel_goldens.__file__))], env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and "goldens up to date" in r.stdout, r.stdout + r.stderr
 
 
 def test_no_stray_goldens():
