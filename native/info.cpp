@@ -60,6 +60,13 @@ std::vector<std::unique_ptr<Scratch>>& pool() {
 }
 }  // namespace
 
+// kNaNRule. A NaN pre-activation (an overflowing input, a NaN weight) lies in the region that
+// passes values and errors: a = NaN, in A and in G. The state bits and the non-zero test of a
+// must agree on every element, because ReLU and ReLU6 lists are decoded from the bits while the
+// value offsets count non-zero a: a NaN with state "zero" but a != 0 made the two disagree and
+// the kernels read past a row (a segfault in `edgetune info` on a NaN bias). Passing NaN on, as
+// the dense engine does, also lets the trainer see a non-finite loss instead of a masked one.
+//
 // Branch-free element functions (vectorisable; random signs must not cost
 // branch mispredictions). s is the state code stored in the bits.
 template <int ACT>
@@ -181,7 +188,7 @@ static void row_t(Epi& E, Scratch& S, i64 p, const float* ET_RESTRICT z) {
         const float t0 = ACT == ACT_CLIP ? lo : -3.f, t1 = ACT == ACT_CLIP ? hi : 3.f;
         for (int k = 0; k < K; k++) {
             const float zk = z[k];
-            s1[k] = (u8)((zk > t0) & (zk < t1));
+            s1[k] = (u8)!((zk <= t0) | (zk >= t1));  // NaN: the pass-through region (see kNaNRule)
             s2[k] = (u8)(zk >= t1);
         }
         if constexpr (ACT == ACT_HSWISH) {
@@ -323,14 +330,14 @@ static void row_fast(Epi& E, Scratch& S, i64 p, const float* ET_RESTRICT z) {
             mg = 0xffu;
             ch[j >> 3] -= c;
         } else if constexpr (ACT == ACT_RELU) {
-            const vi c = zv > v0;
+            const vi c = ~(zv <= v0);  // NaN in A, a = NaN (see kNaNRule)
             a = c ? zv : v0;
             mnz = mg = mask8(c);
             ch[j >> 3] -= c;
             bytes[(p * K + j) >> 3] = (u8)mnz;
         } else if constexpr (ACT == ACT_HSWISH) {  // state 1 curved, 2 identity; G = both
             const vf8 v3 = vzero8() + 3.f, v6 = vzero8() + 6.f;
-            const vi c1 = (zv > -v3) & (zv < v3), c2 = zv >= v3;
+            const vi c1 = ~((zv <= -v3) | (zv >= v3)), c2 = zv >= v3;  // NaN: curved (kNaNRule)
             // hswish_a, operation for operation (std::max/std::min as selects): bit-identical
             vf8 t = zv + v3;
             t = t < v0 ? v0 : t;
@@ -346,7 +353,7 @@ static void row_fast(Epi& E, Scratch& S, i64 p, const float* ET_RESTRICT z) {
             const u16 st = u16(kC8.spread[m1] | (kC8.spread[m2] << 1));
             std::memcpy(bytes + ((p * K + j) >> 2), &st, 2);
         } else {  // Clip(0, hi): state 1 linear (G), 2 saturated
-            const vi c1 = (zv > vlo) & (zv < vhi), c2 = zv >= vhi;
+            const vi c1 = ~((zv <= vlo) | (zv >= vhi)), c2 = zv >= vhi;  // NaN: linear (kNaNRule)
             a = zv < vlo ? vlo : zv;
             a = a > vhi ? vhi : a;
             const vi cn = a != v0;
