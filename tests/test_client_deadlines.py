@@ -9,24 +9,16 @@ from edgetune.firmware_bridge.client import DeviceClient
 from edgetune.firmware_bridge.errors import DeviceNotRespondingError, IoTimeoutError
 from edgetune.firmware_bridge.framing import encode_frame
 from edgetune.firmware_bridge.transport import Transport
+from helpers import SimClockTransport
 
 
-class SilentLink(Transport):
+class SilentLink(SimClockTransport, Transport):
     """A link to a device that never answers; waiting on it advances the simulated clock."""
 
     url = "sim://silent"
 
     def __init__(self):
         self.now, self.writes = 0.0, []
-
-    def clock(self):
-        return self.now
-
-    def open(self):
-        pass
-
-    def close(self):
-        pass
 
     def write(self, data, timeout_sec):
         self.writes.append(self.now)

@@ -22,6 +22,7 @@ from edgetune.firmware_bridge.session import DeviceSession, DeviceState
 from edgetune.firmware_bridge.transport import Transport
 from edgetune.runtime import load_model
 from edgetune.runtime.optim import OptimizerConfig, make_optimizer
+from helpers import SimClockTransport
 
 CFG = OptimizerConfig(name="sgd", lr=0.02, momentum=0.9)
 _COMPUTE = {P.TRAIN_STEP, P.PREDICT, P.LOSS_GRADS, P.READ_STATE, P.COMMIT}
@@ -43,7 +44,7 @@ class _BusySide(LinkSide):
         super()._schedule(queue, data, delay, now)
 
 
-class SimLink(Transport):
+class SimLink(SimClockTransport, Transport):
     """A transport to an EmulatedDevice on a simulated clock: waiting advances the clock to the
     next byte's arrival, or to the read's deadline when nothing is on its way."""
 
@@ -52,15 +53,6 @@ class SimLink(Transport):
     def __init__(self, device, faults=None, latency=0.0):
         self.now = 0.0
         self.side = _BusySide(device, faults or FaultInjector(0.0), latency)
-
-    def clock(self):
-        return self.now
-
-    def open(self):
-        pass
-
-    def close(self):
-        pass
 
     def write(self, data, timeout_sec):
         self.side.on_bytes(bytes(data), self.now)
@@ -119,7 +111,7 @@ def test_fault_rate_005_with_resets_finishes_bit_identical(seed, fault_free):
         assert np.array_equal(params[k], v), k
 
 
-class _Scripted(Transport):
+class _Scripted(SimClockTransport, Transport):
     """A device on a simulated clock that answers at `answer(write_times)` (an absolute time, or
     None: not yet or never) and meanwhile sends a stale frame (an answer to seq 0) every
     `stale_every` seconds."""
@@ -129,15 +121,6 @@ class _Scripted(Transport):
     def __init__(self, answer, stale_every=None):
         self.now, self.answer, self.stale_every = 0.0, answer, stale_every
         self.seq, self.writes = None, []
-
-    def clock(self):
-        return self.now
-
-    def open(self):
-        pass
-
-    def close(self):
-        pass
 
     def write(self, data, timeout_sec):
         (frame,) = FrameDecoder().feed(bytes(data))
