@@ -115,8 +115,7 @@ def _read_split(folder, classes, chw, seen, required: bool):
             ys.append(label)
             n += 1
         if n == 0 and (required or os.path.isdir(path)):
-            cls = classes[label]
-            raise DataError(f"{path}: class {cls!r} has no readable images" +
+            raise DataError(f"{path}: class {classes[label]!r} has no readable images" +
                             (f" ({len(names)} files, none usable)" if names else " (the folder is empty)"))
         counts.append(n)
     x = np.stack(xs) if xs else np.zeros((0, c, h, w), np.float32)
@@ -179,10 +178,10 @@ def _describe(seen, chw) -> str:
     if "RGBA" in seen["modes"] or "LA" in seen["modes"]:
         steps.append("alpha dropped")
     how = f" ({', '.join(steps)})" if steps else ""
-    deep = any(m.startswith("I;16") for m in seen["modes"])
-    scale = ("/65535 (16-bit)" + (" and /255 (8-bit)" if set(seen["modes"]) - {m for m in seen["modes"]
-                                                                             if m.startswith("I;16")} else "")
-             if deep else "/255")
+    eight = [m for m in seen["modes"] if not m.startswith("I;16")]
+    scale = "/255"
+    if len(eight) < len(seen["modes"]):
+        scale = "/65535 (16-bit)" + (" and /255 (8-bit)" if eight else "")
     return f"images {src} {modes} -> {c}x{h}x{w} {target}{how}, pixels {scale} -> [0, 1]"
 
 
