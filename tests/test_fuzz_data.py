@@ -50,7 +50,7 @@ def _image_case(mutations, in_subprocess: bool) -> None:
 
 
 @pytest.mark.skipif(LONG, reason="the long profile runs every example in a subprocess")
-@settings(max_examples=12, **_SETTINGS)
+@settings(max_examples=30, **_SETTINGS)
 @given(mutations=F.data_mutations())
 def test_malformed_data_in_process(mutations, bomb):
     if any(m[0] == "not_a_file" for m in mutations):
@@ -58,21 +58,21 @@ def test_malformed_data_in_process(mutations, bomb):
     _npz_case(mutations, bomb, in_subprocess=False)
 
 
-@settings(max_examples=100 if LONG else 3, **_SETTINGS)
+@settings(max_examples=100 if LONG else 2, **_SETTINGS)
 @given(mutations=F.data_mutations())
 def test_malformed_data_in_subprocesses(mutations, bomb):
     _npz_case(mutations, bomb, in_subprocess=True)
 
 
 @pytest.mark.skipif(LONG, reason="the long profile runs every example in a subprocess")
-@settings(max_examples=6, **_SETTINGS)
+@settings(max_examples=10, **_SETTINGS)
 @given(mutations=F.image_mutations())
 def test_malformed_image_folders_in_process(mutations):
     mutations = [m for m in mutations if m[0] != "not_a_file"] or [("text", 0, 0, 0)]
     _image_case(mutations, in_subprocess=False)
 
 
-@settings(max_examples=50 if LONG else 2, **_SETTINGS)
+@settings(max_examples=50 if LONG else 1, **_SETTINGS)
 @given(mutations=F.image_mutations())
 def test_malformed_image_folders_in_subprocesses(mutations):
     _image_case(mutations, in_subprocess=True)

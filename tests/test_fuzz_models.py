@@ -79,13 +79,13 @@ def _assert_finite_outputs(path: Path, data: Path) -> None:
 
 
 @pytest.mark.skipif(LONG, reason="the long profile runs every example in a subprocess")
-@settings(max_examples=10, **_SETTINGS)
+@settings(max_examples=30, **_SETTINGS)
 @given(case=F.model_mutations())
 def test_mutated_models_in_process(case, data_for):
     run_model_case(case, data_for, in_subprocess=False)
 
 
-@settings(max_examples=300 if LONG else 3, **_SETTINGS)
+@settings(max_examples=300 if LONG else 2, **_SETTINGS)
 @given(case=F.model_mutations())
 def test_mutated_models_in_subprocesses(case, data_for):
     run_model_case(case, data_for, in_subprocess=True)
