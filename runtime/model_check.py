@@ -7,10 +7,11 @@ Three stages (runtime/onnx_import.load_model runs them in this order):
 1. `read_model(path)`: a regular file of at most 2 GiB (never a FIFO or a device), parsed
    without its external data until every reference is checked (a regular file in the model's
    folder, long enough for what the tensor declares).
-2. `check_proto(proto, path)`: the protobuf alone: the ai.onnx opset and IR version, every op
-   supported, unique value, node and initializer names, every node input produced before it is
-   read (no cycle, nothing deleted), each op's input count and attributes (types and ranges),
-   every tensor's element type, dims and data length, and the data input's dims.
+2. `check_proto(proto, path)`: the protobuf alone: the ai.onnx opset and IR version, the ops
+   (supported ones, or ones with plain attributes that import may fold away), unique value,
+   node and initializer names, every node input produced before it is read (no cycle, nothing
+   deleted), each supported op's input count and attributes (types and ranges), every tensor's
+   element type, dims and data length, and the data input's dims.
 3. `check_ir(model)`: the imported graph: unique node names, finite parameters, and a shape walk
    at batch 1 in integer arithmetic that checks each node's operands against each other
    (channels, features, broadcasting) and bounds the memory one sample's forward pass needs.
@@ -146,7 +147,7 @@ def check_proto(proto, path: str) -> None:
         fail(f"{len(g.node)} nodes and {len(g.initializer)} initializers; at most {MAX_NODES:,} of each")
     ops, types = supported_ops(), _attr_types()
     for n in g.node:
-        if n.domain not in ("", "ai.onnx") or n.op_type not in ops:
+        if n.domain not in ("", "ai.onnx") or (n.op_type not in ops and not _plain_attributes(n)):
             op = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}"
             fail(f"unsupported op {op} in node {n.name!r}; supported ops: {', '.join(ops)}")
     inits = _check_names(g, fail)
@@ -158,8 +159,24 @@ def check_proto(proto, path: str) -> None:
         if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value" and n.output:
             consts[n.output[0]] = n.attribute[0].t
     for n in g.node:
-        _check_node(n, types.get(n.op_type, {}), consts, fail)
+        if n.op_type in ops:
+            _check_node(n, types[n.op_type], consts, fail)
+        else:
+            for attr in n.attribute:
+                if attr.type == attr.TENSOR:
+                    _check_tensor(attr.t, f"{n.op_type} node {n.name!r}'s {attr.name!r}", fail)
     _check_io(g, inits, fail)
+
+
+def _plain_attributes(node) -> bool:
+    """Whether an op edgetune does not train has only plain attributes (numbers, strings,
+    tensors). Such ops may compute a Reshape target (Shape -> Gather -> Concat) that import folds
+    into a constant and drops; the importer names any that stay. Subgraphs (If, Loop) and
+    attributes of no valid type would reach onnx's shape inference, so they are refused here."""
+    from onnx import AttributeProto as A
+
+    plain = (A.FLOAT, A.INT, A.STRING, A.TENSOR, A.FLOATS, A.INTS, A.STRINGS)
+    return all(a.type in plain for a in node.attribute)
 
 
 def _failer(path: str) -> Callable[[str], None]:

@@ -251,7 +251,7 @@ def _replace(path: Path, kind: str, c: int, arrays: dict, bomb: Optional[Path]) 
 def _mutate_arrays(arrays, kind, a, b, c) -> None:
     try:
         _mutate_arrays_or_raise(arrays, kind, a, b, c)
-    except (TypeError, ValueError):    # numpy refuses that conversion: the mutation is a no-op
+    except (TypeError, ValueError, IndexError):    # numpy refuses it (an earlier mutation made x 0-d): a no-op
         pass
 
 
