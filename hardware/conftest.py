@@ -32,8 +32,10 @@ def pytest_runtest_setup(item):
 
         try:
             check_simulator(sim)
+            return
         except SimulatorMissing as exc:
-            missing(str(exc))
+            why = str(exc)
+        missing(why)        # outside the except: the report shows the reason, not a chained traceback
 
 
 def pytest_collection_modifyitems(session, config, items):
