@@ -441,15 +441,16 @@ def _check_io(g, inits: set, fail) -> None:
     at least 1, and one sample of the data input at most MAX_SAMPLE_ELEMS values."""
     from onnx import TensorProto
 
+    inputs = {id(i) for i in g.input}
     for v in list(g.input) + list(g.output) + list(g.value_info):
         if v.name in inits:
             continue
+        data_input = id(v) in inputs
         elem = v.type.tensor_type.elem_type
-        if any(v is i for i in g.input) and elem != TensorProto.FLOAT:
+        if data_input and elem != TensorProto.FLOAT:
             fail(f"input {v.name!r} has element type {_type_name(elem)}; only float32 models are supported")
         dims = v.type.tensor_type.shape.dim
         values = [d.dim_value for d in dims if d.HasField("dim_value")]
-        data_input = any(v is i for i in g.input)
         low = 1 if data_input else 0
         if len(dims) > MAX_RANK or any(not low <= d <= MAX_DIM for d in values):
             what = "input" if data_input else "value"
@@ -479,8 +480,12 @@ def check_ir(model) -> None:
             bad = int((~np.isfinite(arr)).sum())
             fail(f"initializer {name!r} holds {bad} NaN or infinite value{'s' if bad > 1 else ''}; a model with "
                  "non-finite weights cannot be trained or exported")
-    shapes: Dict[str, Shape] = {model.input_name: tuple(1 if d is None else d for d in model.input_shape)}
-    total = math.prod(shapes[model.input_name])
+    # batch 1; a symbolic dimension besides the batch (a fully convolutional export) leaves the
+    # walk without shapes: the data then decides them, within the data limits
+    dims = model.input_shape[1:]
+    first = None if None in dims else (1,) + tuple(dims)
+    shapes: Dict[str, Shape] = {model.input_name: first}
+    total = math.prod(first or ())
     for node in model.nodes:
         xs = [shapes.get(i) for i in node.inputs]
         rule = SHAPE_RULES.get(node.op)

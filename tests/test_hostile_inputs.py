@@ -301,3 +301,20 @@ def test_a_full_disk_names_the_file(tmp_path, monkeypatch):
     result = run_cli("finetune", "digits_mlp", "--epochs", "1", "--out", out)
     assert_bad_input(result, f"error: {out}: No space left on device")
     assert not out.exists() and not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
+
+
+def test_symbolic_height_and_width_are_not_checked_as_1(tmp_path):
+    """A fully convolutional export (dynamic H and W) has no sample shape to walk: the checks must
+    not take the symbolic sizes for 1 and call the 3x3 kernel larger than the input."""
+    from edgetune.runtime import load_model
+    from helpers import save_graph
+
+    w = numpy_helper.from_array(np.ones((4, 1, 3, 3), np.float32), "w")
+    fc = numpy_helper.from_array(np.ones((10, 4), np.float32), "fc")
+    nodes = [helper.make_node("Conv", ["input", "w"], ["c"], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("GlobalAveragePool", ["r"], ["p"], name="pool"),
+             helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "fc"], ["logits"], name="head", transB=1)]
+    model = load_model(str(save_graph(tmp_path / "fcn.onnx", nodes, [w, fc], ["N", 1, "H", "W"], ["N", 10])))
+    assert model.input_shape == (None, 1, None, None)
