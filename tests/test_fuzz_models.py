@@ -22,6 +22,9 @@ from hypothesis import HealthCheck, given, settings
 import fuzz_inputs as F
 
 LONG = F.fuzz_profile() == "long"
+# pytest-timeout's limit is per test, and a long profile's test runs for an hour; each run of the
+# CLI has its own watchdog (fuzz_inputs.RUN_TIMEOUT, a "hang" verdict)
+pytestmark = pytest.mark.timeout(0 if LONG else 600)
 _SETTINGS = dict(deadline=None, suppress_health_check=list(HealthCheck))
 
 
