@@ -3,10 +3,18 @@
 Reliability (PROTOCOL.md section 4): every request gets a fresh 16-bit sequence
 number; a timed-out or unanswered request is sent again with the *same* number
 and bytes, with the per-attempt timeout doubling up to ``max_timeout``; answers
-carrying another sequence number (late duplicates) are ignored; after
-``retries`` retries, or once ``give_up_after`` seconds passed without a valid
-answer, the request fails with DeviceNotRespondingError ("device stopped
-answering (last command ...)").
+carrying another sequence number (late duplicates) are ignored.
+
+Giving up is decided by silence, not by a count: a request fails with
+DeviceNotRespondingError ("device stopped answering (last command ...)") once
+the link has carried no valid frame for ``give_up_after`` seconds (plus the
+command's usual duration). While valid frames keep arriving the link can still
+make progress, so the client keeps retrying - a noisy link loses several
+attempts in a row now and then, and a fixed number of attempts at one command
+made such runs give up on a live device. Two bounds keep "nothing waits
+forever": a device that answers only with other frames fails after
+STALE_LIMIT times the silence budget, and an explicit ``retries`` still caps
+the attempts (tests use it; the default is no cap).
 """
 from __future__ import annotations
 
@@ -27,8 +35,14 @@ COMPUTE_COMMANDS = (P.COMMIT, P.TRAIN_STEP, P.PREDICT, P.LOSS_GRADS, P.READ_STAT
 # Timeouts in seconds (named so that a slower device, e.g. a simulated one, can scale them).
 DEFAULT_TIMEOUT = 0.5        # first attempt's wait, beyond the wire time and the command's usual duration
 DEFAULT_MAX_TIMEOUT = 8.0    # the per-attempt wait doubles up to this
-DEFAULT_RETRIES = 8
+DEFAULT_RETRIES = None       # no cap on attempts: the silence rule decides
 DEFAULT_GIVE_UP = 10.0       # silence after which a request fails, beyond its usual duration
+STALE_LIMIT = 6              # x the silence budget: a request answered only by other frames fails
+# Every wait is at most 1/8 of the silence budget, so a request is sent at least 8 times before the
+# device counts as silent: at 5% frame faults each way an attempt fails 1 time in 10, eight in a
+# row 1 in 10^8. Retrying before a slow step ends costs a small frame; the device answers it from
+# its response cache (PROTOCOL.md section 4).
+ATTEMPTS_PER_SILENCE = 8
 
 
 @dataclass
@@ -80,7 +94,7 @@ class DeviceClient:
     `clock` is the time source of every deadline (time.monotonic; tests pass a simulated one).
     """
 
-    def __init__(self, transport: Transport, timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES,
+    def __init__(self, transport: Transport, timeout: float = DEFAULT_TIMEOUT, retries: Optional[int] = DEFAULT_RETRIES,
                  max_timeout: float = DEFAULT_MAX_TIMEOUT, baudrate: int = 921600, max_payload: int = 4096,
                  give_up_after: float = DEFAULT_GIVE_UP, timeout_scale: Optional[float] = None,
                  clock: Callable[[], float] = time.monotonic):
@@ -103,6 +117,7 @@ class DeviceClient:
         self.session: Optional[int] = None
         self.info: dict = {}
         self.rtt: Dict[int, float] = {}
+        self.heard = clock()       # when the last valid frame arrived (the silence rule's start)
 
     # -- request/response ----------------------------------------------------
     def _wire_seconds(self, nbytes: int) -> float:
@@ -121,35 +136,52 @@ class DeviceClient:
         if ftype in COMPUTE_COMMANDS:
             usual += 3.0 * self.rtt.get(ftype, 0.0)
         base = (self.timeout + usual) * self.scale
-        deadline = t_start + (self.give_up_after + usual) * self.scale
+        budget = (self.give_up_after + usual) * self.scale     # silence the link may keep
+        self.heard = t_start
         attempts = 0
         try:
-            for attempt in range(self.retries + 1):
-                left = deadline - self.clock()
-                if left <= 0:
+            while True:
+                now = self.clock()
+                silent = now - self.heard
+                if silent >= budget or now - t_start >= STALE_LIMIT * budget or (
+                        self.retries is not None and attempts > self.retries):
                     break
-                if attempt:
+                if attempts:
                     self.stats.retries += 1
                     pc["retries"] += 1
-                self.t.write(wire, timeout_sec=max(1.0, self._wire_seconds(len(wire)) * 2) * self.scale)
+                try:
+                    self.t.write(wire, timeout_sec=max(1.0, self._wire_seconds(len(wire)) * 2) * self.scale)
+                except IoTimeoutError:
+                    pass        # a device that reads nothing fills the line: a lost attempt, silence decides
+                else:
+                    self.stats.bytes_up += len(wire)
+                    self.stats.frames_up += 1
+                    pc["bytes_up"] += len(wire)
+                t_sent = self.clock()
+                wait = min(base * 2.0 ** min(attempts, 30), max(self.max_timeout * self.scale, base),
+                           budget / ATTEMPTS_PER_SILENCE, max(budget - (t_sent - self.heard), 0.01))
                 attempts += 1
-                self.stats.bytes_up += len(wire)
-                self.stats.frames_up += 1
-                pc["bytes_up"] += len(wire)
-                wait = min(base * (2 ** attempt), max(self.max_timeout * self.scale, base), max(left, 0.01))
                 frame = self._await(seq, wait)
                 if frame is not None:
-                    rtt = self.clock() - t_start
+                    # the round trip of the attempt that was answered: a request that needed several
+                    # attempts must not stretch the next one's first wait (and so its give-up time)
+                    rtt = self.clock() - t_sent
                     self.rtt[ftype] = rtt if ftype not in self.rtt else 0.7 * self.rtt[ftype] + 0.3 * rtt
                     return self._check(frame, ftype, name)
                 self.stats.timeouts += 1
         finally:
             self.stats.seconds += self.clock() - t_start
             self.stats.resyncs = self.decoder.stats.resyncs
-        raise DeviceNotRespondingError(
-            f"device stopped answering (last command {name}, seq {seq}: no valid answer within "
-            f"{self.clock() - t_start:.1f} s, {attempts} attempt{'s' if attempts != 1 else ''}) "
-            f"on {self.t.url or 'the link'}")
+        raise DeviceNotRespondingError(self._give_up_text(name, seq, t_start, attempts))
+
+    def _give_up_text(self, name: str, seq: int, t_start: float, attempts: int) -> str:
+        now, where = self.clock(), self.t.url or "the link"
+        tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
+        if self.heard > t_start:
+            return (f"device stopped answering (last command {name}, seq {seq}: no valid frame for "
+                    f"{now - self.heard:.1f} s; only other frames in {now - t_start:.1f} s, {tries}) on {where}")
+        return (f"device stopped answering (last command {name}, seq {seq}: no valid frame for "
+                f"{now - t_start:.1f} s, {tries}) on {where}")
 
     def _await(self, seq: int, timeout: float):
         deadline = self.clock() + timeout
@@ -164,6 +196,8 @@ class DeviceClient:
             self.stats.bytes_down += len(data)
             found = None
             for f in self.decoder.feed(data):
+                if f.type & P.RESPONSE_BIT:        # a valid frame from the device: it and the link are alive
+                    self.heard = self.clock()
                 self.stats.frames_down += 1
                 if f.seq == seq and found is None and (f.type & P.RESPONSE_BIT):
                     found = f

@@ -97,6 +97,8 @@ def parse_tcp(spec: str):
         port_n = int(port)
     except ValueError:
         raise ValueError(f"--tcp expects HOST:PORT or :PORT, got {spec!r}") from None
+    if not 0 <= port_n <= 65535:     # socket.bind would raise OverflowError, not an OSError
+        raise ValueError(f"--tcp {spec}: the port must be 0 to 65535 (0: any free port)")
     return host, port_n
 
 

@@ -64,13 +64,30 @@ using MaskOf = typename Lanes<V>::M;
 template <class V>
 inline V splat(float x) { return Lanes<V>::splat(x); }
 
+inline bool mask_not(bool m) { return !m; }
+#ifdef ET_LANES8
+inline vi8 mask_not(vi8 m) { return ~m; }
+#endif
+
+// kNaNRule. A NaN pre-activation (an overflowing input, a NaN weight) lies in the region that
+// passes values and errors: a = NaN, in A and in G. The state bits and the non-zero test of a
+// must agree on every element, because ReLU and ReLU6 lists are decoded from the bits while the
+// value offsets count non-zero a: a NaN with state "zero" but a != 0 made the two disagree and
+// the kernels read past a row (a segfault in `edgetune info` on a NaN bias). Passing NaN on, as
+// the dense engine does, also lets the trainer see a non-finite loss instead of a masked one.
+// So every "inside" test is written as "not outside": false for NaN outside, true inside.
+template <class V>
+inline MaskOf<V> above(V z, float t) { return mask_not(z <= splat<V>(t)); }            // z > t, or NaN
+template <class V>
+inline MaskOf<V> between(V z, float lo, float hi) { return mask_not((z <= splat<V>(lo)) | (z >= splat<V>(hi))); }
+
 // The stored state of one element is code = s1 + 2 * s2 (bits = 1: s1 only).
 struct ReluAct {
     static constexpr int id = ACT_RELU, bits = 1;
     static constexpr bool lanes8 = true;
     static int kind(const ActParams&) { return KD_RELU; }
-    template <class V> static V value(V z, const ActParams&) { return z > splat<V>(0.f) ? z : splat<V>(0.f); }
-    template <class V> static MaskOf<V> s1(V z, const ActParams&) { return z > splat<V>(0.f); }
+    template <class V> static V value(V z, const ActParams&) { return above(z, 0.f) ? z : splat<V>(0.f); }
+    template <class V> static MaskOf<V> s1(V z, const ActParams&) { return above(z, 0.f); }
     template <class V> static MaskOf<V> s2(V, const ActParams&) { return Lanes<V>::none(); }
     template <class V> static MaskOf<V> g(MaskOf<V> s1, MaskOf<V>, int) { return s1; }
     template <class V> static V stored(V, V a, MaskOf<V>) { return a; }
@@ -90,7 +107,7 @@ struct ClipAct {
         return a > hi ? hi : a;
     }
     // state 1 linear (strictly inside: torch passes no gradient at the bounds), 2 saturated high
-    template <class V> static MaskOf<V> s1(V z, const ActParams& p) { return (z > splat<V>(p.lo)) & (z < splat<V>(p.hi)); }
+    template <class V> static MaskOf<V> s1(V z, const ActParams& p) { return between(z, p.lo, p.hi); }
     template <class V> static MaskOf<V> s2(V z, const ActParams& p) { return z >= splat<V>(p.hi); }
     template <class V> static MaskOf<V> g(MaskOf<V> s1, MaskOf<V>, int) { return s1; }
     template <class V> static V stored(V, V a, MaskOf<V>) { return a; }
@@ -117,7 +134,7 @@ struct HswishAct {
     static constexpr bool lanes8 = true;
     static int kind(const ActParams&) { return KD_HSWISH; }
     template <class V> static V value(V z, const ActParams&) { return hswish_value(z); }
-    template <class V> static MaskOf<V> s1(V z, const ActParams&) { return (z > splat<V>(-3.f)) & (z < splat<V>(3.f)); }
+    template <class V> static MaskOf<V> s1(V z, const ActParams&) { return between(z, -3.f, 3.f); }
     template <class V> static MaskOf<V> s2(V z, const ActParams&) { return z >= splat<V>(3.f); }
     template <class V> static MaskOf<V> g(MaskOf<V> s1, MaskOf<V> s2, int) { return s1 | s2; }
     template <class V> static V stored(V z, V a, MaskOf<V> s1) { return s1 ? z : a; }

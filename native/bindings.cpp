@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <array>
 #include <mutex>
 
 #include "conv.hpp"
@@ -35,12 +36,20 @@ struct Guard {  // release the GIL, take the kernel lock
 };
 
 
+// N, H, W, C of an NHWC (4-D) or (N, F) (2-D) array, each checked against the kernels' limits
+// (common.hpp), so no size a caller passes can overflow an index or an allocation.
+std::array<int, 4> nhwc_dims(const farr& x, const char* who) {
+    if (x.ndim() != 4 && x.ndim() != 2) throw std::invalid_argument(std::string(who) + ": x must be NHWC (4-D) or (N, F) (2-D)");
+    std::array<i64, 4> d{x.shape(0), 1, 1, x.shape(x.ndim() - 1)};
+    if (x.ndim() == 4) { d[1] = x.shape(1); d[2] = x.shape(2); }
+    const char* names[4] = {"batch", "height", "width", "channels"};
+    for (int i = 0; i < 4; i++) check_range(d[i], i == 0 ? 0 : 1, kMaxDim, std::string(who) + ": " + names[i]);
+    check_range(d[0] * d[1] * d[2] * d[3], 0, kMaxElems, std::string(who) + ": elements");
+    return {int(d[0]), int(d[1]), int(d[2]), int(d[3])};
+}
+
 InfoPtr analyze(farr x, bool dense, double min_sparsity) {
-    if (x.ndim() != 4 && x.ndim() != 2) throw std::invalid_argument("analyze_input: x must be NHWC (4-D) or (N, F) (2-D)");
-    int N = (int)x.shape(0), H = 1, W = 1, C;
-    if (x.ndim() == 4) { H = (int)x.shape(1); W = (int)x.shape(2); C = (int)x.shape(3); }
-    else C = (int)x.shape(1);
-    if (C <= 0) throw std::invalid_argument("analyze_input: zero channels");
+    const auto [N, H, W, C] = nhwc_dims(x, "analyze_input");
     const float* p = x.data();
     Guard g;
     if (!dense && min_sparsity > 0.0) {  // too few zeros to be worth listing: dense mode
@@ -138,10 +147,6 @@ py::array_t<float> grad_z(ActInfo& I, farr grad_a) {
     Guard g;
     grad_z_dense(I, ga, o);
     return d;
-}
-
-void check_act_input(const farr& z, const char* who) {
-    if (z.ndim() != 4 && z.ndim() != 2) throw std::invalid_argument(std::string(who) + ": expected NHWC (4-D) or (N, F) (2-D)");
 }
 
 // ----------------------------------------------------------------- layers
@@ -456,11 +461,8 @@ PYBIND11_MODULE(ET_MODULE, m) {
           "Build a SparseInfo for a tensor with no known constraint (network input, pool/Add/BN output): the only place zeros are discovered. "
           "With min_sparsity, a tensor with a smaller fraction of zeros is built in dense mode.");
     m.def("activate", [](farr z, py::object act, float alpha, float lo, float hi, bool dense) {
-        check_act_input(z, "activate");
+        const auto [N, H, W, C] = nhwc_dims(z, "activate");
         int a = parse_act(act);
-        int N = (int)z.shape(0), H = 1, W = 1, C;
-        if (z.ndim() == 4) { H = (int)z.shape(1); W = (int)z.shape(2); C = (int)z.shape(3); }
-        else C = (int)z.shape(1);
         std::vector<py::ssize_t> shape(z.shape(), z.shape() + z.ndim());
         py::array_t<float> out(shape);
         float* o = out.mutable_data();

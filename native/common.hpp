@@ -86,6 +86,17 @@ static inline vf* vptr(float* p) { return reinterpret_cast<vf*>(p); }
 
 static inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
+// Limits every entry point checks before it allocates or indexes: sizes stay far from int and
+// size_t overflow however a caller (a fuzzed model, a bad binding call) sets them.
+constexpr i64 kMaxDim = i64(1) << 24;        // one channel count, spatial size or batch
+constexpr i64 kMaxGeometry = i64(1) << 15;   // one kernel size, stride, dilation or pad
+constexpr i64 kMaxElems = i64(1) << 34;      // elements of one tensor (64 GiB of floats)
+static inline void check_range(i64 v, i64 lo, i64 hi, const std::string& what) {
+    if (v < lo || v > hi)
+        throw std::invalid_argument(what + " is " + std::to_string(v) + ", outside " + std::to_string(lo) + ".." +
+                                    std::to_string(hi));
+}
+
 // Large-block recycler: buffers of >= 64 KiB are kept (by power-of-two size
 // class, up to a cap) when freed and handed out again, so that a training
 // step does not mmap/munmap (page faults, TLB shootdowns) its activations.

@@ -43,6 +43,9 @@ static PoolGeo pool_geo(const py::buffer_info& b, std::vector<int> k, std::vecto
     if (k.size() != 2 || s.size() != 2 || pads.size() != 4) throw std::invalid_argument("pool: kernel/stride need 2 values, pads 4");
     PoolGeo g{(int)b.shape[0], (int)b.shape[1], (int)b.shape[2], (int)b.shape[3], k[0], k[1], s[0], s[1], pads[0], pads[1], pads[2], pads[3], 0, 0};
     if (g.kh <= 0 || g.kw <= 0 || g.sh <= 0 || g.sw <= 0) throw std::invalid_argument("pool: kernel and stride must be positive");
+    for (i64 v : {(i64)g.kh, (i64)g.kw, (i64)g.sh, (i64)g.sw, g.pt + i64(1), g.pl + i64(1), g.pb + i64(1), g.pr + i64(1)})
+        check_range(v, 1, kMaxGeometry, "pool: a kernel size, stride or pad (+1)");
+    for (i64 d : {(i64)b.shape[0], (i64)b.shape[1], (i64)b.shape[2], (i64)b.shape[3]}) check_range(d, 0, kMaxDim, "pool: a dimension");
     g.OH = pool_out(g.H, g.kh, g.sh, g.pt, g.pb, ceil_mode);
     g.OW = pool_out(g.W, g.kw, g.sw, g.pl, g.pr, ceil_mode);
     return g;

@@ -42,10 +42,20 @@ def atomic_write(path: str, mode: str = "wb"):
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(folder)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:
+            # a write or fsync on the open file names none: say which file could not be written
+            # (error: out.onnx: No space left on device)
+            raise OSError(exc.errno, exc.strerror or str(exc), path) from None
         raise
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Write `data` to `path` atomically (atomic_write)."""
+    with atomic_write(path) as f:
+        f.write(data)
 
 
 def _fsync_dir(folder: str) -> None:

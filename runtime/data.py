@@ -14,6 +14,12 @@ import numpy as np
 from .errors import DataError, UsageError
 from .images import counts_by_label, load_image_folder, per_class_text
 
+MAX_CLASSES = 1 << 16
+# Inputs are scaled data (pixels in [0, 1], standardized features). Beyond this magnitude a
+# float32 forward pass on weights of a trained model (|w| of order 1, fan-in up to 10^6) could
+# exceed 10^12 per layer and a squared error 10^24: training then overflows instead of learning.
+MAX_INPUT_MAGNITUDE = 1e6
+
 
 @dataclass
 class Dataset:
@@ -56,6 +62,7 @@ def load_data(spec: str, input_shape: Tuple[Optional[int], ...] = (), val_fracti
         arrays, kind = _load_npz(str(models.dataset_path(spec))), "bundled"
     else:
         raise DataError(f"{spec}: no such data file, folder or bundled dataset (see 'edgetune models')")
+    check_arrays(arrays, spec)
     x, y = arrays["x"], arrays["y"]
     if "x_val" in arrays and "y_val" in arrays:
         xv, yv = arrays["x_val"], arrays["y_val"]
@@ -75,16 +82,41 @@ def load_data(spec: str, input_shape: Tuple[Optional[int], ...] = (), val_fracti
         ds.normalize = apply_normalize(ds, normalize)
         notes.append(f"normalized per channel with mean {_fmt_list(ds.normalize['mean'])} "
                      f"std {_fmt_list(ds.normalize['std'])}")
-    for part, labels in (("y", y), ("y_val", yv)):    # before counting per class, which needs indices >= 0
-        if labels.ndim == 1 and np.issubdtype(labels.dtype, np.integer) and len(labels) and labels.min() < 0:
-            raise DataError(f"{spec}: array '{part}' has negative labels (lowest {labels.min()}); labels are "
-                            "class indices 0, 1, 2, ...")
     k = ds.num_classes() if len(y) else 0
     names = ds.classes or [str(i) for i in range(k)]
     per_class = per_class_text(names, counts_by_label(y, k)) if k else "no samples"
     ds.summary = (f"data: {spec} ({kind}): {k} classes ({per_class}); {len(x)} train / {len(xv)} val{split}; "
                   + "; ".join(notes))
     return ds
+
+
+def check_arrays(arrays: dict, spec: str) -> None:
+    """Ranks, lengths and label values of x, y (and x_val, y_val), checked before anything is split,
+    counted or converted; labels become int64 (a label above MAX_CLASSES would make per-class
+    counts allocate for every class up to it)."""
+    for xk, yk in (("x", "y"), ("x_val", "y_val")):
+        if xk not in arrays:
+            continue
+        x, y = arrays[xk], arrays[yk]
+        if x.ndim < 2:
+            raise DataError(f"{spec}: array {xk!r} has shape {x.shape}; expected one sample per row: (N, features) "
+                            "or (N, C, H, W)")
+        if not np.prod(x.shape[1:]):
+            raise DataError(f"{spec}: array {xk!r} has shape {x.shape}: its samples hold no values")
+        if y.ndim != 1:
+            raise DataError(f"{spec}: array {yk!r} has shape {y.shape}; labels are a 1-D array of class indices, "
+                            "one per sample")
+        if y.dtype.kind not in "iu":
+            raise DataError(f"{spec}: array {yk!r} has dtype {y.dtype}; labels are integer class indices 0, 1, 2, ...")
+        if len(x) != len(y):
+            raise DataError(f"{spec}: {len(x)} inputs but {len(y)} labels (arrays {xk!r} and {yk!r})")
+        if len(y) and y.min() < 0:
+            raise DataError(f"{spec}: array {yk!r} has negative labels (lowest {y.min()}); labels are "
+                            "class indices 0, 1, 2, ...")
+        if len(y) and y.max() >= MAX_CLASSES:
+            raise DataError(f"{spec}: array {yk!r} has a label of {y.max()}; labels are class indices below "
+                            f"{MAX_CLASSES:,} (the most classes edgetune trains)")
+        arrays[yk] = y.astype(np.int64)
 
 
 def _value_note(x: np.ndarray, spec: str) -> str:
@@ -102,8 +134,9 @@ def _as_float(a, spec, key):
         raise DataError(f"{spec}: array {key!r} has dtype {a.dtype}; give float32 values (already scaled) "
                         "or uint8 pixels 0..255 (scaled by 1/255)")
     if not np.issubdtype(a.dtype, np.floating):
-        raise DataError(f"{spec}: array {key!r} has dtype {a.dtype}; expected numbers")
-    return a.astype(np.float32, copy=False)
+        raise DataError(f"{spec}: array {key!r} has dtype {a.dtype}; expected real numbers")
+    with np.errstate(over="ignore"):     # float64 beyond float32's range becomes inf: validate() names it
+        return a.astype(np.float32, copy=False)
 
 
 _NOT_DATA = {  # what a data path that is no .npz turned out to be, and what to give instead
@@ -135,13 +168,9 @@ def _check_is_npz(path: str) -> None:
 
 
 def _load_npz(path: str) -> dict:
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except ValueError as exc:
-        raise DataError(f"{path}: cannot read arrays without pickle ({exc})") from None
-    except Exception as exc:
-        raise DataError(f"{path}: not a readable .npz file ({type(exc).__name__})") from None
+    from .npz import read_npz
+
+    arrays = read_npz(path)
     for key in ("x", "y"):
         if key not in arrays:
             raise DataError(f"{path}: missing array {key!r} (found: {', '.join(sorted(arrays)) or 'none'})")
@@ -151,7 +180,10 @@ def _load_npz(path: str) -> dict:
         names = arrays["classes"]
         if names.ndim != 1 or names.dtype.kind not in "US":
             raise DataError(f"{path}: 'classes' must be a 1-D array of strings, got {names.dtype} {names.shape}")
-        arrays["classes"] = [str(n.decode() if isinstance(n, bytes) else n) for n in names.tolist()]
+        try:
+            arrays["classes"] = [str(n.decode() if isinstance(n, bytes) else n) for n in names.tolist()]
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: 'classes' holds bytes that are not UTF-8 text") from None
         if len(set(arrays["classes"])) != len(arrays["classes"]):
             raise DataError(f"{path}: 'classes' has duplicate names")
     return arrays
@@ -209,6 +241,11 @@ def validate(ds: Dataset, input_shape, num_classes: Optional[int] = None, new_he
         if not np.isfinite(xs).all():
             bad = int((~np.isfinite(xs)).reshape(len(xs), -1).any(axis=1).sum())
             raise DataError(f"{ds.name}: {part} inputs contain NaN or Inf values ({bad} samples)")
+        peak = float(np.abs(xs).max(initial=0.0))
+        if peak > MAX_INPUT_MAGNITUDE:
+            raise DataError(f"{ds.name}: {part} inputs reach {peak:.3g}; edgetune trains on scaled inputs "
+                            f"(|x| <= {MAX_INPUT_MAGNITUDE:g}: pixels in [0, 1], standardized features): rescale the "
+                            "data or give --normalize MEAN,STD")
         if ys.ndim != 1 or not np.issubdtype(ys.dtype, np.integer):
             raise DataError(f"{ds.name}: {part} labels must be a 1-D integer array, got {ys.dtype} {ys.shape}")
         if ds.classes and (ys.min() < 0 or ys.max() >= len(ds.classes)):

@@ -40,6 +40,8 @@ def evaluate_onnx(model: str, data: str, split: str = "val", threads: Optional[i
         out = ort_logits(ir.onnx_model.SerializeToString(), x, threads=threads)
     except Exception as exc:
         raise ModelError(f"{model}: onnxruntime cannot run it ({str(exc).splitlines()[0][:200]})") from None
+    if not np.isfinite(out).all():
+        raise ModelError(f"{model}: onnxruntime's outputs on {data} are not finite (NaN or overflow)")
     validate(ds, ir.input_shape, num_classes=out.shape[1], new_head_hint=False)
     if labels and len(labels) != out.shape[1]:
         labels = None

@@ -8,12 +8,17 @@ not use. An empty class is an error.
 from __future__ import annotations
 
 import os
+import warnings
 from collections import Counter
 from typing import List, Optional, Tuple
 
 import numpy as np
 
 from .errors import DataError
+from .input_files import not_regular
+from .npz import MAX_DATA_VALUES
+
+MAX_IMAGE_PIXELS = 1 << 24     # one source image (4096 x 4096), checked before it is decoded
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pgm", ".ppm", ".pbm", ".webp", ".tif", ".tiff")
 TRAIN_DIRS = ("train", "training")
@@ -70,15 +75,13 @@ def load_image_folder(root: str, input_shape) -> dict:
     return out
 
 
-def _read_split(folder, classes, chw, seen, required: bool):
-    from PIL import Image
-
-    c, h, w = chw
-    xs, ys, counts = [], [], []
+def _image_files(folder, classes, seen):
+    """[(label, class folder, [image paths])] in class order; other files are noted as ignored."""
+    out = []
     for label, cls in enumerate(classes):
         path = os.path.join(folder, cls)
-        n = 0
         names = sorted(os.listdir(path)) if os.path.isdir(path) else []
+        files = []
         for fname in names:
             fpath = os.path.join(path, fname)
             if fname.startswith(".") or os.path.isdir(fpath):
@@ -86,27 +89,70 @@ def _read_split(folder, classes, chw, seen, required: bool):
             if not fname.lower().endswith(IMAGE_EXTS):
                 seen["ignored"].append(fpath)
                 continue
+            files.append(fpath)
+        out.append((label, path, names, files))
+    return out
+
+
+def _read_split(folder, classes, chw, seen, required: bool):
+    c, h, w = chw
+    listed = _image_files(folder, classes, seen)
+    n_files = sum(len(files) for *_, files in listed)
+    if n_files * c * h * w > MAX_DATA_VALUES:
+        raise DataError(f"{folder}: {n_files:,} images of {c}x{h}x{w} would hold {n_files * c * h * w:,} values; "
+                        f"a data set may hold at most {MAX_DATA_VALUES:,} (512 MiB as float32)")
+    xs, ys, counts = [], [], []
+    for label, path, names, files in listed:
+        n = 0
+        for fpath in files:
             try:
-                with Image.open(fpath) as im:
-                    im.load()
-                    seen["sizes"][im.size] += 1
-                    seen["modes"][im.mode] += 1
-                    im = im.convert("L" if c == 1 else "RGB")
-                    if im.size != (w, h):
-                        im = im.resize((w, h), Image.BILINEAR)
-                    arr = np.asarray(im, np.float32) / np.float32(255.0)
+                arr = _read_image(fpath, c, h, w, seen)
             except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad files
-                seen["unreadable"].append(f"{fpath} ({type(exc).__name__})")
+                text = str(exc).strip().splitlines()
+                seen["unreadable"].append(f"{fpath} ({type(exc).__name__}{': ' + text[0][:120] if text else ''})")
                 continue
             xs.append(arr[None] if c == 1 else arr.transpose(2, 0, 1))
             ys.append(label)
             n += 1
         if n == 0 and (required or os.path.isdir(path)):
-            raise DataError(f"{path}: class {cls!r} has no readable images" +
+            raise DataError(f"{path}: class {classes[label]!r} has no readable images" +
                             (f" ({len(names)} files, none usable)" if names else " (the folder is empty)"))
         counts.append(n)
     x = np.stack(xs) if xs else np.zeros((0, c, h, w), np.float32)
     return x, np.array(ys, np.int64), counts
+
+
+def _read_image(fpath, c, h, w, seen) -> np.ndarray:
+    """One image as float32 (h, w) or (h, w, 3) in [0, 1], scaled by its bit depth: 8-bit
+    channels by 1/255, 16-bit gray (Pillow's I;16 modes) by 1/65535, which Pillow's own
+    conversion to 8 bits would clip at 255. 32-bit modes (I, F) have no known range: refused."""
+    from PIL import Image
+
+    kind = not_regular(fpath)
+    if kind is not None:          # a FIFO would block the read forever
+        raise ValueError(f"{kind}, not a regular file")
+    with warnings.catch_warnings():
+        # Pillow warns of large images and of palette transparency: the size is checked below
+        # (before decoding), and the conversion is described in the data line
+        warnings.simplefilter("ignore")
+        with Image.open(fpath) as im:
+            if im.size[0] * im.size[1] > MAX_IMAGE_PIXELS:
+                raise ValueError(f"{im.size[0]}x{im.size[1]} pixels; at most {MAX_IMAGE_PIXELS:,} per image")
+            if im.mode in ("I", "F"):
+                raise ValueError(f"mode {im.mode} (32-bit pixels) has no known range; save it as 8- or 16-bit")
+            im.load()
+            seen["sizes"][im.size] += 1
+            seen["modes"][im.mode] += 1
+            if im.mode.startswith("I;16"):
+                gray = Image.fromarray(np.asarray(im).astype(np.float32) / np.float32(65535.0))  # mode F
+                if gray.size != (w, h):
+                    gray = gray.resize((w, h), Image.BILINEAR)
+                arr = np.asarray(gray, np.float32)
+                return arr if c == 1 else np.repeat(arr[:, :, None], 3, axis=2)
+            im = im.convert("L" if c == 1 else "RGB")
+            if im.size != (w, h):
+                im = im.resize((w, h), Image.BILINEAR)
+            return np.asarray(im, np.float32) / np.float32(255.0)
 
 
 def _describe(seen, chw) -> str:
@@ -124,7 +170,7 @@ def _describe(seen, chw) -> str:
         steps.append("resized")
         if any(abs(sw / sh - w / h) > 0.02 for sw, sh in sizes):
             steps.append("aspect ratio changed")
-    gray_src = {m for m in seen["modes"] if m in ("L", "1", "I", "I;16", "F")}
+    gray_src = {m for m in seen["modes"] if m in ("L", "1") or m.startswith("I;16")}
     if c == 1 and set(seen["modes"]) - gray_src:
         steps.append("colour -> gray")
     if c == 3 and gray_src:
@@ -132,7 +178,11 @@ def _describe(seen, chw) -> str:
     if "RGBA" in seen["modes"] or "LA" in seen["modes"]:
         steps.append("alpha dropped")
     how = f" ({', '.join(steps)})" if steps else ""
-    return f"images {src} {modes} -> {c}x{h}x{w} {target}{how}, pixels /255 -> [0, 1]"
+    eight = [m for m in seen["modes"] if not m.startswith("I;16")]
+    scale = "/255"
+    if len(eight) < len(seen["modes"]):
+        scale = "/65535 (16-bit)" + (" and /255 (8-bit)" if eight else "")
+    return f"images {src} {modes} -> {c}x{h}x{w} {target}{how}, pixels {scale} -> [0, 1]"
 
 
 def _warnings(seen) -> List[str]:

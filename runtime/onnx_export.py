@@ -7,7 +7,7 @@ from typing import Optional
 
 import numpy as np
 
-from .atomic import atomic_write
+from .atomic import write_bytes
 
 # metadata_props keys a user's inference code can read (documented in README "Exported files")
 META_CLASSES = "classes"          # JSON list: output index -> label
@@ -40,9 +40,7 @@ def export_proto(model, params: dict, metadata: Optional[dict] = None):
 
 def export_onnx(model, params: dict, path: str, metadata: Optional[dict] = None) -> None:
     """Write `export_proto(...)` to `path` atomically."""
-    data = export_proto(model, params, metadata).SerializeToString()
-    with atomic_write(path) as f:
-        f.write(data)
+    write_bytes(path, export_proto(model, params, metadata).SerializeToString())
 
 
 def ort_session(source, threads: Optional[int] = None):
@@ -72,7 +70,7 @@ def read_metadata(model) -> dict:
         if text:
             try:
                 out[key] = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):     # not JSON, or nested deeper than Python's stack
                 out[key] = None
     if not (isinstance(out["classes"], list) and all(isinstance(c, str) for c in out["classes"])):
         out["classes"] = None

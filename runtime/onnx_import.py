@@ -23,16 +23,13 @@ def load_model(path_or_name, bundled: bool = True, untie: bool = False) -> Model
 
     `untie`: give each reader of a shared initializer its own copy (runtime/ties.py says what
     happens to shared initializers either way)."""
-    import onnx
     from onnx import numpy_helper
 
+    from .model_check import check_ir, check_proto, read_model
+
     path = _resolve(str(path_or_name), bundled)
-    try:
-        proto = onnx.load(path)
-    except Exception as exc:  # protobuf raises several types for garbage
-        raise ModelError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from None
-    if not proto.graph.node:
-        raise ModelError(f"{path}: not a readable ONNX model (the graph has no nodes)")
+    proto = read_model(path)
+    check_proto(proto, path)     # before onnx's shape inference or numpy sees any of it
     from .onnx_batch import normalise
 
     norm = normalise(proto, path)
@@ -50,6 +47,7 @@ def load_model(path_or_name, bundled: bool = True, untie: bool = False) -> Model
         model = _Importer(path, proto, consts).run()
     model.notes, model.export_batch = norm.notes + tie_notes, norm.export_batch
     model.metadata = {p.key: p.value for p in proto.metadata_props}
+    check_ir(model)
     return model
 
 

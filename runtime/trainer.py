@@ -13,7 +13,7 @@ import numpy as np
 from . import checkpoint as ckpt
 from .testhooks import crash_point
 from .data import load_data, validate
-from .errors import EdgetuneError, UsageError
+from .errors import EdgetuneError, ModelError, UsageError
 from .optim import OptimizerConfig
 
 FALLBACK_LR = 0.02     # --lr for a model that is not bundled (bundled models carry their own)
@@ -131,8 +131,9 @@ def evaluate(engine, x, y, batch: int = 256):
     """(accuracy, mean cross-entropy) of the engine's predictions."""
     from .losses import loss_and_grad
 
-    logits = np.concatenate([engine.predict(x[i:i + batch]) for i in range(0, len(x), batch)])
-    loss, _ = loss_and_grad("cross_entropy", logits, y)
+    with np.errstate(all="ignore"):   # non-finite logits show as a NaN loss, and the export check refuses them
+        logits = np.concatenate([engine.predict(x[i:i + batch]) for i in range(0, len(x), batch)])
+        loss, _ = loss_and_grad("cross_entropy", logits, y)
     return float((logits.argmax(1) == y).mean()), loss, logits
 
 
@@ -237,7 +238,7 @@ def local_fit(engine, x, y, *, epochs: int, batch_size: int, state: dict, rng=No
                 idx = order[state["step"] * batch_size:(state["step"] + 1) * batch_size]
                 # a diverging run overflows: the check below reports it, numpy's warnings would only add noise
                 t_step = time.perf_counter()
-                with np.errstate(over="ignore", invalid="ignore"):
+                with np.errstate(all="ignore"):
                     res = engine.train_step(x[idx], y[idx])
                 wall = state.setdefault("step_wall", {"seconds": 0.0, "steps": 0})
                 wall["seconds"] += time.perf_counter() - t_step    # the whole step: a device's link included
@@ -387,7 +388,9 @@ class _Run:
 
     # -- the end ----------------------------------------------------------------------------------
     def _finish(self) -> dict:
-        from .onnx_export import export_onnx, ort_logits
+        from .atomic import write_bytes
+        from .onnx_export import export_proto, ort_logits
+        from .preflight import export_mismatch
         from .report import build_report
         from .summary import summary_lines
 
@@ -399,10 +402,20 @@ class _Run:
                      f"(last epoch {100 * last['val_acc']:.1f}%; --keep last keeps the last)")
         after_acc, after_loss, logits = evaluate(engine, ds.x_val, ds.y_val)
         params = engine.get_params()
+        bad = next((k for k, v in params.items() if not np.isfinite(v).all()), None)
+        if bad is not None:
+            raise EdgetuneError(f"training made {bad!r} non-finite (NaN or Inf), so nothing was written to {cfg.out}; "
+                                "lower --lr")
         metadata = {"classes": self.classes, "normalize": ds.normalize, "finetuned_from": provenance(cfg)}
-        export_onnx(self.model, params, cfg.out, metadata)
-        ort = ort_logits(cfg.out, ds.x_val, threads=cfg.threads)
+        # verified before it is written: a model onnxruntime does not reproduce is never left behind
+        data = export_proto(self.model, params, metadata).SerializeToString()
+        ort = ort_logits(data, ds.x_val, threads=cfg.threads)
         expected = _apply_final(self.model.final, logits)
+        why = export_mismatch(ort, expected)
+        if why is not None:
+            raise ModelError(f"the fine-tuned model was not written to {cfg.out}: onnxruntime does not reproduce "
+                             f"what edgetune computes on the validation set ({why})")
+        write_bytes(cfg.out, data)
         diff = float(np.abs(ort - expected).max())
         before = state["before"]["val_acc"]
         selected = {"keep": cfg.keep, "epoch": keeper.best_epoch if cfg.keep == "best" else len(state["history"]),

@@ -87,3 +87,19 @@ def assert_bad_input(result, needle, codes=(1, 2)):
     assert needle in lines[0], lines[0]
     assert "Traceback" not in result.output
     assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
+
+
+class SimClockTransport:
+    """Base of the test transports that run on a simulated clock (`now`, advanced by their reads;
+    pass `clock` to DeviceClient): open and close do nothing."""
+
+    now = 0.0
+
+    def clock(self):
+        return self.now
+
+    def open(self):
+        pass
+
+    def close(self):
+        pass

@@ -1,12 +1,14 @@
-"""Test dependencies that may be absent on a developer's machine but never in CI.
+"""What a test needs besides the package: Python test dependencies and system tools.
 
-`pytest.importorskip` alone turns a broken torch install into a green suite. Here a missing
-test dependency skips (with the reason in the -rs report) only outside CI; with CI=true it is
-a failure, because pyproject's test extra installs it there."""
+The one rule (README, "Set up and run"): on a machine with only Python and pip, a test whose
+dependency is missing skips, and its reason (shown by -rs) says how to install it; under CI=true
+it fails, because .ci/run installs everything (pyproject's test extra, and iverilog/yosys from
+apt). `pytest.importorskip` alone would turn a broken torch install into a green suite."""
 from __future__ import annotations
 
 import importlib
 import os
+import shutil
 
 import pytest
 
@@ -16,16 +18,29 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def missing(reason: str) -> None:
+    """A dependency named in `reason` is absent: fail under CI, else skip with the reason."""
+    if in_ci():
+        pytest.fail(f"{reason}; CI installs it (.ci/run) and must run this test", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)   # need() may run at a test module's import
+
+
 def need(module: str, why: str = ""):
     """Import and return `module`; if it cannot be imported, fail under CI, else skip saying why."""
     try:
         return importlib.import_module(module)
     except Exception as exc:  # noqa: BLE001 - a broken install raises more than ImportError
-        msg = f"{module} is not importable ({type(exc).__name__}: {exc}){': ' + why if why else ''}"
-        if in_ci():
-            pytest.fail(f"{msg}; it is a test dependency (pip install -e '.[test]') and CI must run these tests",
-                        pytrace=False)
-        pytest.skip(msg)
+        missing(f"{module} is not importable ({type(exc).__name__}: {exc}){': ' + why if why else ''}; "
+                "it is a test dependency: pip install -e '.[test]'")
+
+
+def need_tool(command: str, install: str) -> str:
+    """The path of the system tool `command`; if it is not on PATH, fail under CI, else skip
+    naming the `install` command (e.g. 'apt-get install iverilog')."""
+    path = shutil.which(command)
+    if path is None:
+        missing(f"{command} is not installed: {install}")
+    return path
 
 
 def need_exporter(exporter: str):

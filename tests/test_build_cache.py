@@ -13,19 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from requires import in_ci, need
+from requires import need, need_tool
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _cmake():
-    cmake = shutil.which("cmake")
-    if cmake is None:
-        msg = "needs cmake: pip install cmake (or apt-get install cmake)"
-        if in_ci():
-            pytest.fail(msg + "; .ci/run installs it", pytrace=False)
-        pytest.skip(msg)
-    return cmake
+    return need_tool("cmake", "pip install cmake (or apt-get install cmake)")
 
 
 def _configure_as_a_new_build_env(cmake, build: Path, env: Path) -> dict:

@@ -31,6 +31,11 @@ ConvLayer::ConvLayer(int C_, int K_, int R_, int S_, int sh_, int sw_, int pt_, 
     if (pt < 0 || pl < 0 || pb < 0 || pr < 0) throw std::invalid_argument("conv: pads must be non-negative");
     if (groups <= 0 || C % groups || K % groups)
         throw std::invalid_argument("conv: groups must divide in and out channels");
+    check_range(C, 1, kMaxDim, "conv: in channels");
+    check_range(K, 1, kMaxDim, "conv: out channels");
+    for (i64 v : {(i64)R, (i64)S, (i64)sh, (i64)sw, (i64)dh, (i64)dw, pt + i64(1), pl + i64(1), pb + i64(1), pr + i64(1)})
+        check_range(v, 1, kMaxGeometry, "conv: a kernel size, stride, dilation or pad (+1)");
+    check_range((i64)K * (C / groups) * R * S, 1, kMaxElems, "conv: weight elements");
     kind_of(act, lo, hi);  // validates the activation code
     Cg = C / groups;
     Kg = K / groups;
@@ -42,11 +47,15 @@ ConvLayer::ConvLayer(int C_, int K_, int R_, int S_, int sh_, int sw_, int pt_, 
 }
 
 void ConvLayer::out_shape(int H_, int W_, int& OH_, int& OW_) const {
-    OH_ = (H_ + pt + pb - dh * (R - 1) - 1) / sh + 1;
-    OW_ = (W_ + pl + pr - dw * (S - 1) - 1) / sw + 1;
-    if (H_ + pt + pb - dh * (R - 1) - 1 < 0 || W_ + pl + pr - dw * (S - 1) - 1 < 0 || OH_ <= 0 || OW_ <= 0)
+    check_range(H_, 1, kMaxDim, "conv: input height");
+    check_range(W_, 1, kMaxDim, "conv: input width");
+    // in i64: the limits above and in the constructor keep every term far from overflow
+    const i64 spanh = (i64)H_ + pt + pb - (i64)dh * (R - 1) - 1, spanw = (i64)W_ + pl + pr - (i64)dw * (S - 1) - 1;
+    if (spanh < 0 || spanw < 0)
         throw std::invalid_argument("conv: input " + std::to_string(H_) + "x" + std::to_string(W_) +
                                     " is smaller than the (dilated) kernel");
+    OH_ = int(spanh / sh + 1);
+    OW_ = int(spanw / sw + 1);
 }
 
 // WG pixel tile of the list walk: the d rows a tile touches (~16 KB) stay in L1 while every

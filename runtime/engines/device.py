@@ -33,7 +33,7 @@ class DeviceEngine(Engine):
                "timeout_scale")
 
     def __init__(self, device: str = "emulator", baudrate: int = 921600, timeout: float = DEFAULT_TIMEOUT,
-                 retries: int = DEFAULT_RETRIES, max_timeout: float = DEFAULT_MAX_TIMEOUT,
+                 retries: Optional[int] = DEFAULT_RETRIES, max_timeout: float = DEFAULT_MAX_TIMEOUT,
                  give_up_after: float = DEFAULT_GIVE_UP, snapshot_every: int = 32,
                  max_recoveries: int = 4, fault_rate: float = 0.0, fmt: str = "fp32",
                  reset_after: Optional[int] = None, seed: int = 0, emulator_engine: Optional[str] = None,
