@@ -122,20 +122,25 @@ def _attr_types():
         "Constant": {"value": t, "value_float": f, "value_floats": floats, "value_int": i, "value_ints": ints,
                      "value_string": s, "value_strings": A.STRINGS, "sparse_value": A.SPARSE_TENSOR},
         "Softmax": {"axis": i}, "LogSoftmax": {"axis": i},
+        "Concat": {"axis": i}, "Mul": {}, "Transpose": {"perm": ints},
+        # opset < 10 gives Slice's bounds as attributes, later opsets as inputs
+        "Slice": {"axes": ints, "starts": ints, "ends": ints},
+        "Split": {"axis": i, "split": ints, "num_outputs": i},
     }
 
 
 # (fewest, most) inputs and outputs of each supported op; the first `fewest` inputs are required
 _INPUTS = {"Conv": (2, 3), "Gemm": (2, 3), "MatMul": (2, 2), "Add": (2, 2), "Clip": (1, 3), "ReduceMean": (1, 2),
-           "Reshape": (2, 2), "BatchNormalization": (5, 5), "Dropout": (1, 3), "Constant": (0, 0)}
-_OUTPUTS = {"MaxPool": 2, "Dropout": 2, "BatchNormalization": 5}
+           "Reshape": (2, 2), "BatchNormalization": (5, 5), "Dropout": (1, 3), "Constant": (0, 0),
+           "Concat": (1, MAX_NODES), "Mul": (2, 2), "Slice": (1, 5), "Split": (1, 2)}
+_OUTPUTS = {"MaxPool": 2, "Dropout": 2, "BatchNormalization": 5, "Split": MAX_NODES}
 
 
 def supported_ops() -> tuple:
     """The ONNX op types the importer reads."""
-    from .onnx_import import SUPPORTED_OPS
+    from .ops import supported_onnx
 
-    return SUPPORTED_OPS
+    return supported_onnx()
 
 
 def check_proto(proto, path: str) -> None:
