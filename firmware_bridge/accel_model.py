@@ -6,12 +6,13 @@ simulate's constraint design (runtime/accel/cost.py: work items of the operand m
 partition over the PE rows, estimator beside FP, DRAM bound). The two agree on the same step
 (tests/test_accel_agree.py). Per Conv/Gemm layer and phase (FP, BP, WG):
 
-* MACs ``dense``, ``required`` and ``executed``: from the hosted engine's own kernel counters
-  when it has them (the native engine, ``Engine.step_counters``); ``required`` is the pair-level
-  constraint count of runtime/layer_stats.py; ``executed`` is what the kernels multiplied (SIMD
-  tail lanes included, so a narrow layer may execute a little more than ``dense``). For an
-  engine without counters (the dense reference) they come from layer_stats on the step's values
-  and gradients, with ``executed = required``; ``skipped = dense - executed``.
+* MACs ``dense`` and ``required``: from the hosted engine's own kernel counters when it has
+  them (the native engine, ``Engine.step_counters``), else from layer_stats on the step's values
+  and gradients (the dense reference); ``required`` is the pair-level constraint count of
+  runtime/layer_stats.py. ``executed = required``: the modelled array, like the RTL's
+  (hardware/), multiplies exactly the pairs the constraints require, whatever the host's CPU
+  kernels did (their register tiles may run dense and pad narrow layers: those counts stay in
+  the host's own report); ``skipped = dense - executed``.
 * operand masks: from the activation store the kernels kept for backward
   (``Engine.step_operands``), or from the same values and gradients;
 * ``cycles`` and ``buffer_read_bytes``/``buffer_write_bytes`` (the constraint design's memory
@@ -36,7 +37,7 @@ SPEC = load_spec()
 PE_ROWS, PE_COLS = SPEC["pe_rows"], SPEC["pe_cols"]
 KINDS = ("dense", "required", "executed")
 SOURCE_KERNELS = "hosted engine kernel counters"
-SOURCE_TABLE = "layer_stats.layer_table (analytic; executed = required)"
+SOURCE_TABLE = "layer_stats.layer_table (analytic)"
 
 
 def _zero_phase():
@@ -85,7 +86,9 @@ class AccelModel:
             if node.name not in per_layer or node.name not in operands:
                 raise RuntimeError(f"the hosted engine has no kernel counters for layer {node.name}")
             c = per_layer[node.name]
-            step["layers"][node.name] = {"macs": {ph: {k: int(c[ph][k]) for k in KINDS} for ph in PHASES},
+            macs = {ph: {"dense": int(c[ph]["dense"]), "required": int(c[ph]["required"]),
+                         "executed": int(c[ph]["required"])} for ph in PHASES}
+            step["layers"][node.name] = {"macs": macs,
                                          "operands": self._kernel_operands(node, *operands[node.name]),
                                          "act_bytes": c.get("act_bytes")}
         return step

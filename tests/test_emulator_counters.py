@@ -78,19 +78,21 @@ def test_emulator_macs_equal_native_step_counters_and_simulate(name, batch, monk
     for lay in native["layers"]:
         e = emu[lay["name"]]
         for ph in PHASES:
-            got = {k: e[ph][f"{k}_macs"] for k in ("dense", "required", "executed")}
-            assert got == lay[ph], (lay["name"], ph)
-            assert e[ph]["skipped_macs"] == lay[ph]["dense"] - lay[ph]["executed"]
+            got = {k: e[ph][f"{k}_macs"] for k in ("dense", "required")}
+            assert got == {k: lay[ph][k] for k in ("dense", "required")}, (lay["name"], ph)
+            # the modelled array multiplies exactly the required pairs, not what the CPU tiles ran
+            assert e[ph]["executed_macs"] == lay[ph]["required"]
+            assert e[ph]["skipped_macs"] == lay[ph]["dense"] - lay[ph]["required"]
             assert e[ph]["required_macs"] == simulated[lay["name"]]["constraint"][ph], (lay["name"], ph)
             assert e[ph]["dense_macs"] == simulated[lay["name"]]["dense"][ph], (lay["name"], ph)
     phases = acc["totals"]["phases"]
     for ph in PHASES:
         assert phases[ph]["dense_macs"] == native["macs_dense"][ph]
         assert phases[ph]["required_macs"] == native["macs_required"][ph]
-        assert phases[ph]["executed_macs"] == native["macs_executed"][ph]
+        assert phases[ph]["executed_macs"] == native["macs_required"][ph]
         assert acc["last_step"]["phases"][ph] == phases[ph]
     assert acc["totals"]["required_macs"] == native["macs_required"]["total"]
-    assert acc["totals"]["executed_macs"] == native["macs_executed"]["total"]
+    assert acc["totals"]["executed_macs"] == native["macs_required"]["total"]
     # stored = values (kept values and state bits) + plan (position lists), PROTOCOL.md section 12;
     # the last step's figures per layer are the hosted engine's (the report takes them from there)
     assert acc["totals"]["activation_store_bytes"] == native["activation_bytes"]
@@ -99,7 +101,9 @@ def test_emulator_macs_equal_native_step_counters_and_simulate(name, batch, monk
     for lay in native["layers"]:
         assert last_layers[lay["name"]]["act_bytes"] == lay["act_bytes"]
         for ph in PHASES:
-            assert {k: last_layers[lay["name"]][ph][f"{k}_macs"] for k in ("dense", "required", "executed")} == lay[ph]
+            got = last_layers[lay["name"]][ph]
+            assert {k: got[f"{k}_macs"] for k in ("dense", "required")} == {k: lay[ph][k] for k in ("dense", "required")}
+            assert got["executed_macs"] == lay[ph]["required"]
     # the derived counters are there and consistent
     for e in emu.values():
         for ph in PHASES:
@@ -124,9 +128,9 @@ def test_counters_accumulate_over_steps_and_dense_host_uses_layer_table():
     second = ref.step_counters()
     for ph in PHASES:
         for k in ("required", "executed"):
-            assert two["totals"]["phases"][ph][f"{k}_macs"] == first[f"macs_{k}"][ph] + second[f"macs_{k}"][ph]
+            assert two["totals"]["phases"][ph][f"{k}_macs"] == first["macs_required"][ph] + second["macs_required"][ph]
         assert two["last_step"]["phases"][ph]["required_macs"] == second["macs_required"][ph]
-    # hosting the dense engine: the analytic definition (layer_table), executed = required
+    # hosting the dense engine: the analytic definition (layer_table)
     _, dense = _emulator_step(model, x, y, engine="dense")
     assert dense["counter_source"].startswith("layer_stats.layer_table")
     one = {lay["name"]: lay for lay in _emulator_step(model, x, y)[1]["layers"]}
