@@ -507,7 +507,8 @@ def test_bad_input_messages():
 
 
 # ----------------------------------------------------------------------------- gemm
-@pytest.mark.parametrize("N,F,O", [(1, 7, 3), (5, 33, 10), (9, 130, 67), (4, 513, 9)])
+# (3, 4099, 4101): more than 64 register-tile blocks of inputs and outputs at every vector width
+@pytest.mark.parametrize("N,F,O", [(1, 7, 3), (5, 33, 10), (9, 130, 67), (4, 513, 9), (3, 4099, 4101)])
 @pytest.mark.parametrize("act", [1, 2, 3, 0, 4])
 def test_gemm(N, F, O, act):
     rng = np.random.default_rng(N * 1000 + F + act)

@@ -6,6 +6,8 @@
 // Measured on a 3x3 conv, 64->64, 16x16, batch 32, one Zen 4 core: AVX-512 6x4 54 GMAC/s,
 // 8x2 52, 12x2 48 (its 12 row pointers spill); AVX2 6x2 53.
 #pragma once
+#include <vector>
+
 #include "../common.hpp"
 
 namespace et {
@@ -25,18 +27,23 @@ constexpr int kMaxMR = tile_mr(1);
 
 // The output channels (nv vectors) of one group cut into blocks of at most kMaxNR vectors, as even
 // as possible (5 -> 3 + 2, 6 -> 3 + 3): block i starts at vector first[i] and has nr[i] vectors.
+// As many blocks as the channels need: a fixed 64 silently left every channel past
+// 64 * kMaxNR * VW uncomputed (513+ on 4-float SSE2, 1025+ on AVX2).
 struct NrBlocks {
     int n = 0;
-    int first[64], nr[64];
+    std::vector<int> first, nr;
     explicit NrBlocks(int nv) {
         const int nb = (nv + kMaxNR - 1) / kMaxNR;
+        first.resize(nb);
+        nr.resize(nb);
         int v = 0;
-        for (int b = 0; b < nb && b < 64; b++) {
+        for (int b = 0; b < nb; b++) {
             const int take = (nv - v + (nb - b) - 1) / (nb - b);
-            first[n] = v;
-            nr[n++] = take;
+            first[b] = v;
+            nr[b] = take;
             v += take;
         }
+        n = nb;
     }
 };
 
