@@ -59,11 +59,28 @@ def flower_like_pids():
     return found
 
 
+def other_runs_pids(token):
+    """PIDs whose environment carries another test run's marker: a second suite on the same
+    machine starts Flower and Ray processes of its own, which are not this test's leftovers."""
+    mine, other = f"{TEST_MARK}={token}".encode(), f"{TEST_MARK}=".encode()
+    found = set()
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if any(v.startswith(other) for v in env) and mine not in env:
+            found.add(int(entry))
+    return found
+
+
 def assert_nothing_left(token, before):
-    """Neither a process carrying the test's marker nor a new Flower/Ray process may still run."""
+    """Neither a process carrying the test's marker nor a new Flower/Ray process (other than
+    another test run's) may still run."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        left = set(processes.marked_pids(token, TEST_MARK)) | (flower_like_pids() - before)
+        left = set(processes.marked_pids(token, TEST_MARK)) | (flower_like_pids() - before - other_runs_pids(token))
         if not left:
             return
         time.sleep(0.2)
