@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import fuzz_inputs as F
+from requires import need
 
 LONG = F.fuzz_profile() == "long"
 # pytest-timeout's limit is per test, and a long profile's test runs for an hour; each run of the
@@ -43,7 +44,7 @@ def _npz_case(mutations, bomb, in_subprocess: bool) -> None:
 
 
 def _image_case(mutations, in_subprocess: bool) -> None:
-    pytest.importorskip("PIL")
+    need("PIL")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data = F.write_image_folder(tmp / "imgs", mutations)

@@ -15,6 +15,7 @@ from onnx import helper, numpy_helper
 import fuzz_inputs as F
 from edgetune import models
 from helpers import assert_bad_input, run_cli
+from requires import need
 
 LIMIT_RSS = 1 << 30     # these runs must stay far below the fuzzer's 2 GiB
 
@@ -211,7 +212,7 @@ def _png16(path, values):
 
 def test_16_bit_pngs_are_scaled_by_their_bit_depth(tmp_path):
     """They loaded 99.6% saturated (Pillow's 8-bit conversion clips at 255) and the data line said /255."""
-    pytest.importorskip("PIL")
+    need("PIL")
     from edgetune.runtime.data import load_data
 
     rng = np.random.default_rng(0)
@@ -230,7 +231,7 @@ def test_16_bit_pngs_are_scaled_by_their_bit_depth(tmp_path):
 
 
 def test_32_bit_and_giant_images_are_skipped_with_a_reason_and_no_pillow_warning(tmp_path):
-    pytest.importorskip("PIL")
+    need("PIL")
     from PIL import Image
 
     root = F.write_image_folder(tmp_path / "imgs", [])
